@@ -1,0 +1,164 @@
+/*
+ * b4ae_pkcs11.h - numbers of the b4ae-pkcs11 PKCS#11 module.
+ *
+ * This header is the single source of truth for the module's vendor-defined
+ * values: the Rust constants are generated from it at build time (build.rs),
+ * so the two can never disagree.
+ *
+ * It also declares the PKCS#11 3.2 post-quantum numbers, each guarded, for
+ * consumers whose own pkcs11.h predates 3.2.
+ *
+ * Every value is written as a single `#define NAME 0x...UL` line: build.rs
+ * parses exactly that form.
+ */
+#ifndef B4AE_PKCS11_H
+#define B4AE_PKCS11_H
+
+/*
+ * Without a pkcs11.h of your own included first, the public-domain PKCS#11 3.2
+ * header shipped beside this one is used, so a program can be built against
+ * this header only.
+ */
+#ifndef CKR_OK
+#include "pkcs11.h"
+#endif
+
+/* ---- Vendor-defined (all >= CKK/CKM/CKA_VENDOR_DEFINED, all < 2^32) ---- */
+
+/* Key types */
+#define CKK_B4AE_DILITHIUM5 0xB4AE0001UL /* round-3 Dilithium5: pk 2592, sk 4864, sig 4595 bytes; NOT ML-DSA-87 */
+#define CKK_B4AE_HYBRID 0xB4AE0002UL     /* Ed25519 + ML-DSA-87 */
+
+/* Mechanisms */
+#define CKM_B4AE_DILITHIUM5_KEY_PAIR_GEN 0xB4AE0001UL
+#define CKM_B4AE_DILITHIUM5 0xB4AE0002UL          /* sign/verify the raw message, single- and multi-part */
+#define CKM_B4AE_HYBRID_KEY_PAIR_GEN 0xB4AE0003UL
+#define CKM_B4AE_HYBRID 0xB4AE0004UL              /* u32be(64) || Ed25519 sig (64) || ML-DSA-87 sig (4627) = 4695 bytes */
+
+/* Attributes */
+#define CKA_B4AE_ED25519_PUBLIC 0xB4AE0001UL /* hybrid public key's Ed25519 half (32 bytes) */
+#define CKA_B4AE_MLDSA_PUBLIC 0xB4AE0002UL   /* hybrid public key's ML-DSA-87 half (2592 bytes) */
+#define CKA_B4AE_CUSTODY 0xB4AE0003UL        /* read-only CK_ULONG, values below */
+
+/* Values of CKA_B4AE_CUSTODY */
+#define B4AE_CUSTODY_HSM_NATIVE 0x1UL   /* held natively by the real HSM */
+#define B4AE_CUSTODY_HSM_WRAPPED 0x2UL  /* encrypted by the HSM's storage key */
+#define B4AE_CUSTODY_EMBEDDED 0x3UL     /* embedded encrypted store */
+
+/* Signature layout of CKM_B4AE_HYBRID */
+#define B4AE_HYBRID_SIGNATURE_LEN 0x1257UL /* 4695 */
+#define B4AE_HYBRID_PUBLIC_KEY_LEN 0xA40UL /* 32 + 2592 = 2624 */
+
+/* ---- PKCS#11 3.2 post-quantum numbers (standard values) ---- */
+
+#ifndef CKK_ML_KEM
+#define CKK_ML_KEM 0x49UL
+#endif
+#ifndef CKK_ML_DSA
+#define CKK_ML_DSA 0x4AUL
+#endif
+#ifndef CKA_PARAMETER_SET
+#define CKA_PARAMETER_SET 0x61DUL
+#endif
+#ifndef CKA_SEED
+#define CKA_SEED 0x637UL
+#endif
+#ifndef CKA_ENCAPSULATE
+#define CKA_ENCAPSULATE 0x633UL
+#endif
+#ifndef CKA_DECAPSULATE
+#define CKA_DECAPSULATE 0x634UL
+#endif
+#ifndef CKF_ENCAPSULATE
+#define CKF_ENCAPSULATE 0x10000000UL
+#endif
+#ifndef CKF_DECAPSULATE
+#define CKF_DECAPSULATE 0x20000000UL
+#endif
+#ifndef CKM_ML_KEM_KEY_PAIR_GEN
+#define CKM_ML_KEM_KEY_PAIR_GEN 0xFUL
+#endif
+#ifndef CKM_ML_KEM
+#define CKM_ML_KEM 0x17UL
+#endif
+#ifndef CKM_ML_DSA_KEY_PAIR_GEN
+#define CKM_ML_DSA_KEY_PAIR_GEN 0x1CUL
+#endif
+#ifndef CKM_ML_DSA
+#define CKM_ML_DSA 0x1DUL
+#endif
+#ifndef CKM_HASH_ML_DSA
+#define CKM_HASH_ML_DSA 0x1FUL
+#endif
+#ifndef CKM_HASH_ML_DSA_SHA224
+#define CKM_HASH_ML_DSA_SHA224 0x23UL
+#endif
+#ifndef CKM_HASH_ML_DSA_SHA256
+#define CKM_HASH_ML_DSA_SHA256 0x24UL
+#endif
+#ifndef CKM_HASH_ML_DSA_SHA384
+#define CKM_HASH_ML_DSA_SHA384 0x25UL
+#endif
+#ifndef CKM_HASH_ML_DSA_SHA512
+#define CKM_HASH_ML_DSA_SHA512 0x26UL
+#endif
+#ifndef CKM_HASH_ML_DSA_SHA3_224
+#define CKM_HASH_ML_DSA_SHA3_224 0x27UL
+#endif
+#ifndef CKM_HASH_ML_DSA_SHA3_256
+#define CKM_HASH_ML_DSA_SHA3_256 0x28UL
+#endif
+#ifndef CKM_HASH_ML_DSA_SHA3_384
+#define CKM_HASH_ML_DSA_SHA3_384 0x29UL
+#endif
+#ifndef CKM_HASH_ML_DSA_SHA3_512
+#define CKM_HASH_ML_DSA_SHA3_512 0x2AUL
+#endif
+#ifndef CKM_HASH_ML_DSA_SHAKE128
+#define CKM_HASH_ML_DSA_SHAKE128 0x2BUL
+#endif
+#ifndef CKM_HASH_ML_DSA_SHAKE256
+#define CKM_HASH_ML_DSA_SHAKE256 0x2CUL
+#endif
+#ifndef CKP_ML_DSA_44
+#define CKP_ML_DSA_44 0x1UL
+#endif
+#ifndef CKP_ML_DSA_65
+#define CKP_ML_DSA_65 0x2UL
+#endif
+#ifndef CKP_ML_DSA_87
+#define CKP_ML_DSA_87 0x3UL
+#endif
+#ifndef CKP_ML_KEM_512
+#define CKP_ML_KEM_512 0x1UL
+#endif
+#ifndef CKP_ML_KEM_768
+#define CKP_ML_KEM_768 0x2UL
+#endif
+#ifndef CKP_ML_KEM_1024
+#define CKP_ML_KEM_1024 0x3UL
+#endif
+#ifndef CKH_HEDGE_PREFERRED
+#define CKH_HEDGE_PREFERRED 0x0UL
+#endif
+#ifndef CKH_HEDGE_REQUIRED
+#define CKH_HEDGE_REQUIRED 0x1UL
+#endif
+#ifndef CKH_DETERMINISTIC_REQUIRED
+#define CKH_DETERMINISTIC_REQUIRED 0x2UL
+#endif
+#ifndef CKR_PARAMETER_SET_NOT_SUPPORTED
+#define CKR_PARAMETER_SET_NOT_SUPPORTED 0x209UL
+#endif
+
+/*
+ * Layout-identical to PKCS#11 3.2 CK_SIGN_ADDITIONAL_CONTEXT (the parameter of
+ * CKM_ML_DSA), under our own name so it never clashes with a 3.2 pkcs11t.h.
+ */
+typedef struct B4AE_SIGN_ADDITIONAL_CONTEXT {
+    unsigned long hedgeVariant; /* CKH_* */
+    unsigned char *pContext;    /* may be NULL when ulContextLen is 0 */
+    unsigned long ulContextLen; /* at most 255 */
+} B4AE_SIGN_ADDITIONAL_CONTEXT;
+
+#endif /* B4AE_PKCS11_H */

@@ -1,0 +1,256 @@
+//! The C ABI: every exported `C_*` function, the function tables, and the decoding of the
+//! caller's pointers into safe values. This is the only place with `unsafe` code.
+//!
+//! Every entry point goes through [`run`]: a typed `Result` becomes a `CK_RV` the same way
+//! everywhere, and a panic is caught, logged and answered with `CKR_GENERAL_ERROR` instead of
+//! unwinding into C.
+
+#![allow(non_snake_case)]
+// The exported functions' safety contract is the PKCS#11 specification: each pointer argument
+// is NULL or valid for the length the specification gives it.
+#![allow(clippy::missing_safety_doc)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod crypto;
+mod general;
+mod objects;
+mod sessions;
+mod slots;
+mod tables;
+mod unsupported;
+
+use crate::error::{rv_name, Error, Result};
+use crate::mechanism::{self, Mechanism, Param, ParamShape};
+use crate::token::attributes::Attributes;
+use cryptoki_sys::*;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+pub use tables::function_list_240;
+
+/// Longest data buffer accepted: a length of 2^32 or more is a caller's bug, never data.
+const MAX_DATA_LEN: CK_ULONG = u32::MAX as CK_ULONG;
+/// Most attributes in one template.
+const MAX_TEMPLATE_LEN: CK_ULONG = 4096;
+/// Longest attribute value accepted.
+const MAX_ATTRIBUTE_LEN: CK_ULONG = 64 << 20;
+/// Longest opaque mechanism parameter accepted.
+const MAX_PARAM_LEN: CK_ULONG = 64 << 10;
+
+/// Runs an entry point's body: maps its result to a `CK_RV` and stops any panic at the border.
+pub(crate) fn run(name: &'static str, body: impl FnOnce() -> Result<()>) -> CK_RV {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => CKR_OK,
+        Ok(Err(Error(rv))) => {
+            tracing::debug!("{name} -> {}", rv_name(rv));
+            rv
+        }
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!("{name}: internal error (panic: {what}); answering CKR_GENERAL_ERROR");
+            CKR_GENERAL_ERROR
+        }
+    }
+}
+
+/// Declares exported entry points whose bodies return `Result<()>`.
+macro_rules! entry_points {
+    ($(fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block)*) => {
+        $(
+            #[no_mangle]
+            pub unsafe extern "C" fn $name($($arg: $ty),*) -> CK_RV {
+                $crate::abi::run(stringify!($name), || $body)
+            }
+        )*
+    };
+}
+pub(crate) use entry_points;
+
+/// A caller's input buffer. `len` is checked before anything is read.
+///
+/// # Safety
+/// `ptr` must be NULL or valid for reads of `len` bytes.
+unsafe fn input<'a>(ptr: *const CK_BYTE, len: CK_ULONG) -> Result<&'a [u8]> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if ptr.is_null() || len > MAX_DATA_LEN {
+        return Err(Error::ARGUMENTS_BAD);
+    }
+    // SAFETY: non-NULL, and the caller promises `len` readable bytes (PKCS#11 contract).
+    Ok(unsafe { std::slice::from_raw_parts(ptr, len as usize) })
+}
+
+/// A caller's output location.
+///
+/// # Safety
+/// `ptr` must be NULL or valid for writes of one `T`.
+unsafe fn output<'a, T>(ptr: *mut T) -> Result<&'a mut T> {
+    // SAFETY: the caller promises a valid, writable location when non-NULL.
+    unsafe { ptr.as_mut() }.ok_or(Error::ARGUMENTS_BAD)
+}
+
+/// Copies a fixed-size structure out to the caller.
+///
+/// # Safety
+/// As [`output`].
+unsafe fn write_out<T>(ptr: *mut T, value: T) -> Result<()> {
+    // SAFETY: forwarded contract of `output`.
+    *unsafe { output(ptr) }? = value;
+    Ok(())
+}
+
+/// The two-call length convention: NULL `buf` asks for the length; a short buffer answers
+/// `CKR_BUFFER_TOO_SMALL` with the length needed; otherwise `produce` runs and its bytes are
+/// copied out.
+///
+/// # Safety
+/// `buf` must be NULL or valid for writes of `*len` bytes; `len` must be NULL or valid.
+unsafe fn deliver(
+    buf: *mut CK_BYTE,
+    len: *mut CK_ULONG,
+    needed: usize,
+    produce: impl FnOnce() -> Result<Vec<u8>>,
+) -> Result<()> {
+    // SAFETY: forwarded contract.
+    let len = unsafe { output(len) }?;
+    if buf.is_null() {
+        *len = needed as CK_ULONG;
+        return Ok(());
+    }
+    if (*len as usize) < needed {
+        *len = needed as CK_ULONG;
+        return Err(Error::BUFFER_TOO_SMALL);
+    }
+    let data = produce()?;
+    if data.len() > *len as usize {
+        return Err(Error::GENERAL);
+    }
+    // SAFETY: `buf` is writable for `*len` bytes and `data.len()` fits in it.
+    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len()) };
+    *len = data.len() as CK_ULONG;
+    Ok(())
+}
+
+/// A list answered with the two-call convention (`C_GetSlotList`, `C_GetMechanismList`).
+///
+/// # Safety
+/// `list` must be NULL or valid for `*count` elements; `count` must be NULL or valid.
+unsafe fn deliver_list<T: Copy>(list: *mut T, count: *mut CK_ULONG, items: &[T]) -> Result<()> {
+    // SAFETY: forwarded contract.
+    let count = unsafe { output(count) }?;
+    if list.is_null() {
+        *count = items.len() as CK_ULONG;
+        return Ok(());
+    }
+    if (*count as usize) < items.len() {
+        *count = items.len() as CK_ULONG;
+        return Err(Error::BUFFER_TOO_SMALL);
+    }
+    // SAFETY: `list` holds at least `*count >= items.len()` elements.
+    unsafe { std::ptr::copy_nonoverlapping(items.as_ptr(), list, items.len()) };
+    *count = items.len() as CK_ULONG;
+    Ok(())
+}
+
+/// A caller's template, read in full and checked.
+///
+/// # Safety
+/// `ptr` must be NULL or valid for `count` attributes, each `pValue` valid for `ulValueLen`.
+unsafe fn template(ptr: *const CK_ATTRIBUTE, count: CK_ULONG) -> Result<Attributes> {
+    // SAFETY: forwarded contract.
+    let raw = unsafe { attribute_array(ptr, count) }?;
+    let mut values = Vec::with_capacity(raw.len());
+    for a in raw {
+        if a.ulValueLen > MAX_ATTRIBUTE_LEN || (a.ulValueLen > 0 && a.pValue.is_null()) {
+            return Err(Error::ATTRIBUTE_VALUE_INVALID);
+        }
+        // SAFETY: checked non-NULL when non-empty; the caller promises `ulValueLen` bytes.
+        let value = unsafe { input(a.pValue as *const CK_BYTE, a.ulValueLen) }?;
+        values.push((a.type_, value.to_vec()));
+    }
+    Attributes::from_template(values)
+}
+
+/// The caller's attribute array itself (for `C_GetAttributeValue`, which writes into it).
+///
+/// # Safety
+/// `ptr` must be NULL or valid for `count` attributes.
+unsafe fn attribute_array<'a>(
+    ptr: *const CK_ATTRIBUTE,
+    count: CK_ULONG,
+) -> Result<&'a [CK_ATTRIBUTE]> {
+    if count == 0 {
+        return Ok(&[]);
+    }
+    if ptr.is_null() || count > MAX_TEMPLATE_LEN {
+        return Err(Error::ARGUMENTS_BAD);
+    }
+    // SAFETY: non-NULL, bounded count, caller promises `count` attributes.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, count as usize) })
+}
+
+/// A caller's `CK_MECHANISM`, decoded by the parameter shape its type has.
+///
+/// # Safety
+/// `ptr` must be NULL or point to a valid `CK_MECHANISM` whose parameter is valid for its length.
+unsafe fn mechanism(ptr: *const CK_MECHANISM) -> Result<Mechanism> {
+    // SAFETY: forwarded contract.
+    let m = unsafe { ptr.as_ref() }.ok_or(Error::ARGUMENTS_BAD)?;
+    let has_param = !m.pParameter.is_null() || m.ulParameterLen != 0;
+    let param = match mechanism::param_shape(m.mechanism) {
+        _ if !has_param => Param::None,
+        ParamShape::Empty => return Err(Error::MECHANISM_PARAM_INVALID),
+        ParamShape::SignContext => {
+            if m.pParameter.is_null()
+                || m.ulParameterLen as usize != std::mem::size_of::<CK_SIGN_ADDITIONAL_CONTEXT>()
+            {
+                return Err(Error::MECHANISM_PARAM_INVALID);
+            }
+            // SAFETY: non-NULL and exactly the structure's size, as checked above.
+            let p = unsafe { &*(m.pParameter as *const CK_SIGN_ADDITIONAL_CONTEXT) };
+            if p.ulContextLen > crate::mechanism::mldsa::MAX_CONTEXT_LEN as CK_ULONG
+                || (p.ulContextLen > 0 && p.pContext.is_null())
+            {
+                return Err(Error::MECHANISM_PARAM_INVALID);
+            }
+            // SAFETY: non-NULL when non-empty, at most 255 bytes, caller's promise.
+            let context = unsafe { input(p.pContext, p.ulContextLen) }?.to_vec();
+            Param::SignContext {
+                hedge: p.hedgeVariant,
+                context,
+            }
+        }
+        ParamShape::Opaque => {
+            if m.pParameter.is_null() || m.ulParameterLen > MAX_PARAM_LEN {
+                return Err(Error::MECHANISM_PARAM_INVALID);
+            }
+            // SAFETY: non-NULL, bounded, caller's promise.
+            let bytes = unsafe { input(m.pParameter as *const CK_BYTE, m.ulParameterLen) }?;
+            Param::Opaque(zeroize::Zeroizing::new(bytes.to_vec()))
+        }
+    };
+    Ok(Mechanism {
+        mechanism: m.mechanism,
+        param,
+    })
+}
+
+/// Copies `text` into a blank-padded fixed field.
+fn padded<const N: usize>(text: &[u8]) -> [CK_UTF8CHAR; N] {
+    let mut field = [b' '; N];
+    let n = text.len().min(N);
+    field[..n].copy_from_slice(&text[..n]);
+    field
+}
+
+/// Version of this library, from Cargo.
+fn library_version() -> CK_VERSION {
+    CK_VERSION {
+        major: env!("CARGO_PKG_VERSION_MAJOR").parse().unwrap_or(0),
+        minor: env!("CARGO_PKG_VERSION_MINOR").parse().unwrap_or(0),
+    }
+}

@@ -1,0 +1,224 @@
+//! Functions of the 3.2 table this release does not perform. Each answers
+//! `CKR_FUNCTION_NOT_SUPPORTED`, as PKCS#11 requires of an unsupported function in the table.
+
+use super::entry_points;
+use crate::error::Error;
+use cryptoki_sys::*;
+
+entry_points! {
+    fn C_EncryptInit(_a1: CK_SESSION_HANDLE, _a2: *mut CK_MECHANISM, _a3: CK_OBJECT_HANDLE) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_Encrypt(_a1: CK_SESSION_HANDLE, _a2: *mut CK_BYTE, _a3: CK_ULONG, _a4: *mut CK_BYTE, _a5: *mut CK_ULONG) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_EncryptUpdate(_a1: CK_SESSION_HANDLE, _a2: *mut CK_BYTE, _a3: CK_ULONG, _a4: *mut CK_BYTE, _a5: *mut CK_ULONG) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_EncryptFinal(_a1: CK_SESSION_HANDLE, _a2: *mut CK_BYTE, _a3: *mut CK_ULONG) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_DecryptInit(_a1: CK_SESSION_HANDLE, _a2: *mut CK_MECHANISM, _a3: CK_OBJECT_HANDLE) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_Decrypt(_a1: CK_SESSION_HANDLE, _a2: *mut CK_BYTE, _a3: CK_ULONG, _a4: *mut CK_BYTE, _a5: *mut CK_ULONG) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_DecryptUpdate(_a1: CK_SESSION_HANDLE, _a2: *mut CK_BYTE, _a3: CK_ULONG, _a4: *mut CK_BYTE, _a5: *mut CK_ULONG) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_DecryptFinal(_a1: CK_SESSION_HANDLE, _a2: *mut CK_BYTE, _a3: *mut CK_ULONG) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_DigestKey(_a1: CK_SESSION_HANDLE, _a2: CK_OBJECT_HANDLE) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_SignRecoverInit(_a1: CK_SESSION_HANDLE, _a2: *mut CK_MECHANISM, _a3: CK_OBJECT_HANDLE) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_SignRecover(_a1: CK_SESSION_HANDLE, _a2: *mut CK_BYTE, _a3: CK_ULONG, _a4: *mut CK_BYTE, _a5: *mut CK_ULONG) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_VerifyRecoverInit(_a1: CK_SESSION_HANDLE, _a2: *mut CK_MECHANISM, _a3: CK_OBJECT_HANDLE) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_VerifyRecover(_a1: CK_SESSION_HANDLE, _a2: *mut CK_BYTE, _a3: CK_ULONG, _a4: *mut CK_BYTE, _a5: *mut CK_ULONG) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_DigestEncryptUpdate(_a1: CK_SESSION_HANDLE, _a2: *mut CK_BYTE, _a3: CK_ULONG, _a4: *mut CK_BYTE, _a5: *mut CK_ULONG) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_DecryptDigestUpdate(_a1: CK_SESSION_HANDLE, _a2: *mut CK_BYTE, _a3: CK_ULONG, _a4: *mut CK_BYTE, _a5: *mut CK_ULONG) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_SignEncryptUpdate(_a1: CK_SESSION_HANDLE, _a2: *mut CK_BYTE, _a3: CK_ULONG, _a4: *mut CK_BYTE, _a5: *mut CK_ULONG) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_DecryptVerifyUpdate(_a1: CK_SESSION_HANDLE, _a2: *mut CK_BYTE, _a3: CK_ULONG, _a4: *mut CK_BYTE, _a5: *mut CK_ULONG) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_GenerateKey(_a1: CK_SESSION_HANDLE, _a2: *mut CK_MECHANISM, _a3: *mut CK_ATTRIBUTE, _a4: CK_ULONG, _a5: *mut CK_OBJECT_HANDLE) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_WrapKey(_a1: CK_SESSION_HANDLE, _a2: *mut CK_MECHANISM, _a3: CK_OBJECT_HANDLE, _a4: CK_OBJECT_HANDLE, _a5: *mut CK_BYTE, _a6: *mut CK_ULONG) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_UnwrapKey(_a1: CK_SESSION_HANDLE, _a2: *mut CK_MECHANISM, _a3: CK_OBJECT_HANDLE, _a4: *mut CK_BYTE, _a5: CK_ULONG, _a6: *mut CK_ATTRIBUTE, _a7: CK_ULONG, _a8: *mut CK_OBJECT_HANDLE) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_DeriveKey(_a1: CK_SESSION_HANDLE, _a2: *mut CK_MECHANISM, _a3: CK_OBJECT_HANDLE, _a4: *mut CK_ATTRIBUTE, _a5: CK_ULONG, _a6: *mut CK_OBJECT_HANDLE) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_SessionCancel(_a1: CK_SESSION_HANDLE, _a2: CK_FLAGS) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_MessageEncryptInit(_a1: CK_SESSION_HANDLE, _a2: *mut CK_MECHANISM, _a3: CK_OBJECT_HANDLE) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_EncryptMessage(_a1: CK_SESSION_HANDLE, _a2: *mut std::ffi::c_void, _a3: CK_ULONG, _a4: *mut CK_BYTE, _a5: CK_ULONG, _a6: *mut CK_BYTE, _a7: CK_ULONG, _a8: *mut CK_BYTE, _a9: *mut CK_ULONG) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_EncryptMessageBegin(_a1: CK_SESSION_HANDLE, _a2: *mut std::ffi::c_void, _a3: CK_ULONG, _a4: *mut CK_BYTE, _a5: CK_ULONG) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_EncryptMessageNext(_a1: CK_SESSION_HANDLE, _a2: *mut std::ffi::c_void, _a3: CK_ULONG, _a4: *mut CK_BYTE, _a5: CK_ULONG, _a6: *mut CK_BYTE, _a7: *mut CK_ULONG, _a8: CK_FLAGS) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_MessageEncryptFinal(_a1: CK_SESSION_HANDLE) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_MessageDecryptInit(_a1: CK_SESSION_HANDLE, _a2: *mut CK_MECHANISM, _a3: CK_OBJECT_HANDLE) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_DecryptMessage(_a1: CK_SESSION_HANDLE, _a2: *mut std::ffi::c_void, _a3: CK_ULONG, _a4: *mut CK_BYTE, _a5: CK_ULONG, _a6: *mut CK_BYTE, _a7: CK_ULONG, _a8: *mut CK_BYTE, _a9: *mut CK_ULONG) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_DecryptMessageBegin(_a1: CK_SESSION_HANDLE, _a2: *mut std::ffi::c_void, _a3: CK_ULONG, _a4: *mut CK_BYTE, _a5: CK_ULONG) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_DecryptMessageNext(_a1: CK_SESSION_HANDLE, _a2: *mut std::ffi::c_void, _a3: CK_ULONG, _a4: *mut CK_BYTE, _a5: CK_ULONG, _a6: *mut CK_BYTE, _a7: *mut CK_ULONG, _a8: CK_FLAGS) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_MessageDecryptFinal(_a1: CK_SESSION_HANDLE) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_MessageSignInit(_a1: CK_SESSION_HANDLE, _a2: *mut CK_MECHANISM, _a3: CK_OBJECT_HANDLE) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_SignMessage(_a1: CK_SESSION_HANDLE, _a2: *mut std::ffi::c_void, _a3: CK_ULONG, _a4: *mut CK_BYTE, _a5: CK_ULONG, _a6: *mut CK_BYTE, _a7: *mut CK_ULONG) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_SignMessageBegin(_a1: CK_SESSION_HANDLE, _a2: *mut std::ffi::c_void, _a3: CK_ULONG) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_SignMessageNext(_a1: CK_SESSION_HANDLE, _a2: *mut std::ffi::c_void, _a3: CK_ULONG, _a4: *mut CK_BYTE, _a5: CK_ULONG, _a6: *mut CK_BYTE, _a7: *mut CK_ULONG) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_MessageSignFinal(_a1: CK_SESSION_HANDLE) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_MessageVerifyInit(_a1: CK_SESSION_HANDLE, _a2: *mut CK_MECHANISM, _a3: CK_OBJECT_HANDLE) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_VerifyMessage(_a1: CK_SESSION_HANDLE, _a2: *mut std::ffi::c_void, _a3: CK_ULONG, _a4: *mut CK_BYTE, _a5: CK_ULONG, _a6: *mut CK_BYTE, _a7: CK_ULONG) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_VerifyMessageBegin(_a1: CK_SESSION_HANDLE, _a2: *mut std::ffi::c_void, _a3: CK_ULONG) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_VerifyMessageNext(_a1: CK_SESSION_HANDLE, _a2: *mut std::ffi::c_void, _a3: CK_ULONG, _a4: *mut CK_BYTE, _a5: CK_ULONG, _a6: *mut CK_BYTE, _a7: CK_ULONG) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_MessageVerifyFinal(_a1: CK_SESSION_HANDLE) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_EncapsulateKey(_a1: CK_SESSION_HANDLE, _a2: *mut CK_MECHANISM, _a3: CK_OBJECT_HANDLE, _a4: *mut CK_ATTRIBUTE, _a5: CK_ULONG, _a6: *mut CK_BYTE, _a7: *mut CK_ULONG, _a8: *mut CK_OBJECT_HANDLE) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_DecapsulateKey(_a1: CK_SESSION_HANDLE, _a2: *mut CK_MECHANISM, _a3: CK_OBJECT_HANDLE, _a4: *mut CK_ATTRIBUTE, _a5: CK_ULONG, _a6: *mut CK_BYTE, _a7: CK_ULONG, _a8: *mut CK_OBJECT_HANDLE) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_VerifySignatureInit(_a1: CK_SESSION_HANDLE, _a2: *mut CK_MECHANISM, _a3: CK_OBJECT_HANDLE, _a4: *mut CK_BYTE, _a5: CK_ULONG) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_VerifySignature(_a1: CK_SESSION_HANDLE, _a2: *mut CK_BYTE, _a3: CK_ULONG) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_VerifySignatureUpdate(_a1: CK_SESSION_HANDLE, _a2: *mut CK_BYTE, _a3: CK_ULONG) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_VerifySignatureFinal(_a1: CK_SESSION_HANDLE) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_GetSessionValidationFlags(_a1: CK_SESSION_HANDLE, _a2: CK_SESSION_VALIDATION_FLAGS_TYPE, _a3: *mut CK_FLAGS) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_AsyncComplete(_a1: CK_SESSION_HANDLE, _a2: *mut CK_UTF8CHAR, _a3: *mut CK_ASYNC_DATA) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_AsyncGetID(_a1: CK_SESSION_HANDLE, _a2: *mut CK_UTF8CHAR, _a3: *mut CK_ULONG) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_AsyncJoin(_a1: CK_SESSION_HANDLE, _a2: *mut CK_UTF8CHAR, _a3: CK_ULONG, _a4: *mut CK_BYTE, _a5: CK_ULONG) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_WrapKeyAuthenticated(_a1: CK_SESSION_HANDLE, _a2: *mut CK_MECHANISM, _a3: CK_OBJECT_HANDLE, _a4: CK_OBJECT_HANDLE, _a5: *mut CK_BYTE, _a6: CK_ULONG, _a7: *mut CK_BYTE, _a8: *mut CK_ULONG) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+
+    fn C_UnwrapKeyAuthenticated(_a1: CK_SESSION_HANDLE, _a2: *mut CK_MECHANISM, _a3: CK_OBJECT_HANDLE, _a4: *mut CK_BYTE, _a5: CK_ULONG, _a6: *mut CK_ATTRIBUTE, _a7: CK_ULONG, _a8: *mut CK_BYTE, _a9: CK_ULONG, _a10: *mut CK_OBJECT_HANDLE) {
+        Err(Error::FUNCTION_NOT_SUPPORTED)
+    }
+}

@@ -1,0 +1,68 @@
+//! Where a token's objects and PINs live. The token layer (sessions, objects, mechanisms) is the
+//! same for every backend; a backend keeps the token's state and its secrets.
+
+pub mod embedded;
+
+use crate::error::Result;
+use crate::token::attributes::Attributes;
+
+/// Who is authenticating.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    SecurityOfficer,
+    User,
+}
+
+/// What `C_GetTokenInfo` needs to know from the backend.
+#[derive(Clone, Debug, Default)]
+pub struct TokenState {
+    pub initialized: bool,
+    pub label: [u8; 32],
+    pub serial: [u8; 16],
+    pub user_pin_initialized: bool,
+    pub user_failures: u32,
+    pub so_failures: u32,
+    pub max_failures: u32,
+}
+
+/// A stored object as the backend returns it.
+pub struct StoredObject {
+    pub id: i64,
+    pub version: i64,
+    pub attrs: Attributes,
+}
+
+/// A token's persistent state.
+pub trait Backend: Send + Sync {
+    /// Token label, serial, PIN counters.
+    fn state(&self) -> Result<TokenState>;
+    /// `C_InitToken`: (re)creates the token, erasing every object.
+    fn init_token(&self, so_pin: &[u8], label: &[u8; 32]) -> Result<()>;
+    /// Checks a PIN and, on success, unlocks the token's secrets for this process.
+    fn login(&self, role: Role, pin: &[u8]) -> Result<()>;
+    /// Forgets the unlocked secrets.
+    fn logout(&self);
+    /// `C_InitPIN` (the SO is logged in).
+    fn init_pin(&self, pin: &[u8]) -> Result<()>;
+    /// `C_SetPIN`.
+    fn set_pin(&self, role: Role, old: &[u8], new: &[u8]) -> Result<()>;
+    /// Every stored object this process may see now; private ones only when `private`.
+    fn load(&self, private: bool) -> Result<Vec<StoredObject>>;
+    /// Whether another process changed the objects since this process last read or wrote them.
+    fn changed_elsewhere(&self) -> Result<bool>;
+    /// Stores a new object; returns (id, version).
+    fn insert(
+        &self,
+        attrs: &Attributes,
+        secret: &dyn Fn(cryptoki_sys::CK_ATTRIBUTE_TYPE) -> bool,
+    ) -> Result<(i64, i64)>;
+    /// Replaces a stored object's attributes; returns the new version.
+    fn update(
+        &self,
+        id: i64,
+        attrs: &Attributes,
+        secret: &dyn Fn(cryptoki_sys::CK_ATTRIBUTE_TYPE) -> bool,
+    ) -> Result<i64>;
+    /// Deletes a stored object.
+    fn delete(&self, id: i64) -> Result<()>;
+}

@@ -1,0 +1,201 @@
+//! Configuration (SPEC §3): where it is found, what it says.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// One entry per slot, in slot-ID order.
+    #[serde(default, rename = "token")]
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// One `[[token]]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Slot description.
+    #[serde(default = "default_label")]
+    pub label: String,
+    /// Which backend keeps this token.
+    #[serde(default)]
+    pub backend: BackendKind,
+    /// Directory of the embedded store.
+    pub path: Option<PathBuf>,
+    /// Wrong PINs in a row before the PIN locks.
+    #[serde(default = "default_max_pin_failures")]
+    pub max_pin_failures: u32,
+    /// Cost of the PIN key-derivation function.
+    #[serde(default)]
+    pub pin_kdf: PinKdf,
+    /// The real HSM's PKCS#11 library (pkcs11 backend).
+    pub library: Option<PathBuf>,
+    /// The real token, by label (pkcs11 backend).
+    pub token_label: Option<String>,
+    /// The real token, by serial number (pkcs11 backend).
+    pub token_serial: Option<String>,
+}
+
+/// The backend of a token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Encrypted SQLite store, keys derived from the PINs.
+    #[default]
+    Embedded,
+    /// Forwarding to a real HSM's PKCS#11 library (not in this release).
+    Pkcs11,
+}
+
+/// PIN KDF cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum PinKdf {
+    /// Argon2id, 64 MiB, 3 passes: the production setting.
+    #[default]
+    #[serde(rename = "argon2id")]
+    Argon2id,
+    /// Argon2id, 256 KiB, 1 pass. Insecure; only for test suites.
+    #[serde(rename = "test-only-fast")]
+    TestOnlyFast,
+}
+
+fn default_label() -> String {
+    "B4AE-Token".to_owned()
+}
+
+fn default_max_pin_failures() -> u32 {
+    10
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Config {
+    /// Parses TOML text and checks it.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError(format!("{origin}: {e}")))?;
+        config.check(origin)?;
+        Ok(config)
+    }
+
+    fn check(&self, origin: &str) -> Result<(), ConfigError> {
+        if self.tokens.is_empty() {
+            return Err(ConfigError(format!("{origin}: no [[token]] is configured")));
+        }
+        for (slot, token) in self.tokens.iter().enumerate() {
+            match token.backend {
+                BackendKind::Embedded if token.path.is_none() => {
+                    return Err(ConfigError(format!(
+                        "{origin}: token {slot} (\"{}\"): an embedded token needs `path`",
+                        token.label
+                    )))
+                }
+                BackendKind::Pkcs11 => {
+                    return Err(ConfigError(format!(
+                        "{origin}: token {slot} (\"{}\"): backend \"pkcs11\" is not available in this release",
+                        token.label
+                    )))
+                }
+                _ => {}
+            }
+            if token.max_pin_failures == 0 {
+                return Err(ConfigError(format!(
+                    "{origin}: token {slot}: max_pin_failures must be at least 1"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the configuration: `reserved` (from `C_Initialize`), then `$B4AE_PKCS11_CONF`,
+    /// the XDG config file, `/etc`; with none, the default embedded token.
+    pub fn load(reserved: Option<&str>) -> Result<Config, ConfigError> {
+        if let Some(text) = reserved.map(str::trim).filter(|t| !t.is_empty()) {
+            return match text.strip_prefix("config=") {
+                Some(path) => Self::from_file(Path::new(path.trim())),
+                None => Self::parse(text, "C_Initialize pReserved"),
+            };
+        }
+        if let Some(path) = std::env::var_os("B4AE_PKCS11_CONF") {
+            return Self::from_file(Path::new(&path));
+        }
+        for path in [
+            xdg_dir("XDG_CONFIG_HOME", ".config"),
+            Some(PathBuf::from("/etc")),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let file = path.join("b4ae-pkcs11").join("b4ae-pkcs11.toml");
+            if file.exists() {
+                return Self::from_file(&file);
+            }
+        }
+        Self::default_embedded()
+    }
+
+    fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    fn default_embedded() -> Result<Config, ConfigError> {
+        let data = xdg_dir("XDG_DATA_HOME", ".local/share").ok_or_else(|| {
+            ConfigError("no configuration, and neither XDG_DATA_HOME nor HOME is set".into())
+        })?;
+        Ok(Config {
+            tokens: vec![TokenConfig {
+                label: default_label(),
+                backend: BackendKind::Embedded,
+                path: Some(data.join("b4ae-pkcs11").join("default")),
+                max_pin_failures: default_max_pin_failures(),
+                pin_kdf: PinKdf::Argon2id,
+                library: None,
+                token_label: None,
+                token_serial: None,
+            }],
+        })
+    }
+}
+
+fn xdg_dir(var: &str, fallback_under_home: &str) -> Option<PathBuf> {
+    match std::env::var_os(var) {
+        Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
+        _ => std::env::var_os("HOME").map(|home| PathBuf::from(home).join(fallback_under_home)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_spec_example() {
+        let c = Config::parse(
+            "[[token]]\nlabel = \"B4AE-Token\"\nbackend = \"embedded\"\npath = \"/tmp/x\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.tokens.len(), 1);
+        assert_eq!(c.tokens[0].max_pin_failures, 10);
+        assert_eq!(c.tokens[0].pin_kdf, PinKdf::Argon2id);
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_missing_path() {
+        assert!(Config::parse("[[token]]\npath = \"/x\"\ncolour = 1\n", "t").is_err());
+        assert!(Config::parse("[[token]]\nbackend = \"embedded\"\n", "t").is_err());
+        assert!(Config::parse("", "t").is_err());
+    }
+}

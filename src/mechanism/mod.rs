@@ -1,0 +1,118 @@
+//! Mechanisms: the registry keyed by `CKM_*` (what `C_GetMechanismList`/`Info` report) and the
+//! operations behind digesting, signing and key generation. One file per algorithm family.
+
+pub mod digest;
+pub mod mldsa;
+pub mod signing;
+
+use crate::error::{Error, Result};
+use cryptoki_sys::*;
+use zeroize::Zeroizing;
+
+/// What `C_GetMechanismInfo` answers for one mechanism.
+#[derive(Clone, Copy, Debug)]
+pub struct MechanismInfo {
+    pub mechanism: CK_MECHANISM_TYPE,
+    pub min_key_size: CK_ULONG,
+    pub max_key_size: CK_ULONG,
+    pub flags: CK_FLAGS,
+}
+
+const fn info(
+    mechanism: CK_MECHANISM_TYPE,
+    min: CK_ULONG,
+    max: CK_ULONG,
+    flags: CK_FLAGS,
+) -> MechanismInfo {
+    MechanismInfo {
+        mechanism,
+        min_key_size: min,
+        max_key_size: max,
+        flags,
+    }
+}
+
+/// Every mechanism this module performs itself. ML-DSA key sizes are given as the range of
+/// parameter sets (`CKP_ML_DSA_44`..`CKP_ML_DSA_87`).
+pub const REGISTRY: &[MechanismInfo] = &[
+    info(CKM_SHA256, 0, 0, CKF_DIGEST),
+    info(CKM_SHA384, 0, 0, CKF_DIGEST),
+    info(CKM_SHA512, 0, 0, CKF_DIGEST),
+    info(
+        CKM_ML_DSA_KEY_PAIR_GEN,
+        CKP_ML_DSA_44,
+        CKP_ML_DSA_87,
+        CKF_GENERATE_KEY_PAIR,
+    ),
+    info(
+        CKM_ML_DSA,
+        CKP_ML_DSA_44,
+        CKP_ML_DSA_87,
+        CKF_SIGN | CKF_VERIFY,
+    ),
+];
+
+/// Looks a mechanism up in the registry.
+pub fn lookup(mechanism: CK_MECHANISM_TYPE) -> Result<&'static MechanismInfo> {
+    REGISTRY
+        .iter()
+        .find(|m| m.mechanism == mechanism)
+        .ok_or(Error::MECHANISM_INVALID)
+}
+
+/// How the ABI layer must read a mechanism's parameter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamShape {
+    /// No parameter allowed.
+    Empty,
+    /// Optional `CK_SIGN_ADDITIONAL_CONTEXT`.
+    SignContext,
+    /// Opaque bytes (mechanisms this module does not interpret).
+    Opaque,
+}
+
+/// The parameter shape of a mechanism.
+pub fn param_shape(mechanism: CK_MECHANISM_TYPE) -> ParamShape {
+    match mechanism {
+        CKM_ML_DSA => ParamShape::SignContext,
+        m if lookup(m).is_ok() => ParamShape::Empty,
+        _ => ParamShape::Opaque,
+    }
+}
+
+/// A decoded `CK_MECHANISM`.
+#[derive(Clone, Debug)]
+pub struct Mechanism {
+    pub mechanism: CK_MECHANISM_TYPE,
+    pub param: Param,
+}
+
+/// A decoded mechanism parameter.
+#[derive(Clone, Debug)]
+pub enum Param {
+    None,
+    /// `CK_SIGN_ADDITIONAL_CONTEXT`: hedging choice and context string (≤ 255 bytes).
+    SignContext {
+        hedge: CK_ULONG,
+        context: Vec<u8>,
+    },
+    Opaque(Zeroizing<Vec<u8>>),
+}
+
+impl Mechanism {
+    /// A mechanism without a parameter.
+    pub fn plain(mechanism: CK_MECHANISM_TYPE) -> Self {
+        Mechanism {
+            mechanism,
+            param: Param::None,
+        }
+    }
+
+    /// Fails unless the parameter is absent.
+    pub fn expect_no_param(&self) -> Result<()> {
+        match self.param {
+            Param::None => Ok(()),
+            _ => Err(Error::MECHANISM_PARAM_INVALID),
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! Sign and verify operations: what `C_SignInit`/`C_VerifyInit` start and the later calls drive.
+
+use crate::error::{Error, Result};
+use crate::mechanism::mldsa::{ParamSet, SigningKey, MAX_CONTEXT_LEN};
+use crate::mechanism::{Mechanism, Param};
+use crate::token::object::Object;
+use cryptoki_sys::*;
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+/// A signature in progress.
+pub trait SignOperation: Send {
+    /// Length of the signature this operation will produce.
+    fn signature_len(&self) -> usize;
+    /// `C_SignUpdate`.
+    fn update(&mut self, data: &[u8]) -> Result<()>;
+    /// `C_Sign`: the whole message at once.
+    fn sign(&mut self, data: &[u8]) -> Result<Vec<u8>>;
+    /// `C_SignFinal`.
+    fn finish(&mut self) -> Result<Vec<u8>>;
+}
+
+/// A verification in progress.
+pub trait VerifyOperation: Send {
+    fn update(&mut self, data: &[u8]) -> Result<()>;
+    fn verify(&mut self, data: &[u8], signature: &[u8]) -> Result<()>;
+    fn finish(&mut self, signature: &[u8]) -> Result<()>;
+}
+
+/// `C_SignInit`: checks the key against the mechanism and starts the operation.
+pub fn sign_init(mechanism: &Mechanism, key: &Object) -> Result<Box<dyn SignOperation>> {
+    match mechanism.mechanism {
+        CKM_ML_DSA => {
+            let options = SignOptions::from_param(&mechanism.param)?;
+            check_key(
+                key,
+                CKO_PRIVATE_KEY,
+                CKK_ML_DSA,
+                CKA_SIGN,
+                mechanism.mechanism,
+            )?;
+            let set = ParamSet::from_ck(key.ulong(CKA_PARAMETER_SET)?)?;
+            let deterministic_key = match options.hedge {
+                CKH_DETERMINISTIC_REQUIRED => Some(Zeroizing::new(
+                    key.attrs
+                        .get(CKA_VALUE)
+                        .ok_or(Error::USER_NOT_LOGGED_IN)?
+                        .to_vec(),
+                )),
+                _ => None,
+            };
+            Ok(Box::new(MlDsaSigner {
+                set,
+                key: key.signing_key()?,
+                deterministic_key,
+                context: options.context,
+                message: Multipart::default(),
+            }))
+        }
+        _ => Err(Error::MECHANISM_INVALID),
+    }
+}
+
+/// `C_VerifyInit`.
+pub fn verify_init(mechanism: &Mechanism, key: &Object) -> Result<Box<dyn VerifyOperation>> {
+    match mechanism.mechanism {
+        CKM_ML_DSA => {
+            let options = SignOptions::from_param(&mechanism.param)?;
+            check_key(
+                key,
+                CKO_PUBLIC_KEY,
+                CKK_ML_DSA,
+                CKA_VERIFY,
+                mechanism.mechanism,
+            )?;
+            let set = ParamSet::from_ck(key.ulong(CKA_PARAMETER_SET)?)?;
+            let public_key = key.attrs.get(CKA_VALUE).ok_or(Error::GENERAL)?.to_vec();
+            Ok(Box::new(MlDsaVerifier {
+                set,
+                public_key,
+                context: options.context,
+                message: Multipart::default(),
+            }))
+        }
+        _ => Err(Error::MECHANISM_INVALID),
+    }
+}
+
+fn check_key(
+    key: &Object,
+    class: CK_OBJECT_CLASS,
+    key_type: CK_KEY_TYPE,
+    usage: CK_ATTRIBUTE_TYPE,
+    mechanism: CK_MECHANISM_TYPE,
+) -> Result<()> {
+    if key.class() != class || key.key_type() != Some(key_type) {
+        return Err(Error::KEY_TYPE_INCONSISTENT);
+    }
+    if !key.attrs.bool_or(usage, false) {
+        return Err(Error::KEY_FUNCTION_NOT_PERMITTED);
+    }
+    if let Some(allowed) = key.attrs.get(CKA_ALLOWED_MECHANISMS) {
+        let allowed = allowed
+            .chunks_exact(std::mem::size_of::<CK_ULONG>())
+            .map(|c| CK_ULONG::from_ne_bytes(c.try_into().expect("chunk of CK_ULONG size")));
+        if !allowed.into_iter().any(|m| m == mechanism) {
+            return Err(Error::MECHANISM_INVALID);
+        }
+    }
+    Ok(())
+}
+
+/// The options `CK_SIGN_ADDITIONAL_CONTEXT` carries.
+struct SignOptions {
+    hedge: CK_ULONG,
+    context: Vec<u8>,
+}
+
+impl SignOptions {
+    fn from_param(param: &Param) -> Result<Self> {
+        match param {
+            Param::None => Ok(SignOptions {
+                hedge: CKH_HEDGE_PREFERRED,
+                context: Vec::new(),
+            }),
+            Param::SignContext { hedge, context } => {
+                if context.len() > MAX_CONTEXT_LEN
+                    || !matches!(
+                        *hedge,
+                        CKH_HEDGE_PREFERRED | CKH_HEDGE_REQUIRED | CKH_DETERMINISTIC_REQUIRED
+                    )
+                {
+                    return Err(Error::MECHANISM_PARAM_INVALID);
+                }
+                Ok(SignOptions {
+                    hedge: *hedge,
+                    context: context.clone(),
+                })
+            }
+            Param::Opaque(_) => Err(Error::MECHANISM_PARAM_INVALID),
+        }
+    }
+}
+
+/// Collects a multi-part message: pure ML-DSA signs the message as a whole.
+#[derive(Default)]
+struct Multipart {
+    data: Zeroizing<Vec<u8>>,
+    started: bool,
+}
+
+impl Multipart {
+    fn update(&mut self, data: &[u8]) {
+        self.started = true;
+        self.data.extend_from_slice(data);
+    }
+
+    /// A single-part call after `*Update` is out of order.
+    fn single_part_allowed(&self) -> Result<()> {
+        if self.started {
+            Err(Error::OPERATION_ACTIVE)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+struct MlDsaSigner {
+    set: ParamSet,
+    key: Arc<SigningKey>,
+    deterministic_key: Option<Zeroizing<Vec<u8>>>,
+    context: Vec<u8>,
+    message: Multipart,
+}
+
+impl MlDsaSigner {
+    fn sign_message(&self, message: &[u8]) -> Result<Vec<u8>> {
+        match &self.deterministic_key {
+            Some(sk) => self.set.sign_deterministic(sk, message, &self.context),
+            None => Ok(self.key.sign_hedged(message, &self.context)),
+        }
+    }
+}
+
+impl SignOperation for MlDsaSigner {
+    fn signature_len(&self) -> usize {
+        self.set.signature_len()
+    }
+
+    fn update(&mut self, data: &[u8]) -> Result<()> {
+        self.message.update(data);
+        Ok(())
+    }
+
+    fn sign(&mut self, data: &[u8]) -> Result<Vec<u8>> {
+        self.message.single_part_allowed()?;
+        self.sign_message(data)
+    }
+
+    fn finish(&mut self) -> Result<Vec<u8>> {
+        let message = std::mem::take(&mut self.message.data);
+        self.sign_message(&message)
+    }
+}
+
+struct MlDsaVerifier {
+    set: ParamSet,
+    public_key: Vec<u8>,
+    context: Vec<u8>,
+    message: Multipart,
+}
+
+impl VerifyOperation for MlDsaVerifier {
+    fn update(&mut self, data: &[u8]) -> Result<()> {
+        self.message.update(data);
+        Ok(())
+    }
+
+    fn verify(&mut self, data: &[u8], signature: &[u8]) -> Result<()> {
+        self.message.single_part_allowed()?;
+        self.set
+            .verify(&self.public_key, data, &self.context, signature)
+    }
+
+    fn finish(&mut self, signature: &[u8]) -> Result<()> {
+        let message = std::mem::take(&mut self.message.data);
+        self.set
+            .verify(&self.public_key, &message, &self.context, signature)
+    }
+}

@@ -1,0 +1,343 @@
+//! Making and changing objects: template checks, defaults, and the key-type rules that turn a
+//! caller's template into a complete, consistent object (`C_CreateObject`, `C_GenerateKeyPair`,
+//! `C_CopyObject`, `C_SetAttributeValue`).
+
+use crate::consts::*;
+use crate::error::{Error, Result};
+use crate::mechanism::mldsa::{ParamSet, SEED_LEN};
+use crate::token::attributes::Attributes;
+use crate::token::object::Object;
+use crate::token::rules::{self, Access, Rule};
+use cryptoki_sys::*;
+use zeroize::Zeroizing;
+
+/// How an object came to be: it decides CKA_LOCAL, CKA_KEY_GEN_MECHANISM and the
+/// ALWAYS_SENSITIVE / NEVER_EXTRACTABLE history.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Created,
+    Generated(CK_MECHANISM_TYPE),
+}
+
+/// `C_CreateObject`: a complete object from the caller's template.
+pub fn create(template: Attributes) -> Result<Attributes> {
+    let class = template
+        .ulong(CKA_CLASS)?
+        .ok_or(Error::TEMPLATE_INCOMPLETE)?;
+    let key_type = template.ulong(CKA_KEY_TYPE)?;
+    if is_key(class) && key_type.is_none() {
+        return Err(Error::TEMPLATE_INCOMPLETE);
+    }
+    let tables = rules::tables(class, key_type).ok_or(match key_type {
+        Some(_) if is_key(class) => Error(CKR_KEY_TYPE_INCONSISTENT),
+        _ => Error::ATTRIBUTE_VALUE_INVALID,
+    })?;
+    check_template(&tables, &template, |a| a != Access::ReadOnly)?;
+    let mut attrs = template;
+    complete_key_material(class, key_type, &mut attrs)?;
+    apply_defaults(class, key_type, &mut attrs, Origin::Created);
+    Ok(attrs)
+}
+
+/// `C_GenerateKeyPair` with `CKM_ML_DSA_KEY_PAIR_GEN`: (public, private) objects.
+pub fn generate_ml_dsa(
+    public: Attributes,
+    private: Attributes,
+) -> Result<(Attributes, Attributes)> {
+    let mechanism = CKM_ML_DSA_KEY_PAIR_GEN;
+    let mut public = pair_half(public, CKO_PUBLIC_KEY, CKK_ML_DSA)?;
+    let mut private = pair_half(private, CKO_PRIVATE_KEY, CKK_ML_DSA)?;
+    let set = match (
+        public.ulong(CKA_PARAMETER_SET)?,
+        private.ulong(CKA_PARAMETER_SET)?,
+    ) {
+        (Some(a), Some(b)) if a != b => return Err(Error::TEMPLATE_INCONSISTENT),
+        (Some(a), _) | (None, Some(a)) => ParamSet::from_ck(a)?,
+        (None, None) => return Err(Error::TEMPLATE_INCOMPLETE),
+    };
+    for half in [&public, &private] {
+        if half.contains(CKA_VALUE) || half.contains(CKA_SEED) {
+            return Err(Error::TEMPLATE_INCONSISTENT);
+        }
+    }
+    let mut seed = Zeroizing::new([0u8; SEED_LEN]);
+    getrandom::getrandom(seed.as_mut()).map_err(|_| Error::DEVICE)?;
+    let (pk, sk) = set.keygen_from_seed(&seed);
+    public.set_ulong(CKA_PARAMETER_SET, set.ck());
+    public.set(CKA_VALUE, pk);
+    private.set_ulong(CKA_PARAMETER_SET, set.ck());
+    private.set(CKA_VALUE, sk.to_vec());
+    private.set(CKA_SEED, seed.to_vec());
+    apply_defaults(
+        CKO_PUBLIC_KEY,
+        Some(CKK_ML_DSA),
+        &mut public,
+        Origin::Generated(mechanism),
+    );
+    apply_defaults(
+        CKO_PRIVATE_KEY,
+        Some(CKK_ML_DSA),
+        &mut private,
+        Origin::Generated(mechanism),
+    );
+    Ok((public, private))
+}
+
+/// One half of a key-pair template: checked, with its class and key type filled in.
+fn pair_half(
+    mut template: Attributes,
+    class: CK_OBJECT_CLASS,
+    key_type: CK_KEY_TYPE,
+) -> Result<Attributes> {
+    if template.ulong(CKA_CLASS)?.is_some_and(|c| c != class)
+        || template.ulong(CKA_KEY_TYPE)?.is_some_and(|k| k != key_type)
+    {
+        return Err(Error::TEMPLATE_INCONSISTENT);
+    }
+    let tables = rules::tables(class, Some(key_type)).ok_or(Error::GENERAL)?;
+    check_template(&tables, &template, |a| a != Access::ReadOnly)?;
+    template.set_ulong(CKA_CLASS, class);
+    template.set_ulong(CKA_KEY_TYPE, key_type);
+    Ok(template)
+}
+
+/// `C_CopyObject`: the copy's attributes.
+pub fn copy(source: &Object, template: Attributes) -> Result<Attributes> {
+    if !source.is_copyable() {
+        return Err(Error::ACTION_PROHIBITED);
+    }
+    let tables = source.tables();
+    check_template(&tables, &template, |a| {
+        matches!(a, Access::CreateOrCopy | Access::Modifiable)
+    })?;
+    let mut attrs = source.attrs.clone();
+    attrs.remove(CKA_UNIQUE_ID);
+    for (attr, value) in template.iter() {
+        check_change(source, attr, value, true)?;
+        attrs.set(attr, value.to_vec());
+    }
+    Ok(attrs)
+}
+
+/// `C_SetAttributeValue`: the object's new attributes.
+pub fn modify(object: &Object, template: Attributes) -> Result<Attributes> {
+    if !object.is_modifiable() {
+        return Err(Error::ACTION_PROHIBITED);
+    }
+    check_template(&object.tables(), &template, |a| a == Access::Modifiable)?;
+    let mut attrs = object.attrs.clone();
+    for (attr, value) in template.iter() {
+        check_change(object, attr, value, false)?;
+        attrs.set(attr, value.to_vec());
+    }
+    Ok(attrs)
+}
+
+/// The one-way attributes: SENSITIVE may only become TRUE, EXTRACTABLE only FALSE, and a copy
+/// may only make MODIFIABLE / COPYABLE FALSE.
+fn check_change(
+    object: &Object,
+    attr: CK_ATTRIBUTE_TYPE,
+    value: &[u8],
+    copying: bool,
+) -> Result<()> {
+    let new = || crate::token::attributes::decode_bool(value);
+    let old = |default| object.attrs.bool_or(attr, default);
+    let allowed = match attr {
+        CKA_SENSITIVE => new()? || !old(true),
+        CKA_EXTRACTABLE => !new()? || old(false),
+        CKA_WRAP_WITH_TRUSTED => new()? || !old(false),
+        CKA_MODIFIABLE | CKA_COPYABLE if copying => !new()? || old(true),
+        _ => true,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(Error::ATTRIBUTE_READ_ONLY)
+    }
+}
+
+/// Every attribute of the template must belong to the object's kind, have the right shape,
+/// and be one the caller may set in this call.
+fn check_template(
+    tables: &[&'static [Rule]],
+    template: &Attributes,
+    settable: impl Fn(Access) -> bool,
+) -> Result<()> {
+    for (attr, value) in template.iter() {
+        let rule = rules::find(tables, attr).ok_or(Error::ATTRIBUTE_TYPE_INVALID)?;
+        if !settable(rule.access) {
+            return Err(Error::ATTRIBUTE_READ_ONLY);
+        }
+        rules::check_value(&rule, value)?;
+    }
+    Ok(())
+}
+
+fn is_key(class: CK_OBJECT_CLASS) -> bool {
+    matches!(class, CKO_PUBLIC_KEY | CKO_PRIVATE_KEY | CKO_SECRET_KEY)
+}
+
+/// Checks imported key material and derives what follows from it (ML-DSA: the expanded key
+/// from the seed, the parameter set from the key length).
+fn complete_key_material(
+    class: CK_OBJECT_CLASS,
+    key_type: Option<CK_KEY_TYPE>,
+    attrs: &mut Attributes,
+) -> Result<()> {
+    match (class, key_type) {
+        (CKO_PUBLIC_KEY, Some(CKK_ML_DSA)) => {
+            let value = attrs.get(CKA_VALUE).ok_or(Error::TEMPLATE_INCOMPLETE)?;
+            let set = parameter_set(attrs, ParamSet::by_public_key_len(value.len()))?;
+            if value.len() != set.public_key_len() {
+                return Err(Error::ATTRIBUTE_VALUE_INVALID);
+            }
+            attrs.set_ulong(CKA_PARAMETER_SET, set.ck());
+        }
+        (CKO_PRIVATE_KEY, Some(CKK_ML_DSA)) => {
+            let by_len = attrs
+                .get(CKA_VALUE)
+                .and_then(|v| ParamSet::by_private_key_len(v.len()));
+            let set = parameter_set(attrs, by_len)?;
+            match attrs.get(CKA_SEED) {
+                Some(seed) => {
+                    let seed: &[u8; SEED_LEN] = seed
+                        .try_into()
+                        .map_err(|_| Error::ATTRIBUTE_VALUE_INVALID)?;
+                    let (_, expanded) = set.keygen_from_seed(seed);
+                    match attrs.get(CKA_VALUE) {
+                        Some(value) if value != expanded.as_slice() => {
+                            return Err(Error::TEMPLATE_INCONSISTENT)
+                        }
+                        Some(_) => {}
+                        None => attrs.set(CKA_VALUE, expanded.to_vec()),
+                    }
+                }
+                None => {
+                    let value = attrs.get(CKA_VALUE).ok_or(Error::TEMPLATE_INCOMPLETE)?;
+                    if value.len() != set.private_key_len() {
+                        return Err(Error::ATTRIBUTE_VALUE_INVALID);
+                    }
+                }
+            }
+            attrs.set_ulong(CKA_PARAMETER_SET, set.ck());
+        }
+        (CKO_SECRET_KEY, Some(key_type)) => {
+            if attrs.contains(CKA_VALUE_LEN) {
+                return Err(Error::TEMPLATE_INCONSISTENT);
+            }
+            let len = attrs
+                .get(CKA_VALUE)
+                .ok_or(Error::TEMPLATE_INCOMPLETE)?
+                .len();
+            if key_type == CKK_AES && !matches!(len, 16 | 24 | 32) {
+                return Err(Error::ATTRIBUTE_VALUE_INVALID);
+            }
+            attrs.set_ulong(CKA_VALUE_LEN, len as CK_ULONG);
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The parameter set named by the template, or implied by the key length.
+fn parameter_set(attrs: &Attributes, implied: Option<ParamSet>) -> Result<ParamSet> {
+    match (attrs.ulong(CKA_PARAMETER_SET)?, implied) {
+        (Some(v), _) => ParamSet::from_ck(v),
+        (None, Some(set)) => Ok(set),
+        (None, None) if attrs.contains(CKA_VALUE) => Err(Error::ATTRIBUTE_VALUE_INVALID),
+        (None, None) => Err(Error::TEMPLATE_INCOMPLETE),
+    }
+}
+
+fn default(attrs: &mut Attributes, attr: CK_ATTRIBUTE_TYPE, value: Vec<u8>) {
+    if !attrs.contains(attr) {
+        attrs.set(attr, value);
+    }
+}
+
+fn default_bool(attrs: &mut Attributes, attr: CK_ATTRIBUTE_TYPE, value: bool) {
+    if !attrs.contains(attr) {
+        attrs.set_bool(attr, value);
+    }
+}
+
+/// Fills every attribute the caller left out, and the token-set ones.
+fn apply_defaults(
+    class: CK_OBJECT_CLASS,
+    key_type: Option<CK_KEY_TYPE>,
+    attrs: &mut Attributes,
+    origin: Origin,
+) {
+    let secret_bearing = matches!(class, CKO_PRIVATE_KEY | CKO_SECRET_KEY);
+    let signs = key_type == Some(CKK_ML_DSA);
+    default_bool(attrs, CKA_TOKEN, false);
+    default_bool(attrs, CKA_PRIVATE, secret_bearing);
+    default_bool(attrs, CKA_MODIFIABLE, true);
+    default_bool(attrs, CKA_COPYABLE, true);
+    default_bool(attrs, CKA_DESTROYABLE, true);
+    default(attrs, CKA_LABEL, Vec::new());
+    match class {
+        CKO_DATA => {
+            default(attrs, CKA_APPLICATION, Vec::new());
+            default(attrs, CKA_OBJECT_ID, Vec::new());
+            default(attrs, CKA_VALUE, Vec::new());
+            return;
+        }
+        _ if !is_key(class) => return,
+        _ => {}
+    }
+    default(attrs, CKA_ID, Vec::new());
+    default(attrs, CKA_START_DATE, Vec::new());
+    default(attrs, CKA_END_DATE, Vec::new());
+    default_bool(attrs, CKA_DERIVE, false);
+    attrs.set_bool(CKA_LOCAL, origin != Origin::Created);
+    attrs.set_ulong(
+        CKA_KEY_GEN_MECHANISM,
+        match origin {
+            Origin::Generated(m) => m,
+            Origin::Created => CK_UNAVAILABLE_INFORMATION,
+        },
+    );
+    match class {
+        CKO_PUBLIC_KEY => {
+            default(attrs, CKA_SUBJECT, Vec::new());
+            for attr in [
+                CKA_ENCRYPT,
+                CKA_VERIFY_RECOVER,
+                CKA_WRAP,
+                CKA_TRUSTED,
+                CKA_ENCAPSULATE,
+            ] {
+                default_bool(attrs, attr, false);
+            }
+            default_bool(attrs, CKA_VERIFY, signs);
+        }
+        _ => {
+            if class == CKO_PRIVATE_KEY {
+                default(attrs, CKA_SUBJECT, Vec::new());
+                for attr in [CKA_SIGN_RECOVER, CKA_ALWAYS_AUTHENTICATE, CKA_DECAPSULATE] {
+                    default_bool(attrs, attr, false);
+                }
+                default_bool(attrs, CKA_SIGN, signs);
+            } else {
+                for attr in [CKA_ENCRYPT, CKA_SIGN, CKA_VERIFY, CKA_WRAP, CKA_TRUSTED] {
+                    default_bool(attrs, attr, false);
+                }
+            }
+            for attr in [CKA_DECRYPT, CKA_UNWRAP, CKA_WRAP_WITH_TRUSTED] {
+                default_bool(attrs, attr, false);
+            }
+            default_bool(attrs, CKA_SENSITIVE, true);
+            default_bool(attrs, CKA_EXTRACTABLE, false);
+            let generated = origin != Origin::Created;
+            let sensitive = attrs.bool_or(CKA_SENSITIVE, true);
+            let extractable = attrs.bool_or(CKA_EXTRACTABLE, false);
+            attrs.set_bool(CKA_ALWAYS_SENSITIVE, generated && sensitive);
+            attrs.set_bool(CKA_NEVER_EXTRACTABLE, generated && !extractable);
+            if key_type == Some(CKK_ML_DSA) {
+                attrs.set_ulong(CKA_B4AE_CUSTODY, B4AE_CUSTODY_EMBEDDED);
+            }
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! The token model: slots and tokens, login state, objects and their visibility, sessions.
+
+pub mod attributes;
+pub mod factory;
+pub mod object;
+pub mod rules;
+pub mod session;
+pub mod table;
+
+use crate::backend::{Backend, Role, TokenState};
+use crate::error::{Error, Result};
+use crate::token::attributes::Attributes;
+use crate::token::object::Object;
+use crate::token::table::{Home, ObjectTable};
+use cryptoki_sys::*;
+use parking_lot::RwLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Who is logged in to a token, for the whole application.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Login {
+    Public,
+    User,
+    SecurityOfficer,
+}
+
+/// Shortest and longest PIN accepted.
+pub const MIN_PIN_LEN: usize = 4;
+pub const MAX_PIN_LEN: usize = 255;
+
+/// One slot and the token in it.
+pub struct Token {
+    pub slot_id: CK_SLOT_ID,
+    /// The slot's description, from the configuration.
+    pub description: String,
+    pub model: &'static str,
+    backend: Box<dyn Backend>,
+    login: RwLock<Login>,
+    objects: RwLock<ObjectTable>,
+    pub sessions: AtomicUsize,
+    pub rw_sessions: AtomicUsize,
+}
+
+impl Token {
+    pub fn new(
+        slot_id: CK_SLOT_ID,
+        description: String,
+        model: &'static str,
+        backend: Box<dyn Backend>,
+    ) -> Self {
+        Token {
+            slot_id,
+            description,
+            model,
+            backend,
+            login: RwLock::new(Login::Public),
+            objects: RwLock::new(ObjectTable::default()),
+            sessions: AtomicUsize::new(0),
+            rw_sessions: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn login_state(&self) -> Login {
+        *self.login.read()
+    }
+
+    pub fn state(&self) -> Result<TokenState> {
+        self.backend.state()
+    }
+
+    /// `C_InitToken`.
+    pub fn init_token(&self, so_pin: &[u8], label: &[u8; 32]) -> Result<()> {
+        check_pin_len(so_pin)?;
+        if self.sessions.load(Ordering::SeqCst) > 0 {
+            return Err(Error(CKR_SESSION_EXISTS));
+        }
+        self.backend.init_token(so_pin, label)?;
+        *self.login.write() = Login::Public;
+        *self.objects.write() = ObjectTable::default();
+        Ok(())
+    }
+
+    /// `C_Login` for the whole application.
+    pub fn login(&self, role: Role, pin: &[u8], read_only_sessions: bool) -> Result<()> {
+        let mut login = self.login.write();
+        match (*login, role) {
+            (Login::Public, _) => {}
+            (Login::User, Role::User) | (Login::SecurityOfficer, Role::SecurityOfficer) => {
+                return Err(Error(CKR_USER_ALREADY_LOGGED_IN))
+            }
+            _ => return Err(Error(CKR_USER_ANOTHER_ALREADY_LOGGED_IN)),
+        }
+        if role == Role::SecurityOfficer && read_only_sessions {
+            return Err(Error(CKR_SESSION_READ_ONLY_EXISTS));
+        }
+        if pin.len() > MAX_PIN_LEN {
+            return Err(Error::PIN_INCORRECT);
+        }
+        self.backend.login(role, pin)?;
+        *login = match role {
+            Role::User => Login::User,
+            Role::SecurityOfficer => Login::SecurityOfficer,
+        };
+        drop(login);
+        self.reload()?;
+        Ok(())
+    }
+
+    /// `C_Logout`, or the last session closing.
+    pub fn logout(&self) -> Result<()> {
+        let mut login = self.login.write();
+        if *login == Login::Public {
+            return Err(Error::USER_NOT_LOGGED_IN);
+        }
+        *login = Login::Public;
+        self.backend.logout();
+        drop(login);
+        self.reload()
+    }
+
+    /// `C_InitPIN`.
+    pub fn init_pin(&self, pin: &[u8]) -> Result<()> {
+        check_pin_len(pin)?;
+        if self.login_state() != Login::SecurityOfficer {
+            return Err(Error::USER_NOT_LOGGED_IN);
+        }
+        self.backend.init_pin(pin)
+    }
+
+    /// `C_SetPIN`: the SO's PIN when the SO is logged in, else the user's.
+    pub fn set_pin(&self, old: &[u8], new: &[u8]) -> Result<()> {
+        check_pin_len(new)?;
+        let role = match self.login_state() {
+            Login::SecurityOfficer => Role::SecurityOfficer,
+            _ => Role::User,
+        };
+        self.backend.set_pin(role, old, new)
+    }
+
+    /// The last session of the application on this token closed.
+    pub fn all_sessions_closed(&self) {
+        if self.login_state() != Login::Public {
+            let _ = self.logout();
+        }
+    }
+
+    /// Re-reads the token objects from the store.
+    fn reload(&self) -> Result<()> {
+        let private = self.login_state() == Login::User;
+        let stored = self.backend.load(private)?;
+        self.objects.write().synchronize(stored);
+        Ok(())
+    }
+
+    /// Re-reads the token objects if this process has not read them yet, or another process
+    /// changed them.
+    pub fn refresh(&self) -> Result<()> {
+        if !self.objects.read().loaded || self.backend.changed_elsewhere()? {
+            self.reload()?;
+        }
+        Ok(())
+    }
+
+    fn visible(&self, object: &Object) -> bool {
+        !object.is_private() || self.login_state() == Login::User
+    }
+
+    /// The object behind a handle, if this application may see it.
+    pub fn object(&self, handle: CK_OBJECT_HANDLE) -> Result<(Arc<Object>, Home)> {
+        let found = self.objects.read().get(handle).cloned();
+        let entry = match found {
+            Some(e) => e,
+            None => {
+                // Perhaps another process made it and told us its handle's object: re-read.
+                self.refresh()?;
+                self.objects
+                    .read()
+                    .get(handle)
+                    .cloned()
+                    .ok_or(Error::OBJECT_HANDLE_INVALID)?
+            }
+        };
+        if !self.visible(&entry.object) {
+            return Err(Error::OBJECT_HANDLE_INVALID);
+        }
+        Ok((entry.object, entry.home))
+    }
+
+    /// Handles of the visible objects matching a template.
+    pub fn find(&self, template: &Attributes) -> Result<Vec<CK_OBJECT_HANDLE>> {
+        self.refresh()?;
+        let table = self.objects.read();
+        let mut found: Vec<CK_OBJECT_HANDLE> = table
+            .iter()
+            .filter(|(_, e)| self.visible(&e.object) && e.object.attrs.matches(template))
+            .map(|(h, _)| h)
+            .collect();
+        found.sort_unstable();
+        Ok(found)
+    }
+
+    /// Checks that a session may make an object with these attributes.
+    fn check_may_hold(&self, attrs: &Attributes, rw: bool) -> Result<()> {
+        if attrs.bool_or(CKA_TOKEN, false) && !rw {
+            return Err(Error::SESSION_READ_ONLY);
+        }
+        if attrs.bool_or(CKA_PRIVATE, false) && self.login_state() != Login::User {
+            return Err(Error::USER_NOT_LOGGED_IN);
+        }
+        Ok(())
+    }
+
+    /// Stores a new object (token or session) and returns its handle.
+    pub fn add_object(
+        &self,
+        session: CK_SESSION_HANDLE,
+        rw: bool,
+        mut attrs: Attributes,
+    ) -> Result<CK_OBJECT_HANDLE> {
+        self.check_may_hold(&attrs, rw)?;
+        let unique_id = unique_id()?;
+        attrs.set(CKA_UNIQUE_ID, unique_id);
+        let object = Object::new(attrs);
+        let home = if object.is_token() {
+            let (id, version) = self
+                .backend
+                .insert(&object.attrs, &|t| object.is_secret_attribute(t))?;
+            Home::Store { id, version }
+        } else {
+            Home::Session(session)
+        };
+        Ok(self.objects.write().add(Arc::new(object), home))
+    }
+
+    /// Replaces an object's attributes (`C_SetAttributeValue`).
+    pub fn replace_object(
+        &self,
+        handle: CK_OBJECT_HANDLE,
+        home: Home,
+        rw: bool,
+        attrs: Attributes,
+    ) -> Result<()> {
+        let object = Object::new(attrs);
+        let home = match home {
+            Home::Store { id, .. } => {
+                if !rw {
+                    return Err(Error::SESSION_READ_ONLY);
+                }
+                let version = self
+                    .backend
+                    .update(id, &object.attrs, &|t| object.is_secret_attribute(t))?;
+                Home::Store { id, version }
+            }
+            session => session,
+        };
+        self.objects.write().replace(handle, Arc::new(object), home);
+        Ok(())
+    }
+
+    /// `C_DestroyObject`.
+    pub fn destroy_object(&self, handle: CK_OBJECT_HANDLE, rw: bool) -> Result<()> {
+        let (object, home) = self.object(handle)?;
+        if !object.is_destroyable() {
+            return Err(Error::ACTION_PROHIBITED);
+        }
+        if let Home::Store { id, .. } = home {
+            if !rw {
+                return Err(Error::SESSION_READ_ONLY);
+            }
+            match self.backend.delete(id) {
+                Ok(()) | Err(Error::OBJECT_HANDLE_INVALID) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.objects.write().remove(handle);
+        Ok(())
+    }
+
+    /// Drops a closed session's objects.
+    pub fn session_closed(&self, session: CK_SESSION_HANDLE) {
+        self.objects.write().remove_session_objects(session);
+    }
+}
+
+fn check_pin_len(pin: &[u8]) -> Result<()> {
+    if (MIN_PIN_LEN..=MAX_PIN_LEN).contains(&pin.len()) {
+        Ok(())
+    } else {
+        Err(Error::PIN_LEN_RANGE)
+    }
+}
+
+/// A fresh CKA_UNIQUE_ID: 32 hex digits.
+fn unique_id() -> Result<Vec<u8>> {
+    let mut bytes = [0u8; 16];
+    getrandom::getrandom(&mut bytes).map_err(|_| Error::DEVICE)?;
+    Ok(bytes
+        .iter()
+        .flat_map(|b| format!("{b:02x}").into_bytes())
+        .collect())
+}

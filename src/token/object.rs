@@ -1,0 +1,109 @@
+//! An object as the token holds it: its attributes, plus a lazily loaded signing key.
+
+use crate::error::{Error, Result};
+use crate::mechanism::mldsa::{ParamSet, SigningKey};
+use crate::token::attributes::Attributes;
+use crate::token::rules::{self, Rule};
+use cryptoki_sys::*;
+use once_cell::sync::OnceCell;
+use std::sync::Arc;
+
+/// One object. Immutable once made: a change builds a new `Object` and replaces the old one,
+/// so an operation that started with the old version finishes with it.
+pub struct Object {
+    pub attrs: Attributes,
+    signing_key: OnceCell<Arc<SigningKey>>,
+}
+
+/// What `C_GetAttributeValue` may reveal of one attribute.
+pub enum Readable<'a> {
+    Value(&'a [u8]),
+    Sensitive,
+    Invalid,
+}
+
+impl Object {
+    pub fn new(attrs: Attributes) -> Self {
+        Object {
+            attrs,
+            signing_key: OnceCell::new(),
+        }
+    }
+
+    pub fn class(&self) -> CK_OBJECT_CLASS {
+        self.attrs
+            .ulong(CKA_CLASS)
+            .ok()
+            .flatten()
+            .unwrap_or(CK_UNAVAILABLE_INFORMATION)
+    }
+
+    pub fn key_type(&self) -> Option<CK_KEY_TYPE> {
+        self.attrs.ulong(CKA_KEY_TYPE).ok().flatten()
+    }
+
+    /// A `CK_ULONG` attribute the object must have.
+    pub fn ulong(&self, attr: CK_ATTRIBUTE_TYPE) -> Result<CK_ULONG> {
+        self.attrs.ulong(attr)?.ok_or(Error::GENERAL)
+    }
+
+    pub fn is_token(&self) -> bool {
+        self.attrs.bool_or(CKA_TOKEN, false)
+    }
+
+    pub fn is_private(&self) -> bool {
+        self.attrs.bool_or(CKA_PRIVATE, false)
+    }
+
+    pub fn is_modifiable(&self) -> bool {
+        self.attrs.bool_or(CKA_MODIFIABLE, true)
+    }
+
+    pub fn is_copyable(&self) -> bool {
+        self.attrs.bool_or(CKA_COPYABLE, true)
+    }
+
+    pub fn is_destroyable(&self) -> bool {
+        self.attrs.bool_or(CKA_DESTROYABLE, true)
+    }
+
+    /// The attribute tables of this object's kind.
+    pub fn tables(&self) -> Vec<&'static [Rule]> {
+        rules::tables(self.class(), self.key_type()).unwrap_or_default()
+    }
+
+    /// Whether secret attributes are hidden from `C_GetAttributeValue`.
+    fn hides_secrets(&self) -> bool {
+        self.attrs.bool_or(CKA_SENSITIVE, true) || !self.attrs.bool_or(CKA_EXTRACTABLE, false)
+    }
+
+    /// `C_GetAttributeValue` for one attribute.
+    pub fn readable(&self, attr: CK_ATTRIBUTE_TYPE) -> Readable<'_> {
+        let Some(rule) = rules::find(&self.tables(), attr) else {
+            return Readable::Invalid;
+        };
+        if rule.sensitive && self.hides_secrets() {
+            return Readable::Sensitive;
+        }
+        match self.attrs.get(attr) {
+            Some(v) => Readable::Value(v),
+            None => Readable::Invalid,
+        }
+    }
+
+    /// Whether an attribute holds secret key material (stored encrypted, never logged).
+    pub fn is_secret_attribute(&self, attr: CK_ATTRIBUTE_TYPE) -> bool {
+        rules::find(&self.tables(), attr).is_some_and(|r| r.sensitive)
+    }
+
+    /// The ML-DSA signing key, loaded on first use and kept with the object.
+    pub fn signing_key(&self) -> Result<Arc<SigningKey>> {
+        self.signing_key
+            .get_or_try_init(|| {
+                let set = ParamSet::from_ck(self.ulong(CKA_PARAMETER_SET)?)?;
+                let value = self.attrs.get(CKA_VALUE).ok_or(Error::USER_NOT_LOGGED_IN)?;
+                SigningKey::new(set, value).map(Arc::new)
+            })
+            .cloned()
+    }
+}
