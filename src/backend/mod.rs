@@ -5,6 +5,7 @@ pub mod embedded;
 
 use crate::error::Result;
 use crate::token::attributes::Attributes;
+use crate::token::object::Object;
 
 /// Who is authenticating.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,19 +51,10 @@ pub trait Backend: Send + Sync {
     fn load(&self, private: bool) -> Result<Vec<StoredObject>>;
     /// Whether another process changed the objects since this process last read or wrote them.
     fn changed_elsewhere(&self) -> Result<bool>;
-    /// Stores a new object; returns (id, version).
-    fn insert(
-        &self,
-        attrs: &Attributes,
-        secret: &dyn Fn(cryptoki_sys::CK_ATTRIBUTE_TYPE) -> bool,
-    ) -> Result<(i64, i64)>;
+    /// Stores new objects, all or none (a key pair is one write); returns (id, version) of each.
+    fn insert(&self, objects: &[&Object]) -> Result<Vec<(i64, i64)>>;
     /// Replaces a stored object's attributes; returns the new version.
-    fn update(
-        &self,
-        id: i64,
-        attrs: &Attributes,
-        secret: &dyn Fn(cryptoki_sys::CK_ATTRIBUTE_TYPE) -> bool,
-    ) -> Result<i64>;
+    fn update(&self, id: i64, object: &Object) -> Result<i64>;
     /// Deletes a stored object.
     fn delete(&self, id: i64) -> Result<()>;
 }

@@ -1,1 +1,126 @@
-fn main() {}
+//! `b4ae-pkcs11`: administration of the module's tokens, through the same token layer the
+//! module's C ABI uses.
+
+use b4ae_pkcs11::backend::Role;
+use b4ae_pkcs11::config::{BackendKind, Config};
+use b4ae_pkcs11::module;
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "b4ae-pkcs11", version, about = "Administer b4ae-pkcs11 tokens")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show the configuration in force and each slot's token.
+    Info,
+    /// Initialize (or re-initialize, erasing every object) a token, and optionally set its user PIN.
+    InitToken {
+        /// Slot number (the token's position in the configuration).
+        #[arg(long, default_value_t = 0)]
+        slot: u64,
+        /// Token label (at most 32 bytes).
+        #[arg(long)]
+        label: String,
+        /// SO PIN; read from $B4AE_SO_PIN when omitted.
+        #[arg(long, env = "B4AE_SO_PIN", hide_env_values = true)]
+        so_pin: String,
+        /// User PIN to set as well; read from $B4AE_USER_PIN when omitted.
+        #[arg(long, env = "B4AE_USER_PIN", hide_env_values = true)]
+        pin: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    b4ae_pkcs11::logging::init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info => info(),
+        Command::InitToken {
+            slot,
+            label,
+            so_pin,
+            pin,
+        } => init_token(slot, &label, &so_pin, pin.as_deref()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("b4ae-pkcs11: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn info() -> Result<(), String> {
+    let config = Config::load(None).map_err(|e| e.to_string())?;
+    module::initialize(None).map_err(|e| format!("C_Initialize: {e}"))?;
+    let m = module::get().map_err(|e| e.to_string())?;
+    for (token, conf) in m.tokens.iter().zip(&config.tokens) {
+        let state = token.state().map_err(|e| e.to_string())?;
+        let label = String::from_utf8_lossy(&state.label);
+        let backend = match conf.backend {
+            BackendKind::Embedded => format!(
+                "embedded at {}",
+                conf.path
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ),
+            BackendKind::Pkcs11 => "pkcs11".into(),
+        };
+        println!("slot {}: \"{}\" ({backend})", token.slot_id, conf.label);
+        if state.initialized {
+            println!(
+                "  token \"{}\" serial {}",
+                label.trim_end(),
+                String::from_utf8_lossy(&state.serial).trim_end()
+            );
+            println!(
+                "  user PIN {}, failures {}/{}; SO PIN failures {}/{}",
+                if state.user_pin_initialized {
+                    "set"
+                } else {
+                    "not set"
+                },
+                state.user_failures,
+                state.max_failures,
+                state.so_failures,
+                state.max_failures
+            );
+        } else {
+            println!("  token not initialized");
+        }
+    }
+    Ok(())
+}
+
+fn init_token(slot: u64, label: &str, so_pin: &str, pin: Option<&str>) -> Result<(), String> {
+    if label.len() > 32 {
+        return Err("the label is longer than 32 bytes".into());
+    }
+    let mut padded = [b' '; 32];
+    padded[..label.len()].copy_from_slice(label.as_bytes());
+    module::initialize(None).map_err(|e| format!("C_Initialize: {e}"))?;
+    let m = module::get().map_err(|e| e.to_string())?;
+    let token = m.token(slot as _).map_err(|e| e.to_string())?;
+    token
+        .init_token(so_pin.as_bytes(), &padded)
+        .map_err(|e| format!("C_InitToken: {e}"))?;
+    println!("slot {slot}: token \"{label}\" initialized");
+    if let Some(pin) = pin {
+        token
+            .login(Role::SecurityOfficer, so_pin.as_bytes(), false)
+            .map_err(|e| format!("SO login: {e}"))?;
+        token
+            .init_pin(pin.as_bytes())
+            .map_err(|e| format!("C_InitPIN: {e}"))?;
+        token.logout().map_err(|e| e.to_string())?;
+        println!("slot {slot}: user PIN set");
+    }
+    Ok(())
+}

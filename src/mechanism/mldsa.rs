@@ -1,15 +1,16 @@
 //! ML-DSA (FIPS 204): key generation from a seed, hedged and deterministic signing, verification.
 //!
 //! Hedged signing and verification run on PQClean through `pqcrypto-mldsa` (AVX2 where the CPU
-//! has it: the fastest correct implementation measured here). Seeded key generation and
-//! deterministic signing, which PQClean does not offer, use `fips204`; both produce and accept the
-//! same FIPS 204 encodings.
+//! has it: the fastest correct implementation measured here). PQClean offers neither seeded key
+//! generation nor deterministic signing: key generation from a seed uses AWS-LC (`aws-lc-rs`,
+//! about 6x faster here than the pure-Rust crates), deterministic signing uses `fips204`. All
+//! three produce and accept the same FIPS 204 encodings.
 
 use crate::error::{Error, Result};
 use cryptoki_sys::{
     CKP_ML_DSA_44, CKP_ML_DSA_65, CKP_ML_DSA_87, CKR_PARAMETER_SET_NOT_SUPPORTED, CK_ULONG,
 };
-use fips204::traits::{KeyGen, SerDes, Signer};
+use fips204::traits::{SerDes, Signer};
 use pqcrypto_traits::sign::{DetachedSignature as _, PublicKey as _, SecretKey as _};
 use zeroize::Zeroizing;
 
@@ -108,12 +109,23 @@ impl ParamSet {
     }
 
     /// FIPS 204 ML-DSA.KeyGen_internal(ξ): (public key, expanded private key).
-    pub fn keygen_from_seed(self, seed: &[u8; SEED_LEN]) -> (Vec<u8>, Zeroizing<Vec<u8>>) {
-        per_set!(self, |_pq, fips| {
-            let (pk, sk) = fips::KG::keygen_from_seed(seed);
-            let sk_bytes = Zeroizing::new(sk.into_bytes());
-            (pk.into_bytes().to_vec(), Zeroizing::new(sk_bytes.to_vec()))
-        })
+    pub fn keygen_from_seed(self, seed: &[u8; SEED_LEN]) -> Result<(Vec<u8>, Zeroizing<Vec<u8>>)> {
+        use aws_lc_rs::encoding::AsRawBytes;
+        use aws_lc_rs::signature::{KeyPair, PqdsaKeyPair};
+        let algorithm = match self {
+            ParamSet::MlDsa44 => &aws_lc_rs::signature::ML_DSA_44_SIGNING,
+            ParamSet::MlDsa65 => &aws_lc_rs::signature::ML_DSA_65_SIGNING,
+            ParamSet::MlDsa87 => &aws_lc_rs::signature::ML_DSA_87_SIGNING,
+        };
+        let pair = PqdsaKeyPair::from_seed(algorithm, seed).map_err(|_| Error::GENERAL)?;
+        let private = pair
+            .private_key()
+            .as_raw_bytes()
+            .map_err(|_| Error::GENERAL)?;
+        Ok((
+            pair.public_key().as_ref().to_vec(),
+            Zeroizing::new(private.as_ref().to_vec()),
+        ))
     }
 
     /// Verifies a pure ML-DSA signature with a context string.
@@ -219,7 +231,7 @@ mod tests {
     #[test]
     fn seeded_keys_sign_and_verify_across_implementations() {
         for set in ParamSet::ALL {
-            let (pk, sk) = set.keygen_from_seed(&[7u8; 32]);
+            let (pk, sk) = set.keygen_from_seed(&[7u8; 32]).unwrap();
             assert_eq!(pk.len(), set.public_key_len());
             assert_eq!(sk.len(), set.private_key_len());
             let key = SigningKey::new(set, &sk).unwrap();

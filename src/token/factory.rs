@@ -62,7 +62,7 @@ pub fn generate_ml_dsa(
     }
     let mut seed = Zeroizing::new([0u8; SEED_LEN]);
     getrandom::getrandom(seed.as_mut()).map_err(|_| Error::DEVICE)?;
-    let (pk, sk) = set.keygen_from_seed(&seed);
+    let (pk, sk) = set.keygen_from_seed(&seed)?;
     public.set_ulong(CKA_PARAMETER_SET, set.ck());
     public.set(CKA_VALUE, pk);
     private.set_ulong(CKA_PARAMETER_SET, set.ck());
@@ -204,7 +204,7 @@ fn complete_key_material(
                     let seed: &[u8; SEED_LEN] = seed
                         .try_into()
                         .map_err(|_| Error::ATTRIBUTE_VALUE_INVALID)?;
-                    let (_, expanded) = set.keygen_from_seed(seed);
+                    let (_, expanded) = set.keygen_from_seed(seed)?;
                     match attrs.get(CKA_VALUE) {
                         Some(value) if value != expanded.as_slice() => {
                             return Err(Error::TEMPLATE_INCONSISTENT)

@@ -211,26 +211,37 @@ impl Token {
         Ok(())
     }
 
-    /// Stores a new object (token or session) and returns its handle.
-    pub fn add_object(
+    /// Stores new objects (token or session), all or none, and returns their handles.
+    pub fn add_objects(
         &self,
         session: CK_SESSION_HANDLE,
         rw: bool,
-        mut attrs: Attributes,
-    ) -> Result<CK_OBJECT_HANDLE> {
-        self.check_may_hold(&attrs, rw)?;
-        let unique_id = unique_id()?;
-        attrs.set(CKA_UNIQUE_ID, unique_id);
-        let object = Object::new(attrs);
-        let home = if object.is_token() {
-            let (id, version) = self
-                .backend
-                .insert(&object.attrs, &|t| object.is_secret_attribute(t))?;
-            Home::Store { id, version }
+        all: Vec<Attributes>,
+    ) -> Result<Vec<CK_OBJECT_HANDLE>> {
+        let mut objects = Vec::with_capacity(all.len());
+        for mut attrs in all {
+            self.check_may_hold(&attrs, rw)?;
+            attrs.set(CKA_UNIQUE_ID, unique_id()?);
+            objects.push(Object::new(attrs));
+        }
+        let on_token: Vec<&Object> = objects.iter().filter(|o| o.is_token()).collect();
+        let mut stored = if on_token.is_empty() {
+            Vec::new()
         } else {
-            Home::Session(session)
-        };
-        Ok(self.objects.write().add(Arc::new(object), home))
+            self.backend.insert(&on_token)?
+        }
+        .into_iter();
+        let mut table = self.objects.write();
+        Ok(objects
+            .into_iter()
+            .map(|object| {
+                let home = match stored.next().filter(|_| object.is_token()) {
+                    Some((id, version)) => Home::Store { id, version },
+                    None => Home::Session(session),
+                };
+                table.add(Arc::new(object), home)
+            })
+            .collect())
     }
 
     /// Replaces an object's attributes (`C_SetAttributeValue`).
@@ -247,9 +258,7 @@ impl Token {
                 if !rw {
                     return Err(Error::SESSION_READ_ONLY);
                 }
-                let version = self
-                    .backend
-                    .update(id, &object.attrs, &|t| object.is_secret_attribute(t))?;
+                let version = self.backend.update(id, &object)?;
                 Home::Store { id, version }
             }
             session => session,

@@ -81,7 +81,7 @@ impl Session {
 
     pub fn create_object(&self, template: Attributes) -> Result<CK_OBJECT_HANDLE> {
         let attrs = factory::create(template)?;
-        self.token.add_object(self.handle, self.rw, attrs)
+        self.add_one(attrs)
     }
 
     pub fn copy_object(
@@ -91,7 +91,7 @@ impl Session {
     ) -> Result<CK_OBJECT_HANDLE> {
         let source = self.object(handle)?;
         let attrs = factory::copy(&source, template)?;
-        self.token.add_object(self.handle, self.rw, attrs)
+        self.add_one(attrs)
     }
 
     pub fn destroy_object(&self, handle: CK_OBJECT_HANDLE) -> Result<()> {
@@ -304,13 +304,19 @@ impl Session {
             }
             _ => return Err(Error::MECHANISM_INVALID),
         };
-        let public_handle = self.token.add_object(self.handle, self.rw, public)?;
-        match self.token.add_object(self.handle, self.rw, private) {
-            Ok(private_handle) => Ok((public_handle, private_handle)),
-            Err(e) => {
-                let _ = self.token.destroy_object(public_handle, self.rw);
-                Err(e)
-            }
+        match self
+            .token
+            .add_objects(self.handle, self.rw, vec![public, private])?[..]
+        {
+            [public, private] => Ok((public, private)),
+            _ => Err(Error::GENERAL),
         }
+    }
+
+    fn add_one(&self, attrs: Attributes) -> Result<CK_OBJECT_HANDLE> {
+        self.token
+            .add_objects(self.handle, self.rw, vec![attrs])?
+            .pop()
+            .ok_or(Error::GENERAL)
     }
 }

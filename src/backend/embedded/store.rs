@@ -7,7 +7,8 @@ use crate::backend::{Backend, Role, StoredObject, TokenState};
 use crate::config::PinKdf;
 use crate::error::{Error, Result};
 use crate::token::attributes::Attributes;
-use cryptoki_sys::{CKR_USER_PIN_NOT_INITIALIZED, CK_ATTRIBUTE_TYPE};
+use crate::token::object::Object;
+use cryptoki_sys::CKR_USER_PIN_NOT_INITIALIZED;
 use parking_lot::{Mutex, RwLock};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::path::PathBuf;
@@ -238,15 +239,14 @@ impl EmbeddedStore {
         &self,
         conn: &Connection,
         id: i64,
-        attrs: &Attributes,
-        secret: &dyn Fn(CK_ATTRIBUTE_TYPE) -> bool,
+        object: &Object,
     ) -> Result<(bool, Vec<u8>, Option<Vec<u8>>)> {
-        let private = attrs.bool_or(cryptoki_sys::CKA_PRIVATE, false);
-        let mut public = attrs.clone();
+        let private = object.is_private();
+        let mut public = object.attrs.clone();
         let hidden = if private {
             std::mem::take(&mut public)
         } else {
-            public.split_off(secret)
+            public.split_off(|t| object.is_secret_attribute(t))
         };
         let public = public.serialize();
         let sealed = if hidden.iter().next().is_some() {
@@ -426,38 +426,34 @@ impl Backend for EmbeddedStore {
         Ok(changed.unwrap_or(false))
     }
 
-    fn insert(
-        &self,
-        attrs: &Attributes,
-        secret: &dyn Fn(CK_ATTRIBUTE_TYPE) -> bool,
-    ) -> Result<(i64, i64)> {
+    fn insert(&self, objects: &[&Object]) -> Result<Vec<(i64, i64)>> {
         self.with_conn(false, |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute(
-                "INSERT INTO objects (private, version, public) VALUES (1, 1, x'')",
-                [],
-            )?;
-            let id = tx.last_insert_rowid();
-            let (private, public, sealed) = self.encode(&tx, id, attrs, secret)?;
-            tx.execute(
-                "UPDATE objects SET private = ?1, public = ?2, sealed = ?3 WHERE id = ?4",
-                params![private, public, sealed, id],
-            )?;
+            let mut stored = Vec::with_capacity(objects.len());
+            for object in objects {
+                // The row id is part of the sealed record's associated data: take it first.
+                tx.execute(
+                    "INSERT INTO objects (private, version, public) VALUES (1, 1, x'')",
+                    [],
+                )?;
+                let id = tx.last_insert_rowid();
+                let (private, public, sealed) = self.encode(&tx, id, object)?;
+                tx.execute(
+                    "UPDATE objects SET private = ?1, public = ?2, sealed = ?3 WHERE id = ?4",
+                    params![private, public, sealed, id],
+                )?;
+                stored.push((id, 1));
+            }
             tx.commit()?;
-            Ok((id, 1))
+            Ok(stored)
         })?
         .ok_or(Error::TOKEN_NOT_RECOGNIZED)
     }
 
-    fn update(
-        &self,
-        id: i64,
-        attrs: &Attributes,
-        secret: &dyn Fn(CK_ATTRIBUTE_TYPE) -> bool,
-    ) -> Result<i64> {
+    fn update(&self, id: i64, object: &Object) -> Result<i64> {
         self.with_conn(false, |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let (private, public, sealed) = self.encode(&tx, id, attrs, secret)?;
+            let (private, public, sealed) = self.encode(&tx, id, object)?;
             let version: Option<i64> = tx
                 .query_row(
                     "UPDATE objects SET private = ?1, public = ?2, sealed = ?3, version = version + 1

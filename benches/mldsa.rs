@@ -1,0 +1,264 @@
+//! ML-DSA-87 through the module's C ABI beside `pqcrypto-mldsa` called directly, in one run.
+//!
+//! `cargo bench --bench mldsa` builds the release module and prints ops/s for each path and
+//! their ratio, then the time of token key generation. Each figure is the median of several
+//! rounds; the machine's other load shows up as spread between rounds, so look at both.
+
+use cryptoki_sys::*;
+use pqcrypto_traits::sign::{DetachedSignature as _, PublicKey as _};
+use std::ptr;
+use std::time::{Duration, Instant};
+
+const MESSAGE: &[u8; 32] = b"b4ae-pkcs11 benchmark message 32";
+const ROUNDS: usize = 7;
+const ROUND_TIME: Duration = Duration::from_millis(400);
+
+/// Ops/s of one round of `op`.
+fn round(op: &mut impl FnMut()) -> f64 {
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < ROUND_TIME {
+        for _ in 0..20 {
+            op();
+        }
+        n += 20;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Median ops/s of `a` and of `b` over `ROUNDS` rounds, the two alternating round by round so
+/// that both see the same machine.
+fn side_by_side(mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64) {
+    for _ in 0..50 {
+        a();
+        b();
+    }
+    let (mut ra, mut rb): (Vec<f64>, Vec<f64>) =
+        (0..ROUNDS).map(|_| (round(&mut a), round(&mut b))).unzip();
+    ra.sort_by(|x, y| x.total_cmp(y));
+    rb.sort_by(|x, y| x.total_cmp(y));
+    (ra[ROUNDS / 2], rb[ROUNDS / 2])
+}
+
+fn rv(what: &str, rv: CK_RV) {
+    assert_eq!(rv, CKR_OK, "{what} failed: {rv:#x}");
+}
+
+struct Module {
+    _lib: libloading::Library,
+    f: &'static CK_FUNCTION_LIST,
+}
+
+fn load() -> Module {
+    let path = std::env::var("B4AE_PKCS11_MODULE").unwrap_or_else(|_| {
+        format!(
+            "{}/target/release/libb4ae_pkcs11.so",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    });
+    // SAFETY: loading our own module, whose initializers are trivial.
+    let lib = unsafe { libloading::Library::new(&path) }
+        .unwrap_or_else(|e| panic!("{path}: {e} (build it first: cargo build --release)"));
+    let mut list: CK_FUNCTION_LIST_PTR = ptr::null_mut();
+    // SAFETY: the PKCS#11 entry point, with a valid out-pointer.
+    unsafe {
+        let get: libloading::Symbol<unsafe extern "C" fn(CK_FUNCTION_LIST_PTR_PTR) -> CK_RV> =
+            lib.get(b"C_GetFunctionList").expect("C_GetFunctionList");
+        rv("C_GetFunctionList", get(&mut list));
+    }
+    // SAFETY: the table is a static inside the library, which stays loaded.
+    let f = unsafe { &*list };
+    Module { _lib: lib, f }
+}
+
+macro_rules! call {
+    ($m:expr, $name:ident($($arg:expr),*)) => {
+        // SAFETY: arguments follow the PKCS#11 contract for this call.
+        unsafe { ($m.f.$name.expect(stringify!($name)))($($arg),*) }
+    };
+}
+
+fn attr<T>(kind: CK_ATTRIBUTE_TYPE, value: &T) -> CK_ATTRIBUTE {
+    CK_ATTRIBUTE {
+        type_: kind,
+        pValue: value as *const T as *mut _,
+        ulValueLen: std::mem::size_of::<T>() as CK_ULONG,
+    }
+}
+
+fn main() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("b4ae.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[token]]\nlabel = \"bench\"\npath = \"{}\"\npin_kdf = \"test-only-fast\"\n",
+            dir.path().join("token").display()
+        ),
+    )
+    .expect("write config");
+    std::env::set_var("B4AE_PKCS11_CONF", &conf);
+
+    let m = load();
+    rv("C_Initialize", call!(m, C_Initialize(ptr::null_mut())));
+    let mut label = [b' '; 32];
+    label[..5].copy_from_slice(b"bench");
+    rv(
+        "C_InitToken",
+        call!(
+            m,
+            C_InitToken(0, b"12345678".as_ptr() as *mut _, 8, label.as_mut_ptr())
+        ),
+    );
+    let mut s: CK_SESSION_HANDLE = 0;
+    let flags = CKF_SERIAL_SESSION | CKF_RW_SESSION;
+    rv(
+        "C_OpenSession",
+        call!(m, C_OpenSession(0, flags, ptr::null_mut(), None, &mut s)),
+    );
+    rv(
+        "C_Login SO",
+        call!(m, C_Login(s, CKU_SO, b"12345678".as_ptr() as *mut _, 8)),
+    );
+    rv(
+        "C_InitPIN",
+        call!(m, C_InitPIN(s, b"1234".as_ptr() as *mut _, 4)),
+    );
+    rv("C_Logout", call!(m, C_Logout(s)));
+    rv(
+        "C_Login",
+        call!(m, C_Login(s, CKU_USER, b"1234".as_ptr() as *mut _, 4)),
+    );
+
+    let yes: CK_BBOOL = CK_TRUE;
+    let set: CK_ULONG = CKP_ML_DSA_87;
+    let generate = |token: bool| {
+        let mut keygen = CK_MECHANISM {
+            mechanism: CKM_ML_DSA_KEY_PAIR_GEN,
+            pParameter: ptr::null_mut(),
+            ulParameterLen: 0,
+        };
+        let on_token: CK_BBOOL = if token { CK_TRUE } else { CK_FALSE };
+        let mut public = [
+            attr(CKA_PARAMETER_SET, &set),
+            attr(CKA_TOKEN, &on_token),
+            attr(CKA_VERIFY, &yes),
+        ];
+        let mut private = [attr(CKA_TOKEN, &on_token), attr(CKA_SIGN, &yes)];
+        let (mut pk, mut sk) = (0, 0);
+        rv(
+            "C_GenerateKeyPair",
+            call!(
+                m,
+                C_GenerateKeyPair(
+                    s,
+                    &mut keygen,
+                    public.as_mut_ptr(),
+                    3,
+                    private.as_mut_ptr(),
+                    2,
+                    &mut pk,
+                    &mut sk
+                )
+            ),
+        );
+        (pk, sk)
+    };
+
+    let keygen_time = |token: bool| {
+        let n = 200;
+        let start = Instant::now();
+        for _ in 0..n {
+            generate(token);
+        }
+        start.elapsed() / n
+    };
+    let token_keygen = keygen_time(true);
+    let session_keygen = keygen_time(false);
+    let (pk, sk) = generate(true);
+
+    let mut mech = CK_MECHANISM {
+        mechanism: CKM_ML_DSA,
+        pParameter: ptr::null_mut(),
+        ulParameterLen: 0,
+    };
+    let mut sig = vec![0u8; 4627];
+    let (raw_pk, raw_sk) = pqcrypto_mldsa::mldsa87::keypair();
+    let (module_sign, raw_sign) = side_by_side(
+        || {
+            let mut len = sig.len() as CK_ULONG;
+            rv("C_SignInit", call!(m, C_SignInit(s, &mut mech, sk)));
+            rv(
+                "C_Sign",
+                call!(
+                    m,
+                    C_Sign(
+                        s,
+                        MESSAGE.as_ptr() as *mut _,
+                        32,
+                        sig.as_mut_ptr(),
+                        &mut len
+                    )
+                ),
+            );
+        },
+        || {
+            std::hint::black_box(pqcrypto_mldsa::mldsa87::detached_sign_ctx(
+                MESSAGE, b"", &raw_sk,
+            ));
+        },
+    );
+    let mut len = sig.len() as CK_ULONG;
+    rv("C_SignInit", call!(m, C_SignInit(s, &mut mech, sk)));
+    rv(
+        "C_Sign",
+        call!(
+            m,
+            C_Sign(
+                s,
+                MESSAGE.as_ptr() as *mut _,
+                32,
+                sig.as_mut_ptr(),
+                &mut len
+            )
+        ),
+    );
+    let raw_sig = pqcrypto_mldsa::mldsa87::detached_sign_ctx(MESSAGE, b"", &raw_sk);
+    let (module_verify, raw_verify) = side_by_side(
+        || {
+            rv("C_VerifyInit", call!(m, C_VerifyInit(s, &mut mech, pk)));
+            rv(
+                "C_Verify",
+                call!(
+                    m,
+                    C_Verify(s, MESSAGE.as_ptr() as *mut _, 32, sig.as_mut_ptr(), 4627)
+                ),
+            );
+        },
+        || {
+            let pk = pqcrypto_mldsa::mldsa87::PublicKey::from_bytes(raw_pk.as_bytes()).expect("pk");
+            let sig = pqcrypto_mldsa::mldsa87::DetachedSignature::from_bytes(raw_sig.as_bytes())
+                .expect("sig");
+            pqcrypto_mldsa::mldsa87::verify_detached_signature_ctx(&sig, MESSAGE, b"", &pk)
+                .expect("verify");
+        },
+    );
+
+    println!("ML-DSA-87, 32-byte message, median of {ROUNDS} rounds (ops/s)");
+    println!(
+        "{:<10} {:>14} {:>18} {:>8}",
+        "operation", "module C ABI", "pqcrypto-mldsa", "ratio"
+    );
+    for (name, module, raw) in [
+        ("sign", module_sign, raw_sign),
+        ("verify", module_verify, raw_verify),
+    ] {
+        println!(
+            "{name:<10} {module:>14.0} {raw:>18.0} {:>8.3}",
+            module / raw
+        );
+    }
+    println!("key pair generation, mean of 200: token object {token_keygen:?}, session object {session_keygen:?}");
+
+    rv("C_Finalize", call!(m, C_Finalize(ptr::null_mut())));
+}
