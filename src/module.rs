@@ -18,6 +18,8 @@ use std::sync::Arc;
 static MODULE: ArcSwapOption<Module> = ArcSwapOption::const_empty();
 /// Bumped in a forked child: state made before the fork belongs to the parent.
 static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+/// The parent's state, in a forked child, until `C_Initialize` wipes its secrets.
+static ABANDONED: ArcSwapOption<Module> = ArcSwapOption::const_empty();
 
 pub struct Module {
     pub tokens: Vec<Arc<Token>>,
@@ -27,10 +29,23 @@ pub struct Module {
 }
 
 /// Called in the child right after `fork()`: the parent's state must not be used (its SQLite
-/// connections and locks belong to the parent), so it is abandoned, not dropped.
+/// connections and locks belong to the parent), so it is set aside, never dropped: closing the
+/// parent's connections here could checkpoint or remove files the parent still uses.
 pub fn forked() {
     FORK_GENERATION.fetch_add(1, Ordering::SeqCst);
     if let Some(old) = MODULE.swap(None) {
+        if let Some(older) = ABANDONED.swap(Some(old)) {
+            std::mem::forget(older);
+        }
+    }
+}
+
+/// In a forked child, wipes the parent's decrypted keys from this process's memory.
+fn wipe_abandoned() {
+    if let Some(old) = ABANDONED.swap(None) {
+        for token in &old.tokens {
+            token.forget_secrets();
+        }
         std::mem::forget(old);
     }
 }
@@ -45,6 +60,7 @@ pub fn get() -> Result<Arc<Module>> {
 
 /// `C_Initialize` after argument checks: reads the configuration and opens the tokens.
 pub fn initialize(reserved: Option<&str>) -> Result<()> {
+    wipe_abandoned();
     if get().is_ok() {
         return Err(Error(CKR_CRYPTOKI_ALREADY_INITIALIZED));
     }

@@ -43,6 +43,8 @@ pub trait Backend: Send + Sync {
     fn login(&self, role: Role, pin: &[u8]) -> Result<()>;
     /// Forgets the unlocked secrets.
     fn logout(&self);
+    /// Forgets the unlocked secrets without waiting for any lock (in a forked child).
+    fn forget_secrets(&self);
     /// `C_InitPIN` (the SO is logged in).
     fn init_pin(&self, pin: &[u8]) -> Result<()>;
     /// `C_SetPIN`.

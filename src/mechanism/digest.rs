@@ -27,7 +27,7 @@ impl DigestOperation {
     }
 
     /// Length of the digest.
-    pub fn len(&self) -> usize {
+    pub fn digest_len(&self) -> usize {
         match self {
             DigestOperation::Sha256(_) => 32,
             DigestOperation::Sha384(_) => 48,

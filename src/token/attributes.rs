@@ -164,6 +164,8 @@ impl Attributes {
     pub fn serialize(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.size());
         for (t, v) in &self.values {
+            // CK_ULONG is 32 bits on some platforms: the record format is always 64.
+            #[allow(clippy::unnecessary_cast)]
             out.extend_from_slice(&(*t as u64).to_le_bytes());
             out.extend_from_slice(&(v.len() as u32).to_le_bytes());
             out.extend_from_slice(v);

@@ -286,6 +286,15 @@ impl Token {
         Ok(())
     }
 
+    /// Forgets every decrypted secret without blocking: used in a forked child, where a lock
+    /// may have been held by a thread of the parent and will never be released.
+    pub fn forget_secrets(&self) {
+        if let Some(mut objects) = self.objects.try_write() {
+            *objects = ObjectTable::default();
+        }
+        self.backend.forget_secrets();
+    }
+
     /// Drops a closed session's objects.
     pub fn session_closed(&self, session: CK_SESSION_HANDLE) {
         self.objects.write().remove_session_objects(session);

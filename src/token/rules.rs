@@ -182,7 +182,7 @@ pub fn check_value(rule: &Rule, value: &[u8]) -> Result<()> {
         Ulong => decode_ulong(value).map(drop),
         Bytes => Ok(()),
         Date if value.is_empty() || value.len() == 8 => Ok(()),
-        UlongArray if value.len() % ULONG_LEN == 0 => Ok(()),
+        UlongArray if value.len().is_multiple_of(ULONG_LEN) => Ok(()),
         _ => Err(Error::ATTRIBUTE_VALUE_INVALID),
     }
 }

@@ -160,7 +160,7 @@ impl Session {
             .lock()
             .digest
             .as_ref()
-            .map(DigestOperation::len)
+            .map(DigestOperation::digest_len)
             .ok_or(Error::OPERATION_NOT_INITIALIZED)
     }
 

@@ -1,30 +1,39 @@
 //! Shared helpers for the integration tests of b4ae-pkcs11.
 //!
 //! Every test talks to the *built* `libb4ae_pkcs11.so` (never the rlib): through the
-//! `cryptoki` crate for the ordinary calls, and through the raw function lists (`ck!`) where
+//! `cryptoki` crate for ordinary calls, and through the raw 3.2 function list (`ck!`) where
 //! exact return values, lengths or NULL pointers matter. Both load the same shared object, so
 //! they share one module instance per process.
 //!
 //! Each test file has one process-wide [`fixture`]: a temporary configuration with
 //! [`FIXTURE_TOKENS`] embedded tokens, initialised once. Each test uses its own slot (a fixed
 //! index per test), so tests running as threads never share a token. Tests that finalise the
-//! module or need a fresh process re-run the test binary for just themselves ([`run_child`]).
+//! module or need a fresh process re-run the test binary for themselves alone ([`run_child`]).
 
 #![allow(dead_code, unused_macros)]
 
 /// Calls one function of the module's PKCS#11 3.2 function list with raw arguments and
-/// evaluates to its `CK_RV`: `ck!(C_GetInfo(&mut info))`.
+/// evaluates to its `CK_RV`: `ck!(C_GetInfo(&mut info))`. Never use it inside `unsafe {}`.
 macro_rules! ck {
     ($function:ident($($arg:expr),* $(,)?)) => {{
         let function = $crate::common::fl()
             .$function
             .expect(concat!(stringify!($function), " is NULL in the 3.2 function list"));
-        #[allow(unused_unsafe)]
-        // SAFETY: the callers pass pointers to live buffers of the announced sizes, or
-        // deliberately NULL pointers that the module must reject.
-        let rv = unsafe { function($($arg),*) };
-        rv
+        // SAFETY: callers pass pointers to live buffers of the announced sizes, or NULL
+        // pointers that the module must reject.
+        unsafe { function($($arg),*) }
     }};
+}
+
+/// Raw calls that must all return `expected`, one per line:
+/// `assert_ck!(CKR_ARGUMENTS_BAD; C_GetInfo(null()), C_GetSlotList(0, null(), null()))`.
+macro_rules! assert_ck {
+    ($expected:expr; $($function:ident($($arg:expr),* $(,)?)),+ $(,)?) => {
+        $crate::common::assert_all_rv(
+            &[$((stringify!($function), ck!($function($($arg),*)))),+],
+            $expected,
+        )
+    };
 }
 
 /// The name of the enclosing test function, as libtest knows it.
@@ -37,10 +46,19 @@ macro_rules! test_name {
     }};
 }
 
-use std::ffi::{c_void, CStr};
+/// Calls `function::<MlDsa44/65/87>(args)` for a [`Ps`].
+macro_rules! per_parameter_set {
+    ($ps:expr, $function:ident($($arg:expr),*)) => {
+        match $ps {
+            Ps::P44 => $function::<MlDsa44>($($arg),*),
+            Ps::P65 => $function::<MlDsa65>($($arg),*),
+            Ps::P87 => $function::<MlDsa87>($($arg),*),
+        }
+    };
+}
+
 use std::fmt::Write as _;
 use std::fs::File;
-use std::mem::size_of;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::ptr;
@@ -49,16 +67,17 @@ use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error, Rv, RvError};
-use cryptoki::object::{Attribute, MlDsaParameterSetType, ObjectClass, ObjectHandle};
-use cryptoki::object::ParameterSetType;
+use cryptoki::mechanism::dsa::{HedgeType, SignAdditionalContext};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{
+    Attribute, KeyType, MlDsaParameterSetType, ObjectClass, ObjectHandle, ParameterSetType,
+};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use cryptoki_sys::*;
-use ml_dsa::{
-    EncodedVerifyingKey, ExpandedSigningKey, ExpandedSigningKeyBytes, MlDsa44, MlDsa65, MlDsa87,
-    MlDsaParams, VerifyingKey,
-};
+use ml_dsa::{EncodedVerifyingKey, ExpandedSigningKey, ExpandedSigningKeyBytes};
+use ml_dsa::{MlDsa44, MlDsa65, MlDsa87, MlDsaParams, VerifyingKey};
 use tempfile::TempDir;
 
 pub const SO_PIN: &str = "so-pin-0000";
@@ -69,11 +88,11 @@ pub const FIXTURE_TOKENS: usize = 16;
 
 pub const CONF_VAR: &str = "B4AE_PKCS11_CONF";
 pub const MODULE_VAR: &str = "B4AE_PKCS11_MODULE";
-/// Set (to the test's name) in a process started by [`run_child`].
+/// Set to the test's name in a process started by [`run_child`].
 pub const CHILD_VAR: &str = "B4AE_TEST_CHILD";
 pub const LIBRARY_NAME: &str = "libb4ae_pkcs11.so";
 
-/// Vendor attribute from include/b4ae_pkcs11.h and its value for the embedded store.
+/// Vendor attribute from include/b4ae_pkcs11.h, and its value for the embedded store.
 pub const CKA_B4AE_CUSTODY: CK_ATTRIBUTE_TYPE = 0xB4AE_0003;
 pub const B4AE_CUSTODY_EMBEDDED: CK_ULONG = 3;
 
@@ -83,44 +102,45 @@ pub const UNKNOWN_ATTRIBUTE: CK_ATTRIBUTE_TYPE = 0x7FFF_0001;
 pub const RO: CK_FLAGS = CKF_SERIAL_SESSION;
 pub const RW: CK_FLAGS = CKF_SERIAL_SESSION | CKF_RW_SESSION;
 
+pub const MESSAGE: &[u8] = b"B4AE integration test message";
+
 const CHILD_TIMEOUT: Duration = Duration::from_secs(300);
 
 // ---------------------------------------------------------------------------------------------
 // Locating and loading the module
 
-/// The built module: `$B4AE_PKCS11_MODULE`, else next to the test binary's `deps/` directory
+/// The built module: `$B4AE_PKCS11_MODULE`, else beside the test binary's `deps/` directory
 /// (the profile directory cargo built it into), else `target/debug/`.
 pub fn module_path() -> PathBuf {
     if let Some(path) = std::env::var_os(MODULE_VAR) {
         return PathBuf::from(path);
     }
-    let beside_tests = std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.join(LIBRARY_NAME)))
-        .filter(|path| path.exists());
-    beside_tests.unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
+    let exe = std::env::current_exe().expect("current_exe");
+    let beside_tests = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join(LIBRARY_NAME));
+    match beside_tests {
+        Some(path) if path.exists() => path,
+        _ => Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("target/debug")
-            .join(LIBRARY_NAME)
-    })
+            .join(LIBRARY_NAME),
+    }
 }
 
-/// Loads the module through `cryptoki` (it selects the 3.2 interface by itself).
+/// Loads the module through `cryptoki` (which selects the 3.2 interface).
 pub fn load_module() -> Pkcs11 {
     let path = module_path();
-    Pkcs11::new(&path).unwrap_or_else(|e| {
-        panic!(
-            "cannot load {} ({e}); build the crate first or set {MODULE_VAR}",
-            path.display()
-        )
-    })
+    let hint = format!(
+        "{}: build the crate first, or set {MODULE_VAR}",
+        path.display()
+    );
+    Pkcs11::new(path).unwrap_or_else(|e| panic!("{hint} ({e})"))
 }
 
 /// C_Initialize with CKF_OS_LOCKING_OK.
 pub fn initialize(pkcs11: &Pkcs11) {
-    pkcs11
-        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .expect("C_Initialize");
+    ok(pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)));
 }
 
 /// The module's function lists, as handed out by C_GetFunctionList and C_GetInterface.
@@ -137,30 +157,34 @@ pub fn raw() -> &'static RawModule {
         // SAFETY: loading the module under test.
         let library = unsafe { cryptoki_sys::Pkcs11::new(&path) }
             .unwrap_or_else(|e| panic!("cannot load {}: {e}", path.display()));
-        assert!(library.C_GetFunctionList.is_ok(), "C_GetFunctionList is not exported");
-        assert!(library.C_GetInterface.is_ok(), "C_GetInterface is not exported");
-        let mut list: *mut CK_FUNCTION_LIST = ptr::null_mut();
-        // SAFETY: a valid out-pointer.
-        assert_rv(unsafe { library.C_GetFunctionList(&mut list) }, CKR_OK);
-        assert!(!list.is_null(), "C_GetFunctionList gave NULL");
-        let mut interface: *mut CK_INTERFACE = ptr::null_mut();
-        // SAFETY: NULL name and version ask for the default interface.
-        let rv = unsafe {
-            library.C_GetInterface(ptr::null_mut(), ptr::null_mut(), &mut interface, 0)
+        assert!(library.C_GetFunctionList.is_ok(), "no C_GetFunctionList");
+        assert!(library.C_GetInterface.is_ok(), "no C_GetInterface");
+        let mut list: *mut CK_FUNCTION_LIST = null();
+        let mut interface: *mut CK_INTERFACE = null();
+        // SAFETY: valid out-pointers; NULL name and version ask for the default interface.
+        let rvs = unsafe {
+            let rv = library.C_GetFunctionList(&mut list);
+            (
+                rv,
+                library.C_GetInterface(null(), null(), &mut interface, 0),
+            )
         };
-        assert_rv(rv, CKR_OK);
-        assert!(!interface.is_null(), "C_GetInterface gave NULL");
+        assert_eq!(rvs, (CKR_OK, CKR_OK), "C_GetFunctionList, C_GetInterface");
+        assert!(
+            !list.is_null() && !interface.is_null(),
+            "NULL function list"
+        );
         // SAFETY: both pointers come from the module; every function list starts with its
-        // CK_VERSION, checked before the list is read as a 3.2 table.
+        // CK_VERSION, which is checked before the list is read as a 3.2 table.
         let (v2_40, v3_2) = unsafe {
             let functions = (*interface).pFunctionList;
-            assert!(!functions.is_null(), "the default interface has no function list");
-            let version = *functions.cast::<CK_VERSION>();
-            assert_eq!(
-                (version.major, version.minor),
-                (3, 2),
-                "the default interface must be PKCS#11 3.2"
+            assert!(
+                !functions.is_null(),
+                "the default interface has no functions"
             );
+            let version = *functions.cast::<CK_VERSION>();
+            let version = (version.major, version.minor);
+            assert_eq!(version, (3, 2), "the default interface must be PKCS#11 3.2");
             (*list, *functions.cast::<CK_FUNCTION_LIST_3_2>())
         };
         RawModule {
@@ -171,41 +195,14 @@ pub fn raw() -> &'static RawModule {
     })
 }
 
+/// A NULL pointer of any type, for raw calls.
+pub fn null<T>() -> *mut T {
+    ptr::null_mut()
+}
+
 /// The PKCS#11 3.2 function list used by `ck!`.
 pub fn fl() -> &'static CK_FUNCTION_LIST_3_2 {
     &raw().v3_2
-}
-
-/// Asserts that every function pointer of a function list (after its CK_VERSION) is set.
-#[track_caller]
-pub fn assert_table_complete<T>(table: &T, first_function_offset: usize, what: &str) {
-    let entries = (size_of::<T>() - first_function_offset) / size_of::<usize>();
-    assert!(entries > 0, "{what} has no entries");
-    let base = (table as *const T).cast::<u8>();
-    for i in 0..entries {
-        // SAFETY: reads a pointer-sized word inside `table`.
-        let word = unsafe {
-            base.add(first_function_offset + i * size_of::<usize>())
-                .cast::<usize>()
-                .read_unaligned()
-        };
-        assert_ne!(word, 0, "{what}: function #{i} (0-based) is NULL");
-    }
-}
-
-/// Name and version of an interface returned by C_GetInterfaceList / C_GetInterface.
-pub fn describe_interface(interface: &CK_INTERFACE) -> (String, (u8, u8)) {
-    assert!(!interface.pInterfaceName.is_null(), "interface without a name");
-    assert!(!interface.pFunctionList.is_null(), "interface without functions");
-    // SAFETY: the module returns a NUL-terminated name and a function list that starts with
-    // its CK_VERSION.
-    unsafe {
-        let name = CStr::from_ptr(interface.pInterfaceName.cast())
-            .to_string_lossy()
-            .into_owned();
-        let version = *interface.pFunctionList.cast::<CK_VERSION>();
-        (name, (version.major, version.minor))
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -221,9 +218,10 @@ pub fn rv_name(rv: CK_RV) -> String {
 
 /// The CKR_ value behind a `cryptoki` error code.
 pub fn rv_code(error: RvError) -> CK_RV {
+    let mut codes: std::ops::Range<CK_RV> = 0..0x1000;
     match error {
         RvError::UnknownErrorCode(code) | RvError::VendorDefined(code) => code,
-        _ => (0..0x1000)
+        _ => codes
             .find(|&code| Rv::from(code) == Rv::Error(error))
             .unwrap_or_else(|| panic!("no CKR_ value for {error:?}")),
     }
@@ -250,6 +248,15 @@ impl<T> ToRv for cryptoki::error::Result<T> {
     }
 }
 
+/// Unwraps a `cryptoki` result; a failure names the function, the CKR_ value and the caller.
+#[track_caller]
+pub fn ok<T>(result: cryptoki::error::Result<T>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(error) => panic!("{error}"),
+    }
+}
+
 #[track_caller]
 pub fn assert_rv(actual: impl ToRv, expected: CK_RV) {
     let actual = actual.to_rv();
@@ -264,15 +271,15 @@ pub fn assert_rv(actual: impl ToRv, expected: CK_RV) {
 #[track_caller]
 pub fn assert_rv_in(actual: impl ToRv, allowed: &[CK_RV]) {
     let actual = actual.to_rv();
+    let names: Vec<String> = allowed.iter().map(|&rv| rv_name(rv)).collect();
+    let got = rv_name(actual);
     assert!(
         allowed.contains(&actual),
-        "expected one of {:?}, got {}",
-        allowed.iter().map(|&rv| rv_name(rv)).collect::<Vec<_>>(),
-        rv_name(actual)
+        "expected one of {names:?}, got {got}"
     );
 }
 
-/// Checks a batch of raw calls that must all answer `expected`.
+/// Checks a batch of named raw results that must all be `expected` (see `assert_ck!`).
 #[track_caller]
 pub fn assert_all_rv(calls: &[(&str, CK_RV)], expected: CK_RV) {
     let wrong: Vec<String> = calls
@@ -280,10 +287,10 @@ pub fn assert_all_rv(calls: &[(&str, CK_RV)], expected: CK_RV) {
         .filter(|(_, rv)| *rv != expected)
         .map(|(name, rv)| format!("{name}: {}", rv_name(*rv)))
         .collect();
+    let expected = rv_name(expected);
     assert!(
         wrong.is_empty(),
-        "expected {} from every call, but:\n  {}",
-        rv_name(expected),
+        "expected {expected}, but:\n  {}",
         wrong.join("\n  ")
     );
 }
@@ -303,11 +310,13 @@ pub fn config_toml(dir: &Path, tokens: usize, max_pin_failures: Option<u32>) -> 
         let path = dir.join(format!("token{index}"));
         let path = path.to_str().expect("UTF-8 temporary path");
         assert!(!path.contains(['"', '\\']), "unusual temporary path {path}");
-        writeln!(toml, "[[token]]").unwrap();
-        writeln!(toml, "label = \"{}\"", slot_label(index)).unwrap();
-        writeln!(toml, "backend = \"embedded\"").unwrap();
-        writeln!(toml, "path = \"{path}\"").unwrap();
-        writeln!(toml, "pin_kdf = \"test-only-fast\"").unwrap();
+        let label = slot_label(index);
+        writeln!(
+            toml,
+            "[[token]]\nlabel = \"{label}\"\nbackend = \"embedded\""
+        )
+        .unwrap();
+        writeln!(toml, "path = \"{path}\"\npin_kdf = \"test-only-fast\"").unwrap();
         if let Some(limit) = max_pin_failures {
             writeln!(toml, "max_pin_failures = {limit}").unwrap();
         }
@@ -322,14 +331,12 @@ pub fn write_config(dir: &Path, tokens: usize, max_pin_failures: Option<u32>) ->
     path
 }
 
-/// A temporary directory under cargo's target/tmp (removed with `cargo clean` if leaked).
+/// A temporary directory under cargo's target/tmp (so `cargo clean` removes leftovers).
 pub fn temp_dir(prefix: &str) -> TempDir {
     let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
     std::fs::create_dir_all(base).expect("creating target/tmp");
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir_in(base)
-        .expect("creating a temporary directory")
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir_in(base);
+    dir.expect("creating a temporary directory")
 }
 
 /// A configuration file in its own temporary directory, removed on drop.
@@ -362,7 +369,7 @@ pub struct Fixture {
 
 static FIXTURE: OnceLock<Fixture> = OnceLock::new();
 
-/// The module initialised once for this process, with [`FIXTURE_TOKENS`] fresh tokens.
+/// The module, initialised once for this process, with [`FIXTURE_TOKENS`] fresh tokens.
 pub fn fixture() -> &'static Fixture {
     FIXTURE.get_or_init(|| {
         let dir = temp_dir("b4ae-fixture-").keep();
@@ -370,13 +377,8 @@ pub fn fixture() -> &'static Fixture {
         std::env::set_var(CONF_VAR, &conf);
         let pkcs11 = load_module();
         initialize(&pkcs11);
-        let slots = pkcs11.get_all_slots().expect("C_GetSlotList");
-        assert_eq!(
-            slots.len(),
-            FIXTURE_TOKENS,
-            "one slot per [[token]] of {}",
-            conf.display()
-        );
+        let slots = ok(pkcs11.get_all_slots());
+        assert_eq!(slots.len(), FIXTURE_TOKENS, "one slot per [[token]]");
         // SAFETY: registers a plain function that only reads a static.
         unsafe { libc::atexit(remove_fixture_dir) };
         Fixture {
@@ -395,7 +397,7 @@ extern "C" fn remove_fixture_dir() {
 }
 
 impl Fixture {
-    /// Slot `index`, token still uninitialised unless the test initialised it.
+    /// Slot `index`; its token is uninitialised until the test initialises it.
     pub fn slot(&self, index: usize) -> Slot {
         self.slots[index]
     }
@@ -421,49 +423,44 @@ pub fn pin(value: &str) -> AuthPin {
 }
 
 /// C_InitToken, then in a R/W session: SO login, C_InitPIN(USER_PIN), logout, close.
+#[track_caller]
 pub fn init_token(pkcs11: &Pkcs11, slot: Slot, label: &str) {
-    pkcs11
-        .init_token(slot, &pin(SO_PIN), label)
-        .expect("C_InitToken");
-    let session = pkcs11.open_rw_session(slot).expect("C_OpenSession");
-    session
-        .login(UserType::So, Some(&pin(SO_PIN)))
-        .expect("C_Login(SO)");
-    session.init_pin(&pin(USER_PIN)).expect("C_InitPIN");
-    session.logout().expect("C_Logout");
+    ok(pkcs11.init_token(slot, &pin(SO_PIN), label));
+    let session = ok(pkcs11.open_rw_session(slot));
+    ok(session.login(UserType::So, Some(&pin(SO_PIN))));
+    ok(session.init_pin(&pin(USER_PIN)));
+    ok(session.logout());
 }
 
+#[track_caller]
 pub fn user_session(pkcs11: &Pkcs11, slot: Slot) -> Session {
-    let session = pkcs11.open_rw_session(slot).expect("C_OpenSession");
+    let session = ok(pkcs11.open_rw_session(slot));
+    ok(session.login(UserType::User, Some(&pin(USER_PIN))));
     session
-        .login(UserType::User, Some(&pin(USER_PIN)))
-        .expect("C_Login(user)");
-    session
+}
+
+/// A PIN or other text as the (pointer, length) pair of the C API.
+pub fn text_arg(text: &str) -> (*mut u8, CK_ULONG) {
+    (text.as_ptr().cast_mut(), text.len() as CK_ULONG)
 }
 
 pub fn open_session(slot: Slot, flags: CK_FLAGS) -> Result<CK_SESSION_HANDLE, CK_RV> {
     let mut session = CK_INVALID_HANDLE;
-    let rv = ck!(C_OpenSession(
+    match ck!(C_OpenSession(
         slot.into(),
         flags,
-        ptr::null_mut(),
+        null(),
         None,
         &mut session
-    ));
-    if rv == CKR_OK {
-        Ok(session)
-    } else {
-        Err(rv)
+    )) {
+        CKR_OK => Ok(session),
+        rv => Err(rv),
     }
 }
 
 pub fn login(session: CK_SESSION_HANDLE, user: CK_USER_TYPE, pin: &str) -> CK_RV {
-    ck!(C_Login(
-        session,
-        user,
-        pin.as_ptr().cast_mut(),
-        pin.len() as CK_ULONG
-    ))
+    let (pin, len) = text_arg(pin);
+    ck!(C_Login(session, user, pin, len))
 }
 
 pub fn logout(session: CK_SESSION_HANDLE) -> CK_RV {
@@ -475,17 +472,13 @@ pub fn close_session(session: CK_SESSION_HANDLE) -> CK_RV {
 }
 
 pub fn init_pin(session: CK_SESSION_HANDLE, pin: &str) -> CK_RV {
-    ck!(C_InitPIN(session, pin.as_ptr().cast_mut(), pin.len() as CK_ULONG))
+    let (pin, len) = text_arg(pin);
+    ck!(C_InitPIN(session, pin, len))
 }
 
 pub fn set_pin(session: CK_SESSION_HANDLE, old: &str, new: &str) -> CK_RV {
-    ck!(C_SetPIN(
-        session,
-        old.as_ptr().cast_mut(),
-        old.len() as CK_ULONG,
-        new.as_ptr().cast_mut(),
-        new.len() as CK_ULONG
-    ))
+    let ((old, old_len), (new, new_len)) = (text_arg(old), text_arg(new));
+    ck!(C_SetPIN(session, old, old_len, new, new_len))
 }
 
 pub fn session_info(session: CK_SESSION_HANDLE) -> Result<CK_SESSION_INFO, CK_RV> {
@@ -521,15 +514,9 @@ pub fn assert_token_flags(slot: Slot, set: CK_FLAGS, clear: CK_FLAGS) {
 
 pub fn mechanism_list(slot: Slot) -> Vec<CK_MECHANISM_TYPE> {
     let mut count: CK_ULONG = 0;
-    assert_rv(
-        ck!(C_GetMechanismList(slot.into(), ptr::null_mut(), &mut count)),
-        CKR_OK,
-    );
+    assert_ck!(CKR_OK; C_GetMechanismList(slot.into(), null(), &mut count));
     let mut list: Vec<CK_MECHANISM_TYPE> = vec![0; count as usize];
-    assert_rv(
-        ck!(C_GetMechanismList(slot.into(), list.as_mut_ptr(), &mut count)),
-        CKR_OK,
-    );
+    assert_ck!(CKR_OK; C_GetMechanismList(slot.into(), list.as_mut_ptr(), &mut count));
     list.truncate(count as usize);
     list
 }
@@ -549,7 +536,7 @@ pub fn mechanism_info(
 pub fn mech(mechanism: CK_MECHANISM_TYPE) -> CK_MECHANISM {
     CK_MECHANISM {
         mechanism,
-        pParameter: ptr::null_mut(),
+        pParameter: null(),
         ulParameterLen: 0,
     }
 }
@@ -559,19 +546,40 @@ pub fn mech(mechanism: CK_MECHANISM_TYPE) -> CK_MECHANISM {
 
 /// A raw attribute pointing at `value` (a CK_ULONG, CK_BBOOL, ...).
 pub fn raw_attr<T>(kind: CK_ATTRIBUTE_TYPE, value: &T) -> CK_ATTRIBUTE {
+    let pointer = (value as *const T).cast_mut().cast();
     CK_ATTRIBUTE {
         type_: kind,
-        pValue: (value as *const T).cast_mut().cast::<c_void>(),
+        pValue: pointer,
         ulValueLen: size_of::<T>() as CK_ULONG,
     }
 }
 
 /// A raw attribute pointing at a byte string.
 pub fn raw_bytes(kind: CK_ATTRIBUTE_TYPE, value: &[u8]) -> CK_ATTRIBUTE {
+    let pointer = value.as_ptr().cast_mut().cast();
     CK_ATTRIBUTE {
         type_: kind,
-        pValue: value.as_ptr().cast_mut().cast::<c_void>(),
+        pValue: pointer,
         ulValueLen: value.len() as CK_ULONG,
+    }
+}
+
+/// A raw attribute for C_GetAttributeValue: NULL pointer and length 0.
+pub fn raw_query(kind: CK_ATTRIBUTE_TYPE) -> CK_ATTRIBUTE {
+    CK_ATTRIBUTE {
+        type_: kind,
+        pValue: null(),
+        ulValueLen: 0,
+    }
+}
+
+/// A raw attribute whose value C_GetAttributeValue writes into `buffer`.
+pub fn raw_buffer(kind: CK_ATTRIBUTE_TYPE, buffer: &mut [u8]) -> CK_ATTRIBUTE {
+    let pointer = buffer.as_mut_ptr().cast();
+    CK_ATTRIBUTE {
+        type_: kind,
+        pValue: pointer,
+        ulValueLen: buffer.len() as CK_ULONG,
     }
 }
 
@@ -581,46 +589,36 @@ pub fn get_attr(
     object: CK_OBJECT_HANDLE,
     kind: CK_ATTRIBUTE_TYPE,
 ) -> Result<Vec<u8>, CK_RV> {
-    let mut attr = CK_ATTRIBUTE {
-        type_: kind,
-        pValue: ptr::null_mut(),
-        ulValueLen: 0,
-    };
-    let rv = ck!(C_GetAttributeValue(session, object, &mut attr, 1));
-    if rv != CKR_OK {
-        return Err(rv);
+    let mut attr = raw_query(kind);
+    match ck!(C_GetAttributeValue(session, object, &mut attr, 1)) {
+        CKR_OK => assert_ne!(
+            attr.ulValueLen, CK_UNAVAILABLE_INFORMATION,
+            "CKR_OK for {kind:#x}"
+        ),
+        rv => return Err(rv),
     }
-    assert_ne!(
-        attr.ulValueLen, CK_UNAVAILABLE_INFORMATION,
-        "CKR_OK but CK_UNAVAILABLE_INFORMATION for attribute {kind:#x}"
-    );
     let mut value = vec![0u8; attr.ulValueLen as usize];
-    attr.pValue = value.as_mut_ptr().cast();
-    let rv = ck!(C_GetAttributeValue(session, object, &mut attr, 1));
-    if rv != CKR_OK {
-        return Err(rv);
+    let mut attr = raw_buffer(kind, &mut value);
+    match ck!(C_GetAttributeValue(session, object, &mut attr, 1)) {
+        CKR_OK => assert_eq!(attr.ulValueLen as usize, value.len(), "length of {kind:#x}"),
+        rv => return Err(rv),
     }
-    assert_eq!(
-        attr.ulValueLen as usize,
-        value.len(),
-        "attribute {kind:#x} changed length between the two calls"
-    );
     Ok(value)
 }
 
 #[track_caller]
 pub fn attr_bytes(session: &Session, object: ObjectHandle, kind: CK_ATTRIBUTE_TYPE) -> Vec<u8> {
-    get_attr(session.handle(), object.handle(), kind)
-        .unwrap_or_else(|rv| panic!("C_GetAttributeValue({kind:#x}): {}", rv_name(rv)))
+    let value = get_attr(session.handle(), object.handle(), kind);
+    value.unwrap_or_else(|rv| panic!("C_GetAttributeValue({kind:#x}): {}", rv_name(rv)))
 }
 
 #[track_caller]
 pub fn attr_ulong(session: &Session, object: ObjectHandle, kind: CK_ATTRIBUTE_TYPE) -> CK_ULONG {
     let value = attr_bytes(session, object, kind);
-    let bytes = value.as_slice().try_into().unwrap_or_else(|_| {
-        panic!("attribute {kind:#x} is {} bytes, not a CK_ULONG", value.len())
-    });
-    CK_ULONG::from_ne_bytes(bytes)
+    match value.as_slice().try_into() {
+        Ok(bytes) => CK_ULONG::from_ne_bytes(bytes),
+        Err(_) => panic!("attribute {kind:#x} is not a CK_ULONG: {value:?}"),
+    }
 }
 
 #[track_caller]
@@ -645,9 +643,7 @@ pub fn data_template(label: &str, value: &[u8], token: bool, private: bool) -> V
 
 #[track_caller]
 pub fn find_by_label(session: &Session, label: &str) -> Vec<ObjectHandle> {
-    session
-        .find_objects(&[Attribute::Label(label.into())])
-        .expect("C_FindObjects")
+    ok(session.find_objects(&[Attribute::Label(label.into())]))
 }
 
 /// `text` padded with spaces to `len` bytes, as in CK_TOKEN_INFO and CK_SLOT_INFO.
@@ -662,11 +658,11 @@ pub fn padded(text: &str, len: usize) -> Vec<u8> {
 /// returns the text without its padding.
 #[track_caller]
 pub fn assert_padded_text(field: &str, bytes: &[u8]) -> String {
-    let text = std::str::from_utf8(bytes)
-        .unwrap_or_else(|_| panic!("{field} is not UTF-8: {bytes:?}"));
+    let text = String::from_utf8_lossy(bytes);
+    let clean = std::str::from_utf8(bytes).is_ok() && !text.chars().any(char::is_control);
     assert!(
-        !text.chars().any(char::is_control),
-        "{field} must be padded with spaces (no NULs or control characters): {text:?}"
+        clean,
+        "{field} must be UTF-8 padded with spaces, not NULs: {text:?}"
     );
     let trimmed = text.trim_end_matches(' ');
     assert!(!trimmed.is_empty(), "{field} is blank");
@@ -680,13 +676,12 @@ pub fn is_child(test: &str) -> bool {
     std::env::var(CHILD_VAR).is_ok_and(|name| name == test)
 }
 
-/// Re-runs this test binary for test `test` alone, with `$B4AE_PKCS11_CONF` = `conf`, and
-/// asserts that the test passed there. Returns the child's standard output.
+/// Re-runs this test binary for test `test` alone, with `$B4AE_PKCS11_CONF` = `conf` and the
+/// extra variables `envs`, and asserts that the test passed there. Returns its output.
 #[track_caller]
 pub fn run_child(test: &str, conf: &Path, envs: &[(&str, &str)]) -> String {
     let output = temp_dir("b4ae-child-output-");
-    let stdout_path = output.path().join("stdout");
-    let stderr_path = output.path().join("stderr");
+    let (stdout_path, stderr_path) = (output.path().join("out"), output.path().join("err"));
     let mut child = Command::new(std::env::current_exe().expect("current_exe"))
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_VAR, test)
@@ -709,17 +704,121 @@ pub fn run_child(test: &str, conf: &Path, envs: &[(&str, &str)]) -> String {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let stdout = std::fs::read_to_string(&stdout_path).unwrap_or_default();
-    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let stdout = std::fs::read_to_string(stdout_path).unwrap_or_default();
+    let stderr = std::fs::read_to_string(stderr_path).unwrap_or_default();
     let report = format!("--- child stdout\n{stdout}\n--- child stderr\n{stderr}");
     match status {
         None => panic!("child `{test}` timed out after {CHILD_TIMEOUT:?}\n{report}"),
-        Some(status) => assert!(
-            status.success() && stdout.contains("1 passed"),
-            "child `{test}` failed ({status})\n{report}"
-        ),
+        Some(status) => {
+            let passed = status.success() && stdout.contains("1 passed");
+            assert!(passed, "child `{test}` failed ({status})\n{report}");
+        }
     }
     stdout
+}
+
+// ---------------------------------------------------------------------------------------------
+// ML-DSA keys and mechanisms in the module
+
+/// CKM_ML_DSA without a parameter (pure ML-DSA, empty context).
+pub fn pure_ml_dsa() -> Mechanism<'static> {
+    Mechanism::MlDsa(SignAdditionalContext::new(HedgeType::Preferred, None))
+}
+
+/// CKM_ML_DSA with a CK_SIGN_ADDITIONAL_CONTEXT.
+pub fn ml_dsa_with(hedge: HedgeType, context: &[u8]) -> Mechanism<'_> {
+    Mechanism::MlDsa(SignAdditionalContext::new(hedge, Some(context)))
+}
+
+/// C_GenerateKeyPair(CKM_ML_DSA_KEY_PAIR_GEN) with CKA_PARAMETER_SET on the public template.
+/// The private key is CKA_PRIVATE and gets CKA_SIGN=TRUE unless `private_extra` says otherwise.
+#[track_caller]
+pub fn mldsa_keypair(
+    session: &Session,
+    ps: Ps,
+    token: bool,
+    private_extra: &[Attribute],
+) -> (ObjectHandle, ObjectHandle) {
+    let set = Attribute::ParameterSet(ps.parameter_set());
+    let public = [Attribute::Token(token), Attribute::Verify(true), set];
+    let mut private = vec![Attribute::Token(token), Attribute::Private(true)];
+    if !private_extra
+        .iter()
+        .any(|a| matches!(a, Attribute::Sign(_)))
+    {
+        private.push(Attribute::Sign(true));
+    }
+    private.extend_from_slice(private_extra);
+    ok(session.generate_key_pair(&Mechanism::MlDsaKeyPairGen, &public, &private))
+}
+
+/// A session ML-DSA key pair whose private key is readable (not sensitive, extractable).
+pub fn mldsa_exportable_keypair(session: &Session, ps: Ps) -> (ObjectHandle, ObjectHandle) {
+    let exportable = [Attribute::Sensitive(false), Attribute::Extractable(true)];
+    mldsa_keypair(session, ps, false, &exportable)
+}
+
+/// Template of an ML-DSA private key (session object) made from `material`.
+pub fn mldsa_private_template(ps: Ps, material: Attribute) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::PRIVATE_KEY),
+        Attribute::KeyType(KeyType::ML_DSA),
+        Attribute::ParameterSet(ps.parameter_set()),
+        Attribute::Token(false),
+        Attribute::Sign(true),
+        material,
+    ]
+}
+
+/// Template of an ML-DSA public key (session object).
+pub fn mldsa_public_template(ps: Ps, pk: &[u8]) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::PUBLIC_KEY),
+        Attribute::KeyType(KeyType::ML_DSA),
+        Attribute::ParameterSet(ps.parameter_set()),
+        Attribute::Token(false),
+        Attribute::Verify(true),
+        Attribute::Value(pk.to_vec()),
+    ]
+}
+
+/// C_CreateObject of an ML-DSA private key from CKA_SEED or CKA_VALUE (session object).
+#[track_caller]
+pub fn import_mldsa_private(
+    session: &Session,
+    ps: Ps,
+    material: Attribute,
+    exportable: bool,
+) -> ObjectHandle {
+    let mut template = mldsa_private_template(ps, material);
+    template.extend([
+        Attribute::Private(true),
+        Attribute::Sensitive(!exportable),
+        Attribute::Extractable(exportable),
+    ]);
+    ok(session.create_object(&template))
+}
+
+/// C_CreateObject of an ML-DSA public key from CKA_VALUE (session object).
+#[track_caller]
+pub fn import_mldsa_public(session: &Session, ps: Ps, pk: &[u8]) -> ObjectHandle {
+    ok(session.create_object(&mldsa_public_template(ps, pk)))
+}
+
+/// A fixed seed, distinct per parameter set and purpose.
+pub fn test_seed(ps: Ps, purpose: u8) -> Vec<u8> {
+    let salt = purpose ^ (ps.ckp() as u8);
+    (0..32u8).map(|i| i.wrapping_mul(37) ^ salt).collect()
+}
+
+/// Reading `kind` fails with CKR_ATTRIBUTE_SENSITIVE and CK_UNAVAILABLE_INFORMATION.
+#[track_caller]
+pub fn assert_sensitive(session: &Session, key: ObjectHandle, kind: CK_ATTRIBUTE_TYPE) {
+    let mut attr = raw_query(kind);
+    let (s, k) = (session.handle(), key.handle());
+    let rv = ck!(C_GetAttributeValue(s, k, &mut attr, 1));
+    assert_rv(rv, CKR_ATTRIBUTE_SENSITIVE);
+    assert_eq!(attr.ulValueLen, CK_UNAVAILABLE_INFORMATION, "{kind:#x}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -738,44 +837,29 @@ impl Ps {
 
     /// CKP_ML_DSA_*.
     pub fn ckp(self) -> CK_ULONG {
-        match self {
-            Ps::P44 => CKP_ML_DSA_44,
-            Ps::P65 => CKP_ML_DSA_65,
-            Ps::P87 => CKP_ML_DSA_87,
-        }
+        [CKP_ML_DSA_44, CKP_ML_DSA_65, CKP_ML_DSA_87][self as usize]
     }
 
     pub fn parameter_set(self) -> ParameterSetType {
-        match self {
-            Ps::P44 => MlDsaParameterSetType::ML_DSA_44.into(),
-            Ps::P65 => MlDsaParameterSetType::ML_DSA_65.into(),
-            Ps::P87 => MlDsaParameterSetType::ML_DSA_87.into(),
-        }
+        let sets = [
+            MlDsaParameterSetType::ML_DSA_44,
+            MlDsaParameterSetType::ML_DSA_65,
+            MlDsaParameterSetType::ML_DSA_87,
+        ];
+        sets[self as usize].into()
     }
 
     pub fn pk_len(self) -> usize {
-        match self {
-            Ps::P44 => 1312,
-            Ps::P65 => 1952,
-            Ps::P87 => 2592,
-        }
+        [1312, 1952, 2592][self as usize]
     }
 
     /// Length of the FIPS 204 expanded private key.
     pub fn sk_len(self) -> usize {
-        match self {
-            Ps::P44 => 2560,
-            Ps::P65 => 4032,
-            Ps::P87 => 4896,
-        }
+        [2560, 4032, 4896][self as usize]
     }
 
     pub fn sig_len(self) -> usize {
-        match self {
-            Ps::P44 => 2420,
-            Ps::P65 => 3309,
-            Ps::P87 => 4627,
-        }
+        [2420, 3309, 4627][self as usize]
     }
 
     /// From a CKP_ML_DSA_* value or from 44 / 65 / 87.
@@ -790,54 +874,40 @@ impl Ps {
 
     /// ML-DSA.KeyGen_internal from a 32-byte seed: (public key, expanded private key).
     pub fn keygen(self, seed: &[u8]) -> (Vec<u8>, Vec<u8>) {
-        match self {
-            Ps::P44 => keygen_with::<MlDsa44>(seed),
-            Ps::P65 => keygen_with::<MlDsa65>(seed),
-            Ps::P87 => keygen_with::<MlDsa87>(seed),
-        }
+        per_parameter_set!(self, keygen_with(seed))
     }
 
-    /// Public key of an expanded private key.
+    /// The public key of an expanded private key.
     pub fn public_from_private(self, sk: &[u8]) -> Vec<u8> {
-        match self {
-            Ps::P44 => public_from_private_with::<MlDsa44>(sk),
-            Ps::P65 => public_from_private_with::<MlDsa65>(sk),
-            Ps::P87 => public_from_private_with::<MlDsa87>(sk),
-        }
+        per_parameter_set!(self, public_from_private_with(sk))
     }
 
-    /// Deterministic ML-DSA.Sign (rnd = 0^32) with the expanded private key.
+    /// Deterministic ML-DSA.Sign (rnd = 0^32) with an expanded private key.
     pub fn sign_deterministic(self, sk: &[u8], message: &[u8], context: &[u8]) -> Vec<u8> {
-        match self {
-            Ps::P44 => sign_deterministic_with::<MlDsa44>(sk, message, context),
-            Ps::P65 => sign_deterministic_with::<MlDsa65>(sk, message, context),
-            Ps::P87 => sign_deterministic_with::<MlDsa87>(sk, message, context),
-        }
+        per_parameter_set!(self, sign_deterministic_with(sk, message, context))
     }
 
     /// ML-DSA.Verify (pure, with context).
     pub fn verify(self, pk: &[u8], message: &[u8], context: &[u8], signature: &[u8]) -> bool {
-        match self {
-            Ps::P44 => verify_with::<MlDsa44>(pk, message, context, signature),
-            Ps::P65 => verify_with::<MlDsa65>(pk, message, context, signature),
-            Ps::P87 => verify_with::<MlDsa87>(pk, message, context, signature),
-        }
+        per_parameter_set!(self, verify_with(pk, message, context, signature))
     }
 }
 
+// The expanded key form (deprecated in `ml-dsa` in favour of seeds) is PKCS#11's CKA_VALUE.
+#[allow(deprecated)]
 fn keygen_with<P: MlDsaParams>(seed: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let seed = ml_dsa::Seed::try_from(seed).expect("ML-DSA seeds are 32 bytes");
     let key = ExpandedSigningKey::<P>::from_seed(&seed);
-    #[allow(deprecated)]
-    let sk = key.to_expanded().to_vec();
-    (key.verifying_key().encode().to_vec(), sk)
+    (
+        key.verifying_key().encode().to_vec(),
+        key.to_expanded().to_vec(),
+    )
 }
 
+#[allow(deprecated)]
 fn expanded_key<P: MlDsaParams>(sk: &[u8]) -> ExpandedSigningKey<P> {
     let bytes = ExpandedSigningKeyBytes::<P>::try_from(sk).expect("expanded private key length");
-    #[allow(deprecated)]
-    let key = ExpandedSigningKey::<P>::from_expanded(&bytes);
-    key
+    ExpandedSigningKey::<P>::from_expanded(&bytes)
 }
 
 fn public_from_private_with<P: MlDsaParams>(sk: &[u8]) -> Vec<u8> {
@@ -845,11 +915,8 @@ fn public_from_private_with<P: MlDsaParams>(sk: &[u8]) -> Vec<u8> {
 }
 
 fn sign_deterministic_with<P: MlDsaParams>(sk: &[u8], message: &[u8], context: &[u8]) -> Vec<u8> {
-    expanded_key::<P>(sk)
-        .sign_deterministic(message, context)
-        .expect("ml-dsa signing")
-        .encode()
-        .to_vec()
+    let signature = expanded_key::<P>(sk).sign_deterministic(message, context);
+    signature.expect("ml-dsa signing").encode().to_vec()
 }
 
 fn verify_with<P: MlDsaParams>(pk: &[u8], message: &[u8], context: &[u8], sig: &[u8]) -> bool {

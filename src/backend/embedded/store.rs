@@ -354,6 +354,12 @@ impl Backend for EmbeddedStore {
         *self.token_key.write() = None;
     }
 
+    fn forget_secrets(&self) {
+        if let Some(mut key) = self.token_key.try_write() {
+            *key = None;
+        }
+    }
+
     fn init_pin(&self, pin: &[u8]) -> Result<()> {
         let key = self.unlocked_key()?;
         self.with_conn(false, |conn| {
