@@ -128,9 +128,51 @@ pub fn module_path() -> PathBuf {
     }
 }
 
+/// Newest modification time among the files the module is built from.
+fn newest_source() -> Option<std::time::SystemTime> {
+    fn walk(dir: &Path, newest: &mut Option<std::time::SystemTime>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, newest);
+            } else if let Ok(modified) = entry.metadata().and_then(|m| m.modified()) {
+                *newest = (*newest).max(Some(modified));
+            }
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut newest = None;
+    walk(&root.join("src"), &mut newest);
+    for file in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "build.rs",
+        "include/b4ae_pkcs11.h",
+    ] {
+        if let Ok(modified) = root.join(file).metadata().and_then(|m| m.modified()) {
+            newest = newest.max(Some(modified));
+        }
+    }
+    newest
+}
+
 /// Loads the module through `cryptoki` (which selects the 3.2 interface).
+///
+/// `cargo test` builds the crate's rlib but not its cdylib: a module older than the sources
+/// would test old code, so that is refused with the command that fixes it.
 pub fn load_module() -> Pkcs11 {
     let path = module_path();
+    if std::env::var_os(MODULE_VAR).is_none() {
+        let built = path.metadata().and_then(|m| m.modified()).ok();
+        if let (Some(built), Some(source)) = (built, newest_source()) {
+            assert!(
+                built >= source,
+                "{} is older than the sources: run `cargo build --lib` (or `cargo build --release --lib` \
+                 for --release tests) before `cargo test`",
+                path.display()
+            );
+        }
+    }
     let hint = format!(
         "{}: build the crate first, or set {MODULE_VAR}",
         path.display()
