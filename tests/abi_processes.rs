@@ -200,3 +200,42 @@ fn a_writer_killed_mid_write_loses_nothing_committed() {
         .expect("integrity_check");
     assert_eq!(verdict, "ok");
 }
+
+/// Another process re-initializes the token under a logged-in session: that session's old
+/// token key must not be used to write records nobody could read any more.
+#[test]
+fn a_token_reinitialized_elsewhere_is_not_written_with_the_old_key() {
+    const TEST: &str = "a_token_reinitialized_elsewhere_is_not_written_with_the_old_key";
+    const SLOT: usize = 2;
+    if worker_id().is_some() {
+        let pkcs11 = load_module();
+        initialize(&pkcs11);
+        let slot = ok(pkcs11.get_all_slots())[SLOT];
+        init_token(&pkcs11, slot, "reinitialized");
+        let session = user_session(&pkcs11, slot);
+        ok(session.create_object(&data_template("new-token", b"new", true, true)));
+        return;
+    }
+
+    let f = fixture();
+    let session = f.user_session(f.ready_slot(SLOT));
+    ok(session.create_object(&data_template("old-token", b"old", true, true)));
+    let output = worker(TEST, 0, &f.conf)
+        .output()
+        .expect("running the worker");
+    assert!(
+        output.status.success(),
+        "worker: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+
+    let refused = session.create_object(&data_template("stale-key", b"x", true, true));
+    assert_rv(refused, CKR_USER_NOT_LOGGED_IN);
+    let fresh = f.user_session(f.slot(SLOT));
+    assert!(
+        find_by_label(&fresh, "old-token").is_empty(),
+        "re-initialization erased it"
+    );
+    assert_eq!(find_by_label(&fresh, "new-token").len(), 1);
+    assert!(find_by_label(&fresh, "stale-key").is_empty());
+}

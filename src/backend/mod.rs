@@ -49,7 +49,8 @@ pub trait Backend: Send + Sync {
     fn init_pin(&self, pin: &[u8]) -> Result<()>;
     /// `C_SetPIN`.
     fn set_pin(&self, role: Role, old: &[u8], new: &[u8]) -> Result<()>;
-    /// Every stored object this process may see now; private ones only when `private`.
+    /// Every stored object this process may see now; private ones only when `private`, which
+    /// fails with `CKR_USER_NOT_LOGGED_IN` if the backend has forgotten the login meanwhile.
     fn load(&self, private: bool) -> Result<Vec<StoredObject>>;
     /// Whether another process changed the objects since this process last read or wrote them.
     fn changed_elsewhere(&self) -> Result<bool>;

@@ -81,16 +81,17 @@ impl Token {
         Ok(())
     }
 
-    /// `C_Login` for the whole application.
+    /// `C_Login` for the whole application. The slow PIN check runs without holding the
+    /// login lock, so sessions already at work are never held up by someone logging in.
     pub fn login(&self, role: Role, pin: &[u8], read_only_sessions: bool) -> Result<()> {
-        let mut login = self.login.write();
-        match (*login, role) {
-            (Login::Public, _) => {}
+        let check = |login: Login| match (login, role) {
+            (Login::Public, _) => Ok(()),
             (Login::User, Role::User) | (Login::SecurityOfficer, Role::SecurityOfficer) => {
-                return Err(Error(CKR_USER_ALREADY_LOGGED_IN))
+                Err(Error(CKR_USER_ALREADY_LOGGED_IN))
             }
-            _ => return Err(Error(CKR_USER_ANOTHER_ALREADY_LOGGED_IN)),
-        }
+            _ => Err(Error(CKR_USER_ANOTHER_ALREADY_LOGGED_IN)),
+        };
+        check(self.login_state())?;
         if role == Role::SecurityOfficer && read_only_sessions {
             return Err(Error(CKR_SESSION_READ_ONLY_EXISTS));
         }
@@ -98,13 +99,16 @@ impl Token {
             return Err(Error::PIN_INCORRECT);
         }
         self.backend.login(role, pin)?;
-        *login = match role {
-            Role::User => Login::User,
-            Role::SecurityOfficer => Login::SecurityOfficer,
-        };
-        drop(login);
-        self.reload()?;
-        Ok(())
+        {
+            let mut login = self.login.write();
+            // Another thread may have logged in meanwhile.
+            check(*login)?;
+            *login = match role {
+                Role::User => Login::User,
+                Role::SecurityOfficer => Login::SecurityOfficer,
+            };
+        }
+        self.reload()
     }
 
     /// `C_Logout`, or the last session closing.
@@ -148,9 +152,21 @@ impl Token {
     /// Re-reads the token objects from the store.
     fn reload(&self) -> Result<()> {
         let private = self.login_state() == Login::User;
-        let stored = self.backend.load(private)?;
+        let stored = match self.backend_result(self.backend.load(private)) {
+            Err(Error::USER_NOT_LOGGED_IN) if private => self.backend.load(false)?,
+            other => other?,
+        };
         self.objects.write().synchronize(stored);
         Ok(())
+    }
+
+    /// A backend may forget a login on its own (another process re-initialized the token):
+    /// the application is then logged out too.
+    fn backend_result<T>(&self, result: Result<T>) -> Result<T> {
+        if matches!(result, Err(Error::USER_NOT_LOGGED_IN)) {
+            *self.login.write() = Login::Public;
+        }
+        result
     }
 
     /// Re-reads the token objects if this process has not read them yet, or another process
@@ -228,7 +244,7 @@ impl Token {
         let mut stored = if on_token.is_empty() {
             Vec::new()
         } else {
-            self.backend.insert(&on_token)?
+            self.backend_result(self.backend.insert(&on_token))?
         }
         .into_iter();
         let mut table = self.objects.write();
@@ -258,7 +274,7 @@ impl Token {
                 if !rw {
                     return Err(Error::SESSION_READ_ONLY);
                 }
-                let version = self.backend.update(id, &object)?;
+                let version = self.backend_result(self.backend.update(id, &object))?;
                 Home::Store { id, version }
             }
             session => session,

@@ -41,8 +41,9 @@ pub struct EmbeddedStore {
     max_failures: u32,
     /// Opened on first use; `None` until the token exists on disk.
     conn: Mutex<Option<Connection>>,
-    /// The token key, while someone is logged in.
-    token_key: RwLock<Option<Key>>,
+    /// The token key while someone is logged in, with the identity of the token it opens
+    /// (another process may re-initialize the token meanwhile).
+    token_key: RwLock<Option<Unlocked>>,
     /// `PRAGMA data_version` when this process last synchronized.
     seen_version: Mutex<i64>,
 }
@@ -52,6 +53,11 @@ fn role_id(role: Role) -> i64 {
         Role::SecurityOfficer => 0,
         Role::User => 1,
     }
+}
+
+struct Unlocked {
+    token_id: Vec<u8>,
+    key: Key,
 }
 
 struct PinRecord {
@@ -163,7 +169,7 @@ impl EmbeddedStore {
     /// Checks a PIN against its wrapped token key, counting failures across processes. A try
     /// is counted before the slow KDF runs and cleared on success, so parallel guessing from
     /// several processes cannot exceed the limit.
-    fn verify_pin(&self, role: Role, pin: &[u8]) -> Result<Key> {
+    fn verify_pin(&self, role: Role, pin: &[u8]) -> Result<Unlocked> {
         let (record, uuid) = self
             .with_conn(false, |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -197,7 +203,10 @@ impl EmbeddedStore {
             Ok(())
         })?;
         let key: [u8; 32] = opened.as_slice().try_into().map_err(|_| Error::DEVICE)?;
-        Ok(Key::new(key))
+        Ok(Unlocked {
+            token_id: uuid,
+            key: Key::new(key),
+        })
     }
 
     /// Wraps the token key under a new PIN and stores it for `role` with a clean counter.
@@ -226,12 +235,24 @@ impl EmbeddedStore {
         Ok(())
     }
 
-    fn unlocked_key(&self) -> Result<Key> {
-        self.token_key
-            .read()
-            .as_ref()
-            .map(|k| Key::new(**k))
-            .ok_or(Error::USER_NOT_LOGGED_IN)
+    /// The token key, if someone is logged in and the token is still the one it opens. After
+    /// another process re-initialized the token, the old key is forgotten: writing under it
+    /// would make records nobody can read.
+    fn unlocked_key(&self, conn: &Connection) -> Result<Option<Key>> {
+        let token_id = Self::uuid(conn)?;
+        let mut guard = self.token_key.write();
+        match guard.as_ref() {
+            Some(u) if u.token_id == token_id => Ok(Some(Key::new(*u.key))),
+            Some(_) => {
+                tracing::warn!(
+                    "token at {} was re-initialized elsewhere; logged out",
+                    self.dir.display()
+                );
+                *guard = None;
+                Ok(None)
+            }
+            None => Ok(None),
+        }
     }
 
     /// Splits an object into its public and sealed parts and seals the latter.
@@ -250,7 +271,7 @@ impl EmbeddedStore {
         };
         let public = public.serialize();
         let sealed = if hidden.iter().next().is_some() {
-            let key = self.unlocked_key()?;
+            let key = self.unlocked_key(conn)?.ok_or(Error::USER_NOT_LOGGED_IN)?;
             let uuid = Self::uuid(conn)?;
             Some(sealing::seal(
                 &key,
@@ -345,8 +366,8 @@ impl Backend for EmbeddedStore {
     }
 
     fn login(&self, role: Role, pin: &[u8]) -> Result<()> {
-        let key = self.verify_pin(role, pin)?;
-        *self.token_key.write() = Some(key);
+        let unlocked = self.verify_pin(role, pin)?;
+        *self.token_key.write() = Some(unlocked);
         Ok(())
     }
 
@@ -361,8 +382,8 @@ impl Backend for EmbeddedStore {
     }
 
     fn init_pin(&self, pin: &[u8]) -> Result<()> {
-        let key = self.unlocked_key()?;
         self.with_conn(false, |conn| {
+            let key = self.unlocked_key(conn)?.ok_or(Error::USER_NOT_LOGGED_IN)?;
             let uuid = Self::uuid(conn)?;
             self.store_pin(conn, &uuid, Role::User, pin, &key)
         })?
@@ -370,17 +391,19 @@ impl Backend for EmbeddedStore {
     }
 
     fn set_pin(&self, role: Role, old: &[u8], new: &[u8]) -> Result<()> {
-        let key = self.verify_pin(role, old)?;
+        let unlocked = self.verify_pin(role, old)?;
         self.with_conn(false, |conn| {
-            let uuid = Self::uuid(conn)?;
-            self.store_pin(conn, &uuid, role, new, &key)
+            self.store_pin(conn, &unlocked.token_id, role, new, &unlocked.key)
         })?
         .ok_or(Error::TOKEN_NOT_RECOGNIZED)
     }
 
     fn load(&self, private: bool) -> Result<Vec<StoredObject>> {
-        let key = self.token_key.read().as_ref().map(|k| Key::new(**k));
         let loaded = self.with_conn(false, |conn| {
+            let key = self.unlocked_key(conn)?;
+            if private && key.is_none() {
+                return Err(Error::USER_NOT_LOGGED_IN);
+            }
             let tx = conn.transaction()?;
             let uuid = Self::uuid(&tx)?;
             let mut objects = Vec::new();
