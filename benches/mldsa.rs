@@ -10,7 +10,7 @@ use std::ptr;
 use std::time::{Duration, Instant};
 
 const MESSAGE: &[u8; 32] = b"b4ae-pkcs11 benchmark message 32";
-const ROUNDS: usize = 7;
+const ROUNDS: usize = 11;
 const ROUND_TIME: Duration = Duration::from_millis(400);
 
 /// Ops/s of one round of `op`.
