@@ -177,56 +177,35 @@ fn main() {
     let session_keygen = keygen_time(false);
     let (pk, sk) = generate(true);
 
-    let mut mech = CK_MECHANISM {
+    let ml_dsa = || CK_MECHANISM {
         mechanism: CKM_ML_DSA,
         pParameter: ptr::null_mut(),
         ulParameterLen: 0,
     };
+    let module_sign = |sig: &mut [u8]| {
+        let mut len = sig.len() as CK_ULONG;
+        let message = MESSAGE.as_ptr() as *mut _;
+        rv("C_SignInit", call!(m, C_SignInit(s, &mut ml_dsa(), sk)));
+        rv(
+            "C_Sign",
+            call!(m, C_Sign(s, message, 32, sig.as_mut_ptr(), &mut len)),
+        );
+    };
     let mut sig = vec![0u8; 4627];
     let (raw_pk, raw_sk) = pqcrypto_mldsa::mldsa87::keypair();
-    let (module_sign, raw_sign) = side_by_side(
-        || {
-            let mut len = sig.len() as CK_ULONG;
-            rv("C_SignInit", call!(m, C_SignInit(s, &mut mech, sk)));
-            rv(
-                "C_Sign",
-                call!(
-                    m,
-                    C_Sign(
-                        s,
-                        MESSAGE.as_ptr() as *mut _,
-                        32,
-                        sig.as_mut_ptr(),
-                        &mut len
-                    )
-                ),
-            );
-        },
+    let (module_sign_rate, raw_sign) = side_by_side(
+        || module_sign(&mut sig),
         || {
             std::hint::black_box(pqcrypto_mldsa::mldsa87::detached_sign_ctx(
                 MESSAGE, b"", &raw_sk,
             ));
         },
     );
-    let mut len = sig.len() as CK_ULONG;
-    rv("C_SignInit", call!(m, C_SignInit(s, &mut mech, sk)));
-    rv(
-        "C_Sign",
-        call!(
-            m,
-            C_Sign(
-                s,
-                MESSAGE.as_ptr() as *mut _,
-                32,
-                sig.as_mut_ptr(),
-                &mut len
-            )
-        ),
-    );
+    module_sign(&mut sig);
     let raw_sig = pqcrypto_mldsa::mldsa87::detached_sign_ctx(MESSAGE, b"", &raw_sk);
     let (module_verify, raw_verify) = side_by_side(
         || {
-            rv("C_VerifyInit", call!(m, C_VerifyInit(s, &mut mech, pk)));
+            rv("C_VerifyInit", call!(m, C_VerifyInit(s, &mut ml_dsa(), pk)));
             rv(
                 "C_Verify",
                 call!(
@@ -250,7 +229,7 @@ fn main() {
         "operation", "module C ABI", "pqcrypto-mldsa", "ratio"
     );
     for (name, module, raw) in [
-        ("sign", module_sign, raw_sign),
+        ("sign", module_sign_rate, raw_sign),
         ("verify", module_verify, raw_verify),
     ] {
         println!(
