@@ -36,6 +36,8 @@ pub struct TokenConfig {
     pub token_label: Option<String>,
     /// The real token, by serial number (pkcs11 backend).
     pub token_serial: Option<String>,
+    /// A string handed to the real library's `C_Initialize` as `pReserved` (pkcs11 backend).
+    pub init_reserved: Option<String>,
 }
 
 /// The backend of a token.
@@ -45,8 +47,11 @@ pub enum BackendKind {
     /// Encrypted SQLite store, keys derived from the PINs.
     #[default]
     Embedded,
-    /// Forwarding to a real HSM's PKCS#11 library (not in this release).
+    /// Forwarding to a token of a real HSM's PKCS#11 library.
     Pkcs11,
+    /// Every token of a real library, one slot each (`PKCS11_LIBRARY_PATH`, no configuration).
+    #[serde(skip)]
+    ForwardAll,
 }
 
 /// PIN KDF cost.
@@ -100,9 +105,9 @@ impl Config {
                         token.label
                     )))
                 }
-                BackendKind::Pkcs11 => {
+                BackendKind::Pkcs11 if token.library.is_none() => {
                     return Err(ConfigError(format!(
-                        "{origin}: token {slot} (\"{}\"): backend \"pkcs11\" is not available in this release",
+                        "{origin}: token {slot} (\"{}\"): a pkcs11 token needs `library`",
                         token.label
                     )))
                 }
@@ -141,7 +146,30 @@ impl Config {
                 return Self::from_file(&file);
             }
         }
+        if let Some(library) = std::env::var_os("PKCS11_LIBRARY_PATH").filter(|l| !l.is_empty()) {
+            return Ok(Config {
+                tokens: vec![TokenConfig {
+                    backend: BackendKind::ForwardAll,
+                    library: Some(PathBuf::from(library)),
+                    ..Self::embedded_default_token(PathBuf::new())
+                }],
+            });
+        }
         Self::default_embedded()
+    }
+
+    fn embedded_default_token(path: PathBuf) -> TokenConfig {
+        TokenConfig {
+            label: default_label(),
+            backend: BackendKind::Embedded,
+            path: Some(path),
+            max_pin_failures: default_max_pin_failures(),
+            pin_kdf: PinKdf::Argon2id,
+            library: None,
+            token_label: None,
+            token_serial: None,
+            init_reserved: None,
+        }
     }
 
     fn from_file(path: &Path) -> Result<Config, ConfigError> {
@@ -155,16 +183,9 @@ impl Config {
             ConfigError("no configuration, and neither XDG_DATA_HOME nor HOME is set".into())
         })?;
         Ok(Config {
-            tokens: vec![TokenConfig {
-                label: default_label(),
-                backend: BackendKind::Embedded,
-                path: Some(data.join("b4ae-pkcs11").join("default")),
-                max_pin_failures: default_max_pin_failures(),
-                pin_kdf: PinKdf::Argon2id,
-                library: None,
-                token_label: None,
-                token_serial: None,
-            }],
+            tokens: vec![Self::embedded_default_token(
+                data.join("b4ae-pkcs11").join("default"),
+            )],
         })
     }
 }

@@ -1,8 +1,10 @@
-//! The module's process-wide state between `C_Initialize` and `C_Finalize`: the tokens from the
+//! The module's process-wide state between `C_Initialize` and `C_Finalize`: the slots from the
 //! configuration and the open sessions. Reached without a lock (an atomic pointer swap), so no
 //! global lock sits on any call's path.
 
+use crate::abi::hsm::HsmLibrary;
 use crate::backend::embedded::EmbeddedStore;
+use crate::backend::pkcs11::{ForwardSession, ForwardToken};
 use crate::config::{BackendKind, Config};
 use crate::error::{Error, Result};
 use crate::token::session::Session;
@@ -11,6 +13,7 @@ use arc_swap::ArcSwapOption;
 use cryptoki_sys::*;
 use parking_lot::RwLock;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -21,16 +24,30 @@ static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
 /// The parent's state, in a forked child, until `C_Initialize` wipes its secrets.
 static ABANDONED: ArcSwapOption<Module> = ArcSwapOption::const_empty();
 
+/// A slot: an embedded token, or a real HSM token behind us.
+pub enum Slot {
+    Embedded(Arc<Token>),
+    Forwarded(Arc<ForwardToken>),
+}
+
+/// A session of either kind of slot.
+#[derive(Clone)]
+pub enum AnySession {
+    Embedded(Arc<Session>),
+    Forwarded(Arc<ForwardSession>),
+}
+
 pub struct Module {
-    pub tokens: Vec<Arc<Token>>,
-    sessions: RwLock<HashMap<CK_SESSION_HANDLE, Arc<Session>>>,
+    pub slots: Vec<Slot>,
+    sessions: RwLock<HashMap<CK_SESSION_HANDLE, AnySession>>,
     next_session: AtomicU64,
     generation: u64,
 }
 
 /// Called in the child right after `fork()`: the parent's state must not be used (its SQLite
-/// connections and locks belong to the parent), so it is set aside, never dropped: closing the
-/// parent's connections here could checkpoint or remove files the parent still uses.
+/// connections, HSM sessions and locks belong to the parent), so it is set aside, never
+/// dropped: closing the parent's connections here could checkpoint or remove files the parent
+/// still uses, and finalizing its HSM library would not be ours to do.
 pub fn forked() {
     FORK_GENERATION.fetch_add(1, Ordering::SeqCst);
     if let Some(old) = MODULE.swap(None) {
@@ -43,8 +60,11 @@ pub fn forked() {
 /// In a forked child, wipes the parent's decrypted keys from this process's memory.
 fn wipe_abandoned() {
     if let Some(old) = ABANDONED.swap(None) {
-        for token in &old.tokens {
-            token.forget_secrets();
+        for slot in &old.slots {
+            match slot {
+                Slot::Embedded(token) => token.forget_secrets(),
+                Slot::Forwarded(token) => token.keys.forget_secrets(),
+            }
         }
         std::mem::forget(old);
     }
@@ -81,51 +101,83 @@ pub fn initialize(reserved: Option<&str>) -> Result<()> {
 pub fn finalize() -> Result<()> {
     let module = get()?;
     MODULE.store(None);
-    for token in &module.tokens {
-        token.all_sessions_closed();
+    let handles: Vec<CK_SESSION_HANDLE> = module.sessions.read().keys().copied().collect();
+    for handle in handles {
+        let _ = module.close_session(handle);
     }
-    module.sessions.write().clear();
     Ok(())
 }
 
 impl Module {
     fn new(config: &Config) -> Result<Self> {
-        let tokens = config
-            .tokens
-            .iter()
-            .enumerate()
-            .map(|(slot, t)| {
-                let backend = match t.backend {
-                    BackendKind::Embedded => {
-                        let path = t.path.clone().ok_or(Error::GENERAL)?;
-                        Box::new(EmbeddedStore::new(path, t.pin_kdf, t.max_pin_failures))
+        let mut libraries: HashMap<PathBuf, Arc<HsmLibrary>> = HashMap::new();
+        let mut slots = Vec::with_capacity(config.tokens.len());
+        for (index, t) in config.tokens.iter().enumerate() {
+            let slot_id = slots.len() as CK_SLOT_ID;
+            match t.backend {
+                BackendKind::Embedded => {
+                    let path = t.path.clone().ok_or(Error::GENERAL)?;
+                    let store = EmbeddedStore::new(path, t.pin_kdf, t.max_pin_failures);
+                    slots.push(Slot::Embedded(Arc::new(Token::new(
+                        slot_id,
+                        t.label.clone(),
+                        "embedded",
+                        Box::new(store),
+                    ))));
+                }
+                BackendKind::Pkcs11 => {
+                    let path = t.library.clone().ok_or(Error::GENERAL)?;
+                    let lib = match libraries.get(&path) {
+                        Some(lib) => lib.clone(),
+                        None => {
+                            let lib = HsmLibrary::open(&path, t.init_reserved.as_deref())
+                                .inspect_err(|_| {
+                                    tracing::error!(
+                                        "token {index} (\"{}\"): its HSM library cannot be used",
+                                        t.label
+                                    );
+                                })?;
+                            libraries.insert(path, lib.clone());
+                            lib
+                        }
+                    };
+                    slots.push(Slot::Forwarded(Arc::new(ForwardToken::open(
+                        slot_id, t, lib,
+                    )?)));
+                }
+                BackendKind::ForwardAll => {
+                    let path = t.library.clone().ok_or(Error::GENERAL)?;
+                    let lib = HsmLibrary::open(&path, None)?;
+                    for token in ForwardToken::every_token(slot_id, lib)? {
+                        slots.push(Slot::Forwarded(Arc::new(token)));
                     }
-                    BackendKind::Pkcs11 => return Err(Error::GENERAL),
-                };
-                Ok(Arc::new(Token::new(
-                    slot as CK_SLOT_ID,
-                    t.label.clone(),
-                    "embedded",
-                    backend,
-                )))
-            })
-            .collect::<Result<Vec<_>>>()?;
+                }
+            }
+        }
         Ok(Module {
-            tokens,
+            slots,
             sessions: RwLock::new(HashMap::new()),
             next_session: AtomicU64::new(1),
             generation: FORK_GENERATION.load(Ordering::SeqCst),
         })
     }
 
-    pub fn token(&self, slot: CK_SLOT_ID) -> Result<&Arc<Token>> {
+    pub fn slot(&self, slot: CK_SLOT_ID) -> Result<&Slot> {
         usize::try_from(slot)
             .ok()
-            .and_then(|i| self.tokens.get(i))
+            .and_then(|i| self.slots.get(i))
             .ok_or(Error::SLOT_ID_INVALID)
     }
 
-    pub fn session(&self, handle: CK_SESSION_HANDLE) -> Result<Arc<Session>> {
+    /// The embedded token in a slot (the admin tool's view).
+    pub fn token(&self, slot: CK_SLOT_ID) -> Result<&Arc<Token>> {
+        match self.slot(slot)? {
+            Slot::Embedded(token) => Ok(token),
+            Slot::Forwarded(_) => Err(Error::FUNCTION_NOT_SUPPORTED),
+        }
+    }
+
+    pub fn session(&self, handle: CK_SESSION_HANDLE) -> Result<AnySession> {
         self.sessions
             .read()
             .get(&handle)
@@ -133,9 +185,12 @@ impl Module {
             .ok_or(Error::SESSION_HANDLE_INVALID)
     }
 
-    /// `C_OpenSession`.
-    pub fn open_session(&self, slot: CK_SLOT_ID, flags: CK_FLAGS) -> Result<CK_SESSION_HANDLE> {
-        let token = self.token(slot)?.clone();
+    fn new_handle(&self) -> CK_SESSION_HANDLE {
+        self.next_session.fetch_add(1, Ordering::Relaxed) as CK_SESSION_HANDLE
+    }
+
+    /// `C_OpenSession` on an embedded token.
+    pub fn open_session(&self, token: &Arc<Token>, flags: CK_FLAGS) -> Result<CK_SESSION_HANDLE> {
         if flags & CKF_SERIAL_SESSION == 0 {
             return Err(Error(CKR_SESSION_PARALLEL_NOT_SUPPORTED));
         }
@@ -146,15 +201,31 @@ impl Module {
         if !rw && token.login_state() == crate::token::Login::SecurityOfficer {
             return Err(Error(CKR_SESSION_READ_WRITE_SO_EXISTS));
         }
-        let handle = self.next_session.fetch_add(1, Ordering::Relaxed) as CK_SESSION_HANDLE;
+        let handle = self.new_handle();
         token.sessions.fetch_add(1, Ordering::SeqCst);
         if rw {
             token.rw_sessions.fetch_add(1, Ordering::SeqCst);
         }
+        let session = Arc::new(Session::new(handle, token.clone(), rw));
         self.sessions
             .write()
-            .insert(handle, Arc::new(Session::new(handle, token, rw)));
+            .insert(handle, AnySession::Embedded(session));
         Ok(handle)
+    }
+
+    /// `C_OpenSession` on a forwarded token, once the real session is open.
+    pub fn add_forwarded_session(
+        &self,
+        token: &Arc<ForwardToken>,
+        real: CK_SESSION_HANDLE,
+        rw: bool,
+    ) -> CK_SESSION_HANDLE {
+        let handle = self.new_handle();
+        let session = Arc::new(ForwardSession::new(handle, real, token.clone(), rw));
+        self.sessions
+            .write()
+            .insert(handle, AnySession::Forwarded(session));
+        handle
     }
 
     /// `C_CloseSession`.
@@ -164,26 +235,36 @@ impl Module {
             .write()
             .remove(&handle)
             .ok_or(Error::SESSION_HANDLE_INVALID)?;
-        let token = &session.token;
-        token.session_closed(handle);
-        if session.rw {
-            token.rw_sessions.fetch_sub(1, Ordering::SeqCst);
-        }
-        if token.sessions.fetch_sub(1, Ordering::SeqCst) == 1 {
-            token.all_sessions_closed();
+        match session {
+            AnySession::Embedded(session) => {
+                let token = &session.token;
+                token.session_closed(handle);
+                if session.rw {
+                    token.rw_sessions.fetch_sub(1, Ordering::SeqCst);
+                }
+                if token.sessions.fetch_sub(1, Ordering::SeqCst) == 1 {
+                    token.all_sessions_closed();
+                }
+            }
+            AnySession::Forwarded(session) => {
+                session.close();
+            }
         }
         Ok(())
     }
 
     /// `C_CloseAllSessions`.
     pub fn close_all_sessions(&self, slot: CK_SLOT_ID) -> Result<()> {
-        let token = self.token(slot)?;
+        self.slot(slot)?;
         let handles: Vec<CK_SESSION_HANDLE> = self
             .sessions
             .read()
-            .values()
-            .filter(|s| Arc::ptr_eq(&s.token, token))
-            .map(|s| s.handle)
+            .iter()
+            .filter(|(_, s)| match s {
+                AnySession::Embedded(s) => s.token.slot_id == slot,
+                AnySession::Forwarded(s) => s.token.slot_id == slot,
+            })
+            .map(|(h, _)| *h)
             .collect();
         for handle in handles {
             let _ = self.close_session(handle);

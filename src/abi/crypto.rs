@@ -1,123 +1,213 @@
-//! Cryptographic functions: digest, sign, verify, random, key-pair generation.
+//! Cryptographic functions this module performs: digest, sign, verify, random, key-pair
+//! generation. On a forwarded session each call goes to the real HSM, except for operations
+//! this module started itself there (post-quantum keys kept as records).
 
-use super::{deliver, entry_points, input, mechanism, output, template};
+use super::forward::{self, check_input, check_output, checked_mechanism, real};
+use super::{deliver, entry_points, input, mechanism, or_forward, output, template, OpsOf};
 use crate::error::{Error, Result};
-use crate::module;
-use crate::token::session::Session;
+use crate::module::{self, AnySession};
+use crate::token::operations::Operations;
 use cryptoki_sys::*;
 
 /// Runs one call of an active operation: an error ends the operation (through `abort`), except
 /// `CKR_BUFFER_TOO_SMALL`, after which the caller retries.
-fn within(session: &Session, abort: fn(&Session), body: impl FnOnce() -> Result<()>) -> Result<()> {
+fn within(
+    ops: &Operations,
+    abort: fn(&Operations),
+    body: impl FnOnce() -> Result<()>,
+) -> Result<()> {
     let result = body();
     if matches!(result, Err(e) if e != Error::BUFFER_TOO_SMALL) {
-        abort(session);
+        abort(ops);
     }
     result
 }
 
+/// The session, and whether this module runs the call: always on an embedded token; on a
+/// forwarded one only when `ours` says this module holds the operation.
+fn local(handle: CK_SESSION_HANDLE, ours: fn(&Operations) -> bool) -> Result<(OpsOf, bool)> {
+    Ok(match module::get()?.session(handle)? {
+        AnySession::Embedded(s) => (OpsOf::Embedded(s), true),
+        AnySession::Forwarded(f) => {
+            let mine = ours(&f.ops);
+            (OpsOf::Forwarded(f), mine)
+        }
+    })
+}
+
+/// The forwarded session inside `OpsOf` (only called when it is one).
+fn real_session(ops: &OpsOf) -> Result<&crate::backend::pkcs11::ForwardSession> {
+    match ops {
+        OpsOf::Forwarded(f) => Ok(f),
+        OpsOf::Embedded(_) => Err(Error::GENERAL),
+    }
+}
+
 entry_points! {
     fn C_DigestInit(session: CK_SESSION_HANDLE, mech: CK_MECHANISM_PTR) {
-        let session = module::get()?.session(session)?;
+        let session = or_forward!(session, |f| {
+            // SAFETY: PKCS#11 contract on pMechanism.
+            let mut mech = unsafe { checked_mechanism(mech) }?;
+            real!(f.token.lib, C_DigestInit(f.real, mech.as_ptr()))
+        });
         // SAFETY: PKCS#11 contract on pMechanism.
         let mech = unsafe { mechanism(mech) }?;
-        session.digest_init(&mech)
+        session.ops.digest_init(&mech)
     }
 
     fn C_Digest(session: CK_SESSION_HANDLE, data: CK_BYTE_PTR, len: CK_ULONG, digest: CK_BYTE_PTR, digest_len: CK_ULONG_PTR) {
-        let session = module::get()?.session(session)?;
-        within(&session, Session::digest_abort, || {
+        let session = or_forward!(session, |f| {
+            // SAFETY: PKCS#11 contract on the buffers.
+            unsafe { check_input(data, len).and(check_output(digest, digest_len)) }?;
+            real!(f.token.lib, C_Digest(f.real, data, len, digest, digest_len))
+        });
+        let ops = &session.ops;
+        within(ops, Operations::digest_abort, || {
             // SAFETY: PKCS#11 contract on pData / pDigest / pulDigestLen.
             unsafe {
                 let data = input(data, len)?;
-                deliver(digest, digest_len, session.digest_len()?, || session.digest(data))
+                deliver(digest, digest_len, ops.digest_len()?, || ops.digest(data))
             }
         })
     }
 
     fn C_DigestUpdate(session: CK_SESSION_HANDLE, part: CK_BYTE_PTR, len: CK_ULONG) {
-        let session = module::get()?.session(session)?;
-        within(&session, Session::digest_abort, || {
+        let session = or_forward!(session, |f| {
+            // SAFETY: PKCS#11 contract on pPart.
+            unsafe { check_input(part, len) }?;
+            real!(f.token.lib, C_DigestUpdate(f.real, part, len))
+        });
+        let ops = &session.ops;
+        within(ops, Operations::digest_abort, || {
             // SAFETY: PKCS#11 contract on pPart.
             let part = unsafe { input(part, len) }?;
-            session.digest_update(part)
+            ops.digest_update(part)
         })
     }
 
     fn C_DigestFinal(session: CK_SESSION_HANDLE, digest: CK_BYTE_PTR, digest_len: CK_ULONG_PTR) {
-        let session = module::get()?.session(session)?;
-        within(&session, Session::digest_abort, || {
+        let session = or_forward!(session, |f| {
+            // SAFETY: PKCS#11 contract on the buffer.
+            unsafe { check_output(digest, digest_len) }?;
+            real!(f.token.lib, C_DigestFinal(f.real, digest, digest_len))
+        });
+        let ops = &session.ops;
+        within(ops, Operations::digest_abort, || {
             // SAFETY: PKCS#11 contract on pDigest / pulDigestLen.
-            unsafe { deliver(digest, digest_len, session.digest_len()?, || session.digest_final()) }
+            unsafe { deliver(digest, digest_len, ops.digest_len()?, || ops.digest_final()) }
         })
     }
 
     fn C_SignInit(session: CK_SESSION_HANDLE, mech: CK_MECHANISM_PTR, key: CK_OBJECT_HANDLE) {
-        let session = module::get()?.session(session)?;
+        // SAFETY: PKCS#11 contract on pMechanism.
+        let session = or_forward!(session, |f| unsafe { forward::sign_init(&f, mech, key) });
         // SAFETY: PKCS#11 contract on pMechanism.
         let mech = unsafe { mechanism(mech) }?;
         session.sign_init(&mech, key)
     }
 
     fn C_Sign(session: CK_SESSION_HANDLE, data: CK_BYTE_PTR, len: CK_ULONG, signature: CK_BYTE_PTR, signature_len: CK_ULONG_PTR) {
-        let session = module::get()?.session(session)?;
-        within(&session, Session::sign_abort, || {
+        let (session, mine) = local(session, Operations::signing)?;
+        if !mine {
+            let f = real_session(&session)?;
+            // SAFETY: PKCS#11 contract on the buffers.
+            unsafe { check_input(data, len).and(check_output(signature, signature_len)) }?;
+            return real!(f.token.lib, C_Sign(f.real, data, len, signature, signature_len));
+        }
+        let ops = session.get();
+        within(ops, Operations::sign_abort, || {
             // SAFETY: PKCS#11 contract on pData / pSignature / pulSignatureLen.
             unsafe {
                 let data = input(data, len)?;
-                deliver(signature, signature_len, session.signature_len()?, || session.sign(data))
+                deliver(signature, signature_len, ops.signature_len()?, || ops.sign(data))
             }
         })
     }
 
     fn C_SignUpdate(session: CK_SESSION_HANDLE, part: CK_BYTE_PTR, len: CK_ULONG) {
-        let session = module::get()?.session(session)?;
-        within(&session, Session::sign_abort, || {
+        let (session, mine) = local(session, Operations::signing)?;
+        if !mine {
+            let f = real_session(&session)?;
+            // SAFETY: PKCS#11 contract on pPart.
+            unsafe { check_input(part, len) }?;
+            return real!(f.token.lib, C_SignUpdate(f.real, part, len));
+        }
+        let ops = session.get();
+        within(ops, Operations::sign_abort, || {
             // SAFETY: PKCS#11 contract on pPart.
             let part = unsafe { input(part, len) }?;
-            session.sign_update(part)
+            ops.sign_update(part)
         })
     }
 
     fn C_SignFinal(session: CK_SESSION_HANDLE, signature: CK_BYTE_PTR, signature_len: CK_ULONG_PTR) {
-        let session = module::get()?.session(session)?;
-        within(&session, Session::sign_abort, || {
+        let (session, mine) = local(session, Operations::signing)?;
+        if !mine {
+            let f = real_session(&session)?;
+            // SAFETY: PKCS#11 contract on the buffer.
+            unsafe { check_output(signature, signature_len) }?;
+            return real!(f.token.lib, C_SignFinal(f.real, signature, signature_len));
+        }
+        let ops = session.get();
+        within(ops, Operations::sign_abort, || {
             // SAFETY: PKCS#11 contract on pSignature / pulSignatureLen.
-            unsafe { deliver(signature, signature_len, session.signature_len()?, || session.sign_final()) }
+            unsafe { deliver(signature, signature_len, ops.signature_len()?, || ops.sign_final()) }
         })
     }
 
     fn C_VerifyInit(session: CK_SESSION_HANDLE, mech: CK_MECHANISM_PTR, key: CK_OBJECT_HANDLE) {
-        let session = module::get()?.session(session)?;
+        // SAFETY: PKCS#11 contract on pMechanism.
+        let session = or_forward!(session, |f| unsafe { forward::verify_init(&f, mech, key) });
         // SAFETY: PKCS#11 contract on pMechanism.
         let mech = unsafe { mechanism(mech) }?;
         session.verify_init(&mech, key)
     }
 
     fn C_Verify(session: CK_SESSION_HANDLE, data: CK_BYTE_PTR, len: CK_ULONG, signature: CK_BYTE_PTR, signature_len: CK_ULONG) {
-        let session = module::get()?.session(session)?;
-        within(&session, Session::verify_abort, || {
+        let (session, mine) = local(session, Operations::verifying)?;
+        if !mine {
+            let f = real_session(&session)?;
+            // SAFETY: PKCS#11 contract on the buffers.
+            unsafe { check_input(data, len).and(check_input(signature, signature_len)) }?;
+            return real!(f.token.lib, C_Verify(f.real, data, len, signature, signature_len));
+        }
+        let ops = session.get();
+        within(ops, Operations::verify_abort, || {
             // SAFETY: PKCS#11 contract on pData / pSignature.
             let (data, signature) = unsafe { (input(data, len)?, input(signature, signature_len)?) };
-            session.verify(data, signature)
+            ops.verify(data, signature)
         })
     }
 
     fn C_VerifyUpdate(session: CK_SESSION_HANDLE, part: CK_BYTE_PTR, len: CK_ULONG) {
-        let session = module::get()?.session(session)?;
-        within(&session, Session::verify_abort, || {
+        let (session, mine) = local(session, Operations::verifying)?;
+        if !mine {
+            let f = real_session(&session)?;
+            // SAFETY: PKCS#11 contract on pPart.
+            unsafe { check_input(part, len) }?;
+            return real!(f.token.lib, C_VerifyUpdate(f.real, part, len));
+        }
+        let ops = session.get();
+        within(ops, Operations::verify_abort, || {
             // SAFETY: PKCS#11 contract on pPart.
             let part = unsafe { input(part, len) }?;
-            session.verify_update(part)
+            ops.verify_update(part)
         })
     }
 
     fn C_VerifyFinal(session: CK_SESSION_HANDLE, signature: CK_BYTE_PTR, signature_len: CK_ULONG) {
-        let session = module::get()?.session(session)?;
-        within(&session, Session::verify_abort, || {
+        let (session, mine) = local(session, Operations::verifying)?;
+        if !mine {
+            let f = real_session(&session)?;
+            // SAFETY: PKCS#11 contract on pSignature.
+            unsafe { check_input(signature, signature_len) }?;
+            return real!(f.token.lib, C_VerifyFinal(f.real, signature, signature_len));
+        }
+        let ops = session.get();
+        within(ops, Operations::verify_abort, || {
             // SAFETY: PKCS#11 contract on pSignature.
             let signature = unsafe { input(signature, signature_len) }?;
-            session.verify_final(signature)
+            ops.verify_final(signature)
         })
     }
 
@@ -131,7 +221,12 @@ entry_points! {
         public_key: CK_OBJECT_HANDLE_PTR,
         private_key: CK_OBJECT_HANDLE_PTR,
     ) {
-        let session = module::get()?.session(session)?;
+        let session = or_forward!(session, |f| {
+            // SAFETY: PKCS#11 contract on every pointer argument.
+            unsafe {
+                forward::generate_key_pair(&f, mech, public_template, public_count, private_template, private_count, public_key, private_key)
+            }
+        });
         // SAFETY: PKCS#11 contract on every pointer argument.
         let (mech, public, private, public_out, private_out) = unsafe {
             (
@@ -149,7 +244,11 @@ entry_points! {
     }
 
     fn C_SeedRandom(session: CK_SESSION_HANDLE, seed: CK_BYTE_PTR, len: CK_ULONG) {
-        module::get()?.session(session)?;
+        or_forward!(session, |f| {
+            // SAFETY: PKCS#11 contract on pSeed.
+            unsafe { check_input(seed, len) }?;
+            real!(f.token.lib, C_SeedRandom(f.real, seed, len))
+        });
         // SAFETY: PKCS#11 contract on pSeed.
         unsafe { input(seed, len) }?;
         // The operating system's generator takes no seed from callers.
@@ -157,12 +256,13 @@ entry_points! {
     }
 
     fn C_GenerateRandom(session: CK_SESSION_HANDLE, out: CK_BYTE_PTR, len: CK_ULONG) {
-        module::get()?.session(session)?;
+        if len > super::MAX_DATA_LEN || (out.is_null() && len > 0) {
+            module::get()?.session(session)?;
+            return Err(Error::ARGUMENTS_BAD);
+        }
+        or_forward!(session, |f| real!(f.token.lib, C_GenerateRandom(f.real, out, len)));
         if len == 0 {
             return Ok(());
-        }
-        if out.is_null() || len > super::MAX_DATA_LEN {
-            return Err(Error::ARGUMENTS_BAD);
         }
         // SAFETY: non-NULL and writable for `len` bytes (PKCS#11 contract), length bounded.
         let buf = unsafe { std::slice::from_raw_parts_mut(out, len as usize) };

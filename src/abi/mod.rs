@@ -12,8 +12,11 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod crypto;
+mod forward;
 mod general;
+pub mod hsm;
 mod objects;
+mod passthrough;
 mod sessions;
 mod slots;
 mod tables;
@@ -68,6 +71,33 @@ macro_rules! entry_points {
     };
 }
 pub(crate) use entry_points;
+
+/// The embedded session behind a handle; for a forwarded session, the entry point's result is
+/// `$forward` instead.
+macro_rules! or_forward {
+    ($handle:expr, |$f:ident| $forward:expr) => {
+        match $crate::module::get()?.session($handle)? {
+            $crate::module::AnySession::Embedded(session) => session,
+            $crate::module::AnySession::Forwarded($f) => return $forward,
+        }
+    };
+}
+pub(crate) use or_forward;
+
+/// A session of either kind, for the operations both kinds keep here.
+enum OpsOf {
+    Embedded(std::sync::Arc<crate::token::session::Session>),
+    Forwarded(std::sync::Arc<crate::backend::pkcs11::ForwardSession>),
+}
+
+impl OpsOf {
+    fn get(&self) -> &crate::token::operations::Operations {
+        match self {
+            OpsOf::Embedded(s) => &s.ops,
+            OpsOf::Forwarded(f) => &f.ops,
+        }
+    }
+}
 
 /// A caller's input buffer. `len` is checked before anything is read.
 ///

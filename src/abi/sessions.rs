@@ -1,9 +1,11 @@
 //! Session management and login: open/close, session information, `C_Login`, `C_Logout`.
 
-use super::{entry_points, input, output, write_out};
+use super::forward::{self, real};
+use super::{entry_points, input, or_forward, output, write_out};
 use crate::backend::Role;
 use crate::error::{Error, Result};
 use crate::module;
+use crate::module::{AnySession, Slot};
 use crate::token::MAX_PIN_LEN;
 use cryptoki_sys::*;
 
@@ -18,7 +20,11 @@ unsafe fn login(
     len: CK_ULONG,
 ) -> Result<()> {
     let module = module::get()?;
-    let session = module.session(session)?;
+    let session = match module.session(session)? {
+        AnySession::Embedded(session) => session,
+        // SAFETY: forwarded contract on pPin.
+        AnySession::Forwarded(f) => return unsafe { forward::login(&f, user, pin as *mut _, len) },
+    };
     let role = match user {
         CKU_SO => Role::SecurityOfficer,
         CKU_USER => Role::User,
@@ -41,7 +47,10 @@ entry_points! {
         let module = module::get()?;
         // SAFETY: PKCS#11 contract on phSession.
         let out = unsafe { output(session) }?;
-        *out = module.open_session(slot, flags)?;
+        *out = match module.slot(slot)? {
+            Slot::Embedded(token) => module.open_session(token, flags)?,
+            Slot::Forwarded(token) => forward::open_session(&module, token, flags)?,
+        };
         Ok(())
     }
 
@@ -54,7 +63,7 @@ entry_points! {
     }
 
     fn C_GetSessionInfo(session: CK_SESSION_HANDLE, info: CK_SESSION_INFO_PTR) {
-        let session = module::get()?.session(session)?;
+        let session = or_forward!(session, |f| forward::session_info(&f, info));
         let mut flags = CKF_SERIAL_SESSION;
         if session.rw {
             flags |= CKF_RW_SESSION;
@@ -85,18 +94,24 @@ entry_points! {
     }
 
     fn C_Logout(session: CK_SESSION_HANDLE) {
-        module::get()?.session(session)?.token.logout()
+        or_forward!(session, |f| forward::logout(&f)).token.logout()
     }
 
     fn C_GetOperationState(session: CK_SESSION_HANDLE, state: CK_BYTE_PTR, len: CK_ULONG_PTR) {
-        let _ = (state, len);
-        module::get()?.session(session)?;
+        or_forward!(session, |f| {
+            // SAFETY: PKCS#11 contract on pOperationState / pulOperationStateLen.
+            unsafe { forward::check_output(state, len) }?;
+            real!(f.token.lib, C_GetOperationState(f.real, state, len))
+        });
         Err(Error::FUNCTION_NOT_SUPPORTED)
     }
 
     fn C_SetOperationState(session: CK_SESSION_HANDLE, state: CK_BYTE_PTR, len: CK_ULONG, encryption_key: CK_OBJECT_HANDLE, authentication_key: CK_OBJECT_HANDLE) {
-        let _ = (state, len, encryption_key, authentication_key);
-        module::get()?.session(session)?;
+        or_forward!(session, |f| {
+            // SAFETY: PKCS#11 contract on pOperationState.
+            unsafe { forward::check_input(state, len) }?;
+            real!(f.token.lib, C_SetOperationState(f.real, state, len, encryption_key, authentication_key))
+        });
         Err(Error::FUNCTION_NOT_SUPPORTED)
     }
 }

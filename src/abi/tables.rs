@@ -5,6 +5,7 @@ use super::crypto::*;
 use super::entry_points;
 use super::general::*;
 use super::objects::*;
+use super::passthrough::*;
 use super::sessions::*;
 use super::slots::*;
 use super::unsupported::*;

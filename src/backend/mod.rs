@@ -2,6 +2,7 @@
 //! same for every backend; a backend keeps the token's state and its secrets.
 
 pub mod embedded;
+pub mod pkcs11;
 
 use crate::error::Result;
 use crate::token::attributes::Attributes;

@@ -2,8 +2,8 @@
 //! module's C ABI uses.
 
 use b4ae_pkcs11::backend::Role;
-use b4ae_pkcs11::config::{BackendKind, Config};
-use b4ae_pkcs11::module;
+use b4ae_pkcs11::config::Config;
+use b4ae_pkcs11::module::{self, Slot};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -33,6 +33,16 @@ enum Command {
         #[arg(long, env = "B4AE_USER_PIN", hide_env_values = true)]
         pin: Option<String>,
     },
+    /// Make a new storage key in the HSM and re-seal every post-quantum key record under it
+    /// (pkcs11 slots). Also finishes a rotation that was interrupted.
+    RotateStk {
+        /// Slot number.
+        #[arg(long, default_value_t = 0)]
+        slot: u64,
+        /// The HSM user's PIN; read from $B4AE_USER_PIN when omitted.
+        #[arg(long, env = "B4AE_USER_PIN", hide_env_values = true)]
+        pin: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -46,6 +56,7 @@ fn main() -> ExitCode {
             so_pin,
             pin,
         } => init_token(slot, &label, &so_pin, pin.as_deref()),
+        Command::RotateStk { slot, pin } => rotate_stk(slot, &pin),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -60,40 +71,57 @@ fn info() -> Result<(), String> {
     let config = Config::load(None).map_err(|e| e.to_string())?;
     module::initialize(None).map_err(|e| format!("C_Initialize: {e}"))?;
     let m = module::get().map_err(|e| e.to_string())?;
-    for (token, conf) in m.tokens.iter().zip(&config.tokens) {
-        let state = token.state().map_err(|e| e.to_string())?;
-        let label = String::from_utf8_lossy(&state.label);
-        let backend = match conf.backend {
-            BackendKind::Embedded => format!(
-                "embedded at {}",
-                conf.path
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default()
-            ),
-            BackendKind::Pkcs11 => "pkcs11".into(),
-        };
-        println!("slot {}: \"{}\" ({backend})", token.slot_id, conf.label);
-        if state.initialized {
-            println!(
-                "  token \"{}\" serial {}",
-                label.trim_end(),
-                String::from_utf8_lossy(&state.serial).trim_end()
-            );
-            println!(
-                "  user PIN {}, failures {}/{}; SO PIN failures {}/{}",
-                if state.user_pin_initialized {
-                    "set"
+    for (slot_id, slot) in m.slots.iter().enumerate() {
+        match slot {
+            Slot::Embedded(token) => {
+                let state = token.state().map_err(|e| e.to_string())?;
+                let path = config.tokens.get(slot_id).and_then(|c| c.path.as_ref());
+                let path = path.map(|p| p.display().to_string()).unwrap_or_default();
+                println!(
+                    "slot {slot_id}: \"{}\" (embedded at {path})",
+                    token.description
+                );
+                if state.initialized {
+                    let text = |b: &[u8]| String::from_utf8_lossy(b).trim_end().to_owned();
+                    println!(
+                        "  token \"{}\" serial {}",
+                        text(&state.label),
+                        text(&state.serial)
+                    );
+                    println!(
+                        "  user PIN {}, failures {}/{}; SO PIN failures {}/{}",
+                        if state.user_pin_initialized {
+                            "set"
+                        } else {
+                            "not set"
+                        },
+                        state.user_failures,
+                        state.max_failures,
+                        state.so_failures,
+                        state.max_failures
+                    );
                 } else {
-                    "not set"
-                },
-                state.user_failures,
-                state.max_failures,
-                state.so_failures,
-                state.max_failures
-            );
-        } else {
-            println!("  token not initialized");
+                    println!("  token not initialized");
+                }
+            }
+            Slot::Forwarded(token) => {
+                let info = token
+                    .lib
+                    .token_info(token.real_slot())
+                    .map_err(|e| e.to_string())?;
+                let text = |b: &[u8]| String::from_utf8_lossy(b).trim_end().to_owned();
+                println!(
+                    "slot {slot_id}: \"{}\" (pkcs11: {} slot {})",
+                    token.description,
+                    token.lib.path.display(),
+                    token.real_slot()
+                );
+                println!(
+                    "  token \"{}\" serial {}",
+                    text(&info.label),
+                    text(&info.serialNumber)
+                );
+            }
         }
     }
     Ok(())
@@ -122,5 +150,33 @@ fn init_token(slot: u64, label: &str, so_pin: &str, pin: Option<&str>) -> Result
         token.logout().map_err(|e| e.to_string())?;
         println!("slot {slot}: user PIN set");
     }
+    Ok(())
+}
+
+fn rotate_stk(slot: u64, pin: &str) -> Result<(), String> {
+    module::initialize(None).map_err(|e| format!("C_Initialize: {e}"))?;
+    let m = module::get().map_err(|e| e.to_string())?;
+    let Slot::Forwarded(token) = m.slot(slot as _).map_err(|e| e.to_string())? else {
+        return Err(format!("slot {slot} is not a pkcs11 slot"));
+    };
+    let flags = cryptoki_sys::CKF_SERIAL_SESSION | cryptoki_sys::CKF_RW_SESSION;
+    let session = token
+        .lib
+        .open_session(token.real_slot(), flags)
+        .map_err(|e| e.to_string())?;
+    token
+        .lib
+        .login(session, cryptoki_sys::CKU_USER, pin.as_bytes())
+        .map_err(|e| format!("C_Login: {e}"))?;
+    let epoch = token
+        .keys
+        .rotate(true)
+        .map_err(|e| format!("rotation: {e}"));
+    token.keys.close();
+    let _ = token.lib.close_session(session);
+    println!(
+        "slot {slot}: every key record is now sealed under storage key epoch {}",
+        epoch?
+    );
     Ok(())
 }

@@ -3,6 +3,7 @@
 pub mod attributes;
 pub mod factory;
 pub mod object;
+pub mod operations;
 pub mod rules;
 pub mod session;
 pub mod table;

@@ -1,0 +1,452 @@
+//! Forwarding to the real HSM: the caller's arguments are checked here first (NULL pointers,
+//! lengths of 2^32 or more, absurd template counts, NULL IV/AAD pointers in GCM parameters), so
+//! a real library that would crash or hang on them never sees them; then the real function runs
+//! on the real session. Post-quantum keys kept as records are handled by this module instead.
+
+use super::{attribute_array, input, output, template, MAX_DATA_LEN, MAX_PARAM_LEN};
+use crate::backend::pkcs11::{ForwardSession, ForwardToken};
+use crate::error::{Error, Result};
+use crate::mechanism::signing;
+use crate::module;
+use crate::token::attributes::Attributes;
+use crate::token::factory;
+use cryptoki_sys::*;
+use std::sync::Arc;
+
+/// Calls a real function; its return value becomes ours.
+macro_rules! real {
+    ($lib:expr, $name:ident($($arg:expr),* $(,)?)) => {{
+        let func = $lib.functions().$name.ok_or(Error::FUNCTION_NOT_SUPPORTED)?;
+        // SAFETY: a function of the loaded HSM library, called with arguments checked by this
+        // module (or built by it) per PKCS#11.
+        let rv = unsafe { func($($arg),*) };
+        if rv == CKR_OK { Ok(()) } else { Err(Error(rv)) }
+    }};
+}
+pub(super) use real;
+
+/// One empty byte for NULL pointers of zero length: some libraries dereference them anyway.
+static EMPTY: [u8; 1] = [0];
+
+/// A checked copy of the caller's mechanism, ready to hand to the real library.
+pub(super) struct CheckedMechanism {
+    pub mechanism: CK_MECHANISM,
+    _gcm: Option<Box<CK_GCM_PARAMS>>,
+}
+
+impl CheckedMechanism {
+    pub fn as_ptr(&mut self) -> *mut CK_MECHANISM {
+        &mut self.mechanism
+    }
+}
+
+/// Checks a mechanism for forwarding.
+///
+/// # Safety
+/// `ptr` must be NULL or a valid `CK_MECHANISM` whose parameter is valid for its length.
+pub(super) unsafe fn checked_mechanism(ptr: *const CK_MECHANISM) -> Result<CheckedMechanism> {
+    // SAFETY: forwarded contract.
+    let m = *unsafe { ptr.as_ref() }.ok_or(Error::ARGUMENTS_BAD)?;
+    if m.ulParameterLen > MAX_PARAM_LEN || (m.ulParameterLen > 0 && m.pParameter.is_null()) {
+        return Err(Error::MECHANISM_PARAM_INVALID);
+    }
+    let mut checked = CheckedMechanism {
+        mechanism: m,
+        _gcm: None,
+    };
+    if m.mechanism == CKM_AES_GCM
+        && m.ulParameterLen as usize == std::mem::size_of::<CK_GCM_PARAMS>()
+    {
+        // SAFETY: non-NULL and exactly a CK_GCM_PARAMS, as checked above.
+        let mut gcm = Box::new(unsafe { *(m.pParameter as *const CK_GCM_PARAMS) });
+        let bad = |p: *mut CK_BYTE, len: CK_ULONG| (p.is_null() && len > 0) || len > MAX_DATA_LEN;
+        if bad(gcm.pIv, gcm.ulIvLen) || bad(gcm.pAAD, gcm.ulAADLen) || gcm.ulTagBits > 128 {
+            return Err(Error::MECHANISM_PARAM_INVALID);
+        }
+        if gcm.pIv.is_null() {
+            gcm.pIv = EMPTY.as_ptr() as *mut _;
+        }
+        if gcm.pAAD.is_null() {
+            gcm.pAAD = EMPTY.as_ptr() as *mut _;
+        }
+        checked.mechanism.pParameter = &mut *gcm as *mut CK_GCM_PARAMS as *mut _;
+        checked._gcm = Some(gcm);
+    }
+    Ok(checked)
+}
+
+/// Checks a template for forwarding (bounds, NULL values); the caller's array is then passed on.
+///
+/// # Safety
+/// As [`template`].
+pub(super) unsafe fn check_template(ptr: *const CK_ATTRIBUTE, count: CK_ULONG) -> Result<()> {
+    // SAFETY: forwarded contract.
+    unsafe { template(ptr, count) }.map(drop)
+}
+
+/// Checks an output length pointer and the buffer's size.
+///
+/// # Safety
+/// `len` must be NULL or valid.
+pub(super) unsafe fn check_output(buf: *mut CK_BYTE, len: *mut CK_ULONG) -> Result<()> {
+    // SAFETY: forwarded contract.
+    let len = unsafe { output(len) }?;
+    if !buf.is_null() && *len > MAX_DATA_LEN {
+        return Err(Error::ARGUMENTS_BAD);
+    }
+    Ok(())
+}
+
+/// Checks an input buffer.
+///
+/// # Safety
+/// As [`input`].
+pub(super) unsafe fn check_input(ptr: *const CK_BYTE, len: CK_ULONG) -> Result<()> {
+    // SAFETY: forwarded contract.
+    unsafe { input(ptr, len) }.map(drop)
+}
+
+// ---- slots ----
+
+pub(super) fn open_session(
+    module: &module::Module,
+    token: &Arc<ForwardToken>,
+    flags: CK_FLAGS,
+) -> Result<CK_SESSION_HANDLE> {
+    if flags & CKF_SERIAL_SESSION == 0 {
+        return Err(Error(CKR_SESSION_PARALLEL_NOT_SUPPORTED));
+    }
+    let real = token.lib.open_session(
+        token.real_slot(),
+        flags & (CKF_SERIAL_SESSION | CKF_RW_SESSION),
+    )?;
+    Ok(module.add_forwarded_session(token, real, flags & CKF_RW_SESSION != 0))
+}
+
+/// # Safety
+/// `label` must be NULL or 32 readable bytes; `pin` NULL or `len` bytes.
+pub(super) unsafe fn init_token(
+    token: &ForwardToken,
+    pin: *mut CK_UTF8CHAR,
+    len: CK_ULONG,
+    label: *mut CK_UTF8CHAR,
+) -> Result<()> {
+    // SAFETY: forwarded contract.
+    unsafe { check_input(pin, len) }?;
+    // SAFETY: pLabel is 32 bytes (PKCS#11 contract).
+    let new_label = unsafe { (label as *const [u8; 32]).as_ref() }.ok_or(Error::ARGUMENTS_BAD)?;
+    if token.sessions.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+        return Err(Error(CKR_SESSION_EXISTS));
+    }
+    token.keys.close();
+    real!(token.lib, C_InitToken(token.real_slot(), pin, len, label))?;
+    let label = String::from_utf8_lossy(new_label).trim_end().to_owned();
+    token.reresolve(Some(label));
+    Ok(())
+}
+
+// ---- sessions ----
+
+pub(super) fn session_info(f: &ForwardSession, info: *mut CK_SESSION_INFO) -> Result<()> {
+    let mut real = f.token.lib.session_info(f.real)?;
+    real.slotID = f.token.slot_id;
+    // SAFETY: PKCS#11 contract on pInfo.
+    *unsafe { output(info) }? = real;
+    Ok(())
+}
+
+/// # Safety
+/// `pin` must be NULL or valid for `len` bytes.
+pub(super) unsafe fn login(
+    f: &ForwardSession,
+    user: CK_USER_TYPE,
+    pin: *mut CK_UTF8CHAR,
+    len: CK_ULONG,
+) -> Result<()> {
+    // SAFETY: forwarded contract.
+    unsafe { check_input(pin, len) }?;
+    real!(f.token.lib, C_Login(f.real, user, pin, len)).inspect_err(|e| {
+        if *e == Error::PIN_INCORRECT || *e == Error::PIN_LOCKED {
+            tracing::info!("slot {}: the HSM refused the PIN: {e}", f.token.slot_id);
+        }
+    })?;
+    if user == CKU_USER {
+        // Finish a storage-key rotation a crash interrupted; this also reads the records.
+        if let Err(e) = f.token.keys.rotate(false) {
+            tracing::warn!(
+                "slot {}: post-quantum key records unavailable: {e}",
+                f.token.slot_id
+            );
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn logout(f: &ForwardSession) -> Result<()> {
+    real!(f.token.lib, C_Logout(f.real))?;
+    f.token.keys.forget_secrets();
+    Ok(())
+}
+
+// ---- objects ----
+
+/// Whether an object template describes a post-quantum key this module keeps for the HSM.
+fn local_key_type(token: &ForwardToken, attrs: &Attributes) -> bool {
+    let key_type = attrs.ulong(CKA_KEY_TYPE).ok().flatten();
+    key_type == Some(CKK_ML_DSA) && !token.native(CKM_ML_DSA_KEY_PAIR_GEN)
+}
+
+/// # Safety
+/// As [`template`]; `object` must be NULL or valid.
+pub(super) unsafe fn create_object(
+    f: &ForwardSession,
+    attrs: *mut CK_ATTRIBUTE,
+    count: CK_ULONG,
+    object: *mut CK_OBJECT_HANDLE,
+) -> Result<()> {
+    // SAFETY: forwarded contract.
+    let (template, out) = unsafe { (template(attrs, count)?, output(object)?) };
+    if !local_key_type(&f.token, &template) {
+        return real!(f.token.lib, C_CreateObject(f.real, attrs, count, out));
+    }
+    let mut made = factory::create(template)?;
+    made.set_ulong(
+        crate::consts::CKA_B4AE_CUSTODY,
+        crate::consts::B4AE_CUSTODY_HSM_WRAPPED,
+    );
+    *out = f.token.keys.store_one(f.real, made)?;
+    Ok(())
+}
+
+pub(super) fn destroy_object(f: &ForwardSession, object: CK_OBJECT_HANDLE) -> Result<()> {
+    real!(f.token.lib, C_DestroyObject(f.real, object))?;
+    f.token.keys.removed(object);
+    Ok(())
+}
+
+/// # Safety
+/// As [`template`]; `new_object` NULL or valid.
+pub(super) unsafe fn copy_object(
+    f: &ForwardSession,
+    object: CK_OBJECT_HANDLE,
+    attrs: *mut CK_ATTRIBUTE,
+    count: CK_ULONG,
+    new_object: *mut CK_OBJECT_HANDLE,
+) -> Result<()> {
+    // SAFETY: forwarded contract.
+    unsafe { check_template(attrs, count) }?;
+    if f.token.keys.is_record(object) {
+        // A copy would be a second sealed record of one key; import the key again instead.
+        return Err(Error::ACTION_PROHIBITED);
+    }
+    real!(
+        f.token.lib,
+        C_CopyObject(f.real, object, attrs, count, new_object)
+    )
+}
+
+/// # Safety
+/// `attrs` must be NULL or valid for `count` attributes with writable values.
+pub(super) unsafe fn get_attribute_value(
+    f: &ForwardSession,
+    object: CK_OBJECT_HANDLE,
+    attrs: *mut CK_ATTRIBUTE,
+    count: CK_ULONG,
+) -> Result<()> {
+    // SAFETY: forwarded contract.
+    let requested = unsafe { attribute_array(attrs, count) }?;
+    let Some(entry) = f.token.keys.indexed(object) else {
+        let result = real!(
+            f.token.lib,
+            C_GetAttributeValue(f.real, object, attrs, count)
+        );
+        return native_custody(f, object, requested, result);
+    };
+    let wants_secret = requested
+        .iter()
+        .any(|a| entry.object.is_secret_attribute(a.type_));
+    let object = if wants_secret {
+        f.token.keys.open(object)?
+    } else {
+        entry.object
+    };
+    // SAFETY: forwarded contract.
+    unsafe { super::objects::answer_attributes(&object, attrs, count) }
+}
+
+/// # Safety
+/// As [`template`].
+pub(super) unsafe fn set_attribute_value(
+    f: &ForwardSession,
+    object: CK_OBJECT_HANDLE,
+    attrs: *mut CK_ATTRIBUTE,
+    count: CK_ULONG,
+) -> Result<()> {
+    // SAFETY: forwarded contract.
+    let changes = unsafe { template(attrs, count) }?;
+    if !f.token.keys.is_record(object) {
+        return real!(
+            f.token.lib,
+            C_SetAttributeValue(f.real, object, attrs, count)
+        );
+    }
+    let current = f.token.keys.open(object)?;
+    let changed = factory::modify(&current, changes)?;
+    f.token.keys.rewrite(f.real, object, changed)
+}
+
+/// # Safety
+/// As [`template`].
+pub(super) unsafe fn find_init(
+    f: &ForwardSession,
+    attrs: *mut CK_ATTRIBUTE,
+    count: CK_ULONG,
+) -> Result<()> {
+    // SAFETY: forwarded contract.
+    let wanted = unsafe { template(attrs, count) }?;
+    f.ops.find_init(|| f.token.find(f.real, &wanted))
+}
+
+// ---- keys and signatures ----
+
+/// # Safety
+/// Every pointer per PKCS#11 for `C_GenerateKeyPair`.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn generate_key_pair(
+    f: &ForwardSession,
+    mech: *mut CK_MECHANISM,
+    public_template: *mut CK_ATTRIBUTE,
+    public_count: CK_ULONG,
+    private_template: *mut CK_ATTRIBUTE,
+    private_count: CK_ULONG,
+    public_key: *mut CK_OBJECT_HANDLE,
+    private_key: *mut CK_OBJECT_HANDLE,
+) -> Result<()> {
+    // SAFETY: forwarded contract.
+    let mut checked = unsafe { checked_mechanism(mech) }?;
+    // SAFETY: forwarded contract.
+    let (public, private, public_out, private_out) = unsafe {
+        (
+            template(public_template, public_count)?,
+            template(private_template, private_count)?,
+            output(public_key)?,
+            output(private_key)?,
+        )
+    };
+    if f.token.ours(checked.mechanism.mechanism).is_none() {
+        return real!(
+            f.token.lib,
+            C_GenerateKeyPair(
+                f.real,
+                checked.as_ptr(),
+                public_template,
+                public_count,
+                private_template,
+                private_count,
+                public_out,
+                private_out
+            )
+        );
+    }
+    // SAFETY: forwarded contract.
+    let decoded = unsafe { super::mechanism(mech) }?;
+    let (public, private) = match decoded.mechanism {
+        CKM_ML_DSA_KEY_PAIR_GEN => {
+            decoded.expect_no_param()?;
+            factory::generate_ml_dsa(public, private)?
+        }
+        _ => return Err(Error::MECHANISM_INVALID),
+    };
+    if (public.bool_or(CKA_TOKEN, false) || private.bool_or(CKA_TOKEN, false)) && !f.rw {
+        return Err(Error::SESSION_READ_ONLY);
+    }
+    let (p, s) = f.token.keys.store_pair(f.real, public, private)?;
+    *public_out = p;
+    *private_out = s;
+    Ok(())
+}
+
+/// # Safety
+/// As [`checked_mechanism`].
+pub(super) unsafe fn sign_init(
+    f: &ForwardSession,
+    mech: *mut CK_MECHANISM,
+    key: CK_OBJECT_HANDLE,
+) -> Result<()> {
+    if !f.token.keys.is_record(key) {
+        // SAFETY: forwarded contract.
+        let mut checked = unsafe { checked_mechanism(mech) }?;
+        return real!(f.token.lib, C_SignInit(f.real, checked.as_ptr(), key));
+    }
+    // SAFETY: forwarded contract.
+    let decoded = unsafe { super::mechanism(mech) }?;
+    f.ops
+        .sign_init(|| signing::sign_init(&decoded, &*f.token.keys.open(key)?))
+}
+
+/// # Safety
+/// As [`checked_mechanism`].
+pub(super) unsafe fn verify_init(
+    f: &ForwardSession,
+    mech: *mut CK_MECHANISM,
+    key: CK_OBJECT_HANDLE,
+) -> Result<()> {
+    let Some(entry) = f.token.keys.indexed(key) else {
+        // SAFETY: forwarded contract.
+        let mut checked = unsafe { checked_mechanism(mech) }?;
+        return real!(f.token.lib, C_VerifyInit(f.real, checked.as_ptr(), key));
+    };
+    // SAFETY: forwarded contract.
+    let decoded = unsafe { super::mechanism(mech) }?;
+    f.ops
+        .verify_init(|| signing::verify_init(&decoded, &entry.object))
+}
+
+/// `CKA_B4AE_CUSTODY` of an object the HSM holds: 1 for a post-quantum private key it holds
+/// natively; other objects do not have the attribute.
+fn native_custody(
+    f: &ForwardSession,
+    object: CK_OBJECT_HANDLE,
+    requested: &[CK_ATTRIBUTE],
+    result: Result<()>,
+) -> Result<()> {
+    let custody = crate::consts::CKA_B4AE_CUSTODY;
+    if !requested.iter().any(|a| a.type_ == custody) {
+        return result;
+    }
+    let ulong = |t| -> Result<Option<CK_ULONG>> {
+        let v = f.token.lib.attribute(f.real, object, t)?;
+        Ok(v.and_then(|v| v.try_into().ok())
+            .map(CK_ULONG::from_ne_bytes))
+    };
+    let post_quantum = ulong(CKA_CLASS)? == Some(CKO_PRIVATE_KEY)
+        && matches!(ulong(CKA_KEY_TYPE)?, Some(CKK_ML_DSA | CKK_ML_KEM));
+    if !post_quantum {
+        return result;
+    }
+    let value = crate::consts::B4AE_CUSTODY_HSM_NATIVE.to_ne_bytes();
+    let mut too_small = false;
+    for a in requested.iter().filter(|a| a.type_ == custody) {
+        let a = a as *const CK_ATTRIBUTE as *mut CK_ATTRIBUTE;
+        // SAFETY: an element of the caller's writable template (PKCS#11 contract).
+        unsafe {
+            if (*a).pValue.is_null() {
+                (*a).ulValueLen = value.len() as CK_ULONG;
+            } else if ((*a).ulValueLen as usize) < value.len() {
+                (*a).ulValueLen = CK_UNAVAILABLE_INFORMATION;
+                too_small = true;
+            } else {
+                std::ptr::copy_nonoverlapping(value.as_ptr(), (*a).pValue as *mut u8, value.len());
+                (*a).ulValueLen = value.len() as CK_ULONG;
+            }
+        }
+    }
+    let others_failed = requested
+        .iter()
+        .any(|a| a.type_ != custody && a.ulValueLen == CK_UNAVAILABLE_INFORMATION);
+    match result {
+        Err(Error(CKR_ATTRIBUTE_TYPE_INVALID)) if !others_failed && !too_small => Ok(()),
+        _ if too_small => Err(Error::BUFFER_TOO_SMALL),
+        other => other,
+    }
+}

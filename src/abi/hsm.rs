@@ -1,0 +1,448 @@
+//! The other direction of the C ABI: the real HSM's PKCS#11 library, loaded at run time.
+//!
+//! `C_GetInterface("PKCS 11")` when the library has it, else `C_GetFunctionList`; either way only
+//! the 2.40 part of the table is copied (SoftHSM 2.7 reports 3.2 in a 2.40-sized table). The
+//! safe methods here are what the forwarding backend itself needs; the ABI layer's forwarding
+//! code calls [`HsmLibrary::functions`] directly with the caller's checked arguments.
+
+use crate::error::{Error, Result};
+use crate::token::attributes::Attributes;
+use cryptoki_sys::*;
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::ptr;
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+/// A loaded and initialized real PKCS#11 library.
+pub struct HsmLibrary {
+    pub path: PathBuf,
+    functions: CK_FUNCTION_LIST,
+    /// Whether our `C_Initialize` did the initializing (then ours is the `C_Finalize`).
+    initialized_here: bool,
+    _library: libloading::Library,
+}
+
+// SAFETY: the table holds plain function pointers into a library that stays loaded while
+// `self` lives; the library itself is thread-safe (initialized with CKF_OS_LOCKING_OK).
+unsafe impl Send for HsmLibrary {}
+// SAFETY: as above; nothing in `self` is mutated after loading.
+unsafe impl Sync for HsmLibrary {}
+
+macro_rules! call {
+    ($lib:expr, $name:ident($($arg:expr),* $(,)?)) => {{
+        let f = $lib.functions.$name.ok_or(Error::FUNCTION_NOT_SUPPORTED)?;
+        // SAFETY: a function of the loaded library, called per PKCS#11 with arguments built
+        // here from live Rust values.
+        let rv = unsafe { f($($arg),*) };
+        if rv == CKR_OK { Ok(()) } else { Err(Error(rv)) }
+    }};
+}
+
+/// A template as the C API wants it, pointing into `attrs` (which must outlive it).
+fn raw_template(attrs: &Attributes) -> Vec<CK_ATTRIBUTE> {
+    attrs
+        .iter()
+        .map(|(t, v)| CK_ATTRIBUTE {
+            type_: t,
+            pValue: v.as_ptr() as *mut _,
+            ulValueLen: v.len() as CK_ULONG,
+        })
+        .collect()
+}
+
+impl HsmLibrary {
+    /// Loads the library at `path` and initializes it with OS locking. Each module instance
+    /// loads each library once (slots on one library share it); a forked child loads afresh
+    /// and never touches what the parent opened.
+    pub fn open(path: &Path, reserved: Option<&str>) -> Result<Arc<Self>> {
+        Self::load(path, reserved).map(Arc::new)
+    }
+
+    fn load(path: &Path, reserved: Option<&str>) -> Result<Self> {
+        // SAFETY: loading a PKCS#11 module named by the administrator's configuration; its
+        // initializers are the module's own business, as for any PKCS#11 consumer.
+        let library = unsafe { libloading::Library::new(path) }.map_err(|e| {
+            tracing::error!("cannot load the HSM library {}: {e}", path.display());
+            Error::DEVICE
+        })?;
+        let functions = Self::function_table(&library).inspect_err(|_| {
+            tracing::error!(
+                "{}: neither C_GetInterface nor C_GetFunctionList works",
+                path.display()
+            );
+        })?;
+        let reserved = reserved
+            .map(CString::new)
+            .transpose()
+            .map_err(|_| Error::ARGUMENTS_BAD)?;
+        let mut args = CK_C_INITIALIZE_ARGS {
+            CreateMutex: None,
+            DestroyMutex: None,
+            LockMutex: None,
+            UnlockMutex: None,
+            flags: CKF_OS_LOCKING_OK,
+            pReserved: reserved
+                .as_ref()
+                .map_or(ptr::null_mut(), |r| r.as_ptr() as *mut _),
+        };
+        let init = functions.C_Initialize.ok_or(Error::DEVICE)?;
+        // SAFETY: C_Initialize with a valid CK_C_INITIALIZE_ARGS that outlives the call.
+        let rv = unsafe { init(&mut args as *mut CK_C_INITIALIZE_ARGS as *mut _) };
+        let initialized_here = match rv {
+            CKR_OK => true,
+            // The application loaded and initialized the same library itself.
+            CKR_CRYPTOKI_ALREADY_INITIALIZED => false,
+            rv => {
+                tracing::error!(
+                    "{}: C_Initialize failed: {}",
+                    path.display(),
+                    crate::error::rv_name(rv)
+                );
+                return Err(Error::DEVICE);
+            }
+        };
+        Ok(HsmLibrary {
+            path: path.to_path_buf(),
+            functions,
+            initialized_here,
+            _library: library,
+        })
+    }
+
+    /// The 2.40 part of the library's table.
+    fn function_table(library: &libloading::Library) -> Result<CK_FUNCTION_LIST> {
+        // SAFETY: symbol types are those PKCS#11 defines for these names.
+        unsafe {
+            if let Ok(get_interface) = library.get::<CK_C_GetInterface>(b"C_GetInterface\0") {
+                if let Some(get_interface) = *get_interface {
+                    let mut interface: *mut CK_INTERFACE = ptr::null_mut();
+                    let name = b"PKCS 11\0".as_ptr() as *mut CK_UTF8CHAR;
+                    if get_interface(name, ptr::null_mut(), &mut interface, 0) == CKR_OK
+                        && !interface.is_null()
+                    {
+                        let list = (*interface).pFunctionList as *const CK_FUNCTION_LIST;
+                        if !list.is_null() {
+                            // Every table starts with the 2.40 functions; copy only those.
+                            return Ok(ptr::read(list));
+                        }
+                    }
+                }
+            }
+            let get_list = library
+                .get::<CK_C_GetFunctionList>(b"C_GetFunctionList\0")
+                .map_err(|_| Error::DEVICE)?;
+            let get_list = (*get_list).ok_or(Error::DEVICE)?;
+            let mut list: CK_FUNCTION_LIST_PTR = ptr::null_mut();
+            if get_list(&mut list) != CKR_OK || list.is_null() {
+                return Err(Error::DEVICE);
+            }
+            Ok(ptr::read(list))
+        }
+    }
+
+    /// The real library's 2.40 functions, for forwarding a caller's checked arguments.
+    pub fn functions(&self) -> &CK_FUNCTION_LIST {
+        &self.functions
+    }
+
+    pub fn slots(&self) -> Result<Vec<CK_SLOT_ID>> {
+        let mut count: CK_ULONG = 0;
+        call!(self, C_GetSlotList(CK_TRUE, ptr::null_mut(), &mut count))?;
+        let mut slots = vec![0; count as usize];
+        call!(self, C_GetSlotList(CK_TRUE, slots.as_mut_ptr(), &mut count))?;
+        slots.truncate(count as usize);
+        Ok(slots)
+    }
+
+    pub fn token_info(&self, slot: CK_SLOT_ID) -> Result<CK_TOKEN_INFO> {
+        let mut info = CK_TOKEN_INFO::default();
+        call!(self, C_GetTokenInfo(slot, &mut info))?;
+        Ok(info)
+    }
+
+    pub fn mechanisms(&self, slot: CK_SLOT_ID) -> Result<Vec<CK_MECHANISM_TYPE>> {
+        let mut count: CK_ULONG = 0;
+        call!(self, C_GetMechanismList(slot, ptr::null_mut(), &mut count))?;
+        let mut list = vec![0; count as usize];
+        call!(
+            self,
+            C_GetMechanismList(slot, list.as_mut_ptr(), &mut count)
+        )?;
+        list.truncate(count as usize);
+        Ok(list)
+    }
+
+    pub fn open_session(&self, slot: CK_SLOT_ID, flags: CK_FLAGS) -> Result<CK_SESSION_HANDLE> {
+        let mut session = CK_INVALID_HANDLE;
+        call!(
+            self,
+            C_OpenSession(slot, flags, ptr::null_mut(), None, &mut session)
+        )?;
+        Ok(session)
+    }
+
+    pub fn close_session(&self, session: CK_SESSION_HANDLE) -> Result<()> {
+        call!(self, C_CloseSession(session))
+    }
+
+    pub fn login(&self, session: CK_SESSION_HANDLE, user: CK_USER_TYPE, pin: &[u8]) -> Result<()> {
+        call!(
+            self,
+            C_Login(session, user, pin.as_ptr() as *mut _, pin.len() as CK_ULONG)
+        )
+    }
+
+    pub fn session_info(&self, session: CK_SESSION_HANDLE) -> Result<CK_SESSION_INFO> {
+        let mut info = CK_SESSION_INFO::default();
+        call!(self, C_GetSessionInfo(session, &mut info))?;
+        Ok(info)
+    }
+
+    /// Every object matching `template`.
+    pub fn find(
+        &self,
+        session: CK_SESSION_HANDLE,
+        template: &Attributes,
+    ) -> Result<Vec<CK_OBJECT_HANDLE>> {
+        let mut raw = raw_template(template);
+        call!(
+            self,
+            C_FindObjectsInit(session, raw.as_mut_ptr(), raw.len() as CK_ULONG)
+        )?;
+        let mut found = Vec::new();
+        let result = loop {
+            let mut batch = [CK_INVALID_HANDLE; 256];
+            let mut n: CK_ULONG = 0;
+            if let Err(e) = call!(
+                self,
+                C_FindObjects(session, batch.as_mut_ptr(), 256, &mut n)
+            ) {
+                break Err(e);
+            }
+            found.extend_from_slice(&batch[..n as usize]);
+            if n == 0 {
+                break Ok(());
+            }
+        };
+        let finished = call!(self, C_FindObjectsFinal(session));
+        result.and(finished)?;
+        Ok(found)
+    }
+
+    pub fn create(
+        &self,
+        session: CK_SESSION_HANDLE,
+        attrs: &Attributes,
+    ) -> Result<CK_OBJECT_HANDLE> {
+        let mut raw = raw_template(attrs);
+        let mut object = CK_INVALID_HANDLE;
+        call!(
+            self,
+            C_CreateObject(
+                session,
+                raw.as_mut_ptr(),
+                raw.len() as CK_ULONG,
+                &mut object
+            )
+        )?;
+        Ok(object)
+    }
+
+    pub fn destroy(&self, session: CK_SESSION_HANDLE, object: CK_OBJECT_HANDLE) -> Result<()> {
+        call!(self, C_DestroyObject(session, object))
+    }
+
+    pub fn set_attributes(
+        &self,
+        session: CK_SESSION_HANDLE,
+        object: CK_OBJECT_HANDLE,
+        attrs: &Attributes,
+    ) -> Result<()> {
+        let mut raw = raw_template(attrs);
+        call!(
+            self,
+            C_SetAttributeValue(session, object, raw.as_mut_ptr(), raw.len() as CK_ULONG)
+        )
+    }
+
+    /// One attribute's value; `None` when the object does not have it or hides it.
+    pub fn attribute(
+        &self,
+        session: CK_SESSION_HANDLE,
+        object: CK_OBJECT_HANDLE,
+        kind: CK_ATTRIBUTE_TYPE,
+    ) -> Result<Option<Vec<u8>>> {
+        let mut query = CK_ATTRIBUTE {
+            type_: kind,
+            pValue: ptr::null_mut(),
+            ulValueLen: 0,
+        };
+        match call!(self, C_GetAttributeValue(session, object, &mut query, 1)) {
+            Ok(()) => {}
+            Err(Error(CKR_ATTRIBUTE_TYPE_INVALID | CKR_ATTRIBUTE_SENSITIVE)) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        if query.ulValueLen == CK_UNAVAILABLE_INFORMATION {
+            return Ok(None);
+        }
+        let mut value = vec![0u8; query.ulValueLen as usize];
+        query.pValue = value.as_mut_ptr() as *mut _;
+        call!(self, C_GetAttributeValue(session, object, &mut query, 1))?;
+        value.truncate(query.ulValueLen as usize);
+        Ok(Some(value))
+    }
+
+    pub fn generate_key(
+        &self,
+        session: CK_SESSION_HANDLE,
+        mechanism: CK_MECHANISM_TYPE,
+        attrs: &Attributes,
+    ) -> Result<CK_OBJECT_HANDLE> {
+        let mut mech = CK_MECHANISM {
+            mechanism,
+            pParameter: ptr::null_mut(),
+            ulParameterLen: 0,
+        };
+        let mut raw = raw_template(attrs);
+        let mut key = CK_INVALID_HANDLE;
+        call!(
+            self,
+            C_GenerateKey(
+                session,
+                &mut mech,
+                raw.as_mut_ptr(),
+                raw.len() as CK_ULONG,
+                &mut key
+            )
+        )?;
+        Ok(key)
+    }
+
+    /// Derives a key inside the HSM: HKDF (SHA-256, expand only) where `hkdf`, else
+    /// AES-ECB-encrypt-data of `info` (which must then be a multiple of 16 bytes).
+    pub fn derive(
+        &self,
+        session: CK_SESSION_HANDLE,
+        base: CK_OBJECT_HANDLE,
+        hkdf: bool,
+        info: &[u8],
+        attrs: &Attributes,
+    ) -> Result<CK_OBJECT_HANDLE> {
+        let mut hkdf_params = CK_HKDF_PARAMS {
+            bExtract: CK_FALSE,
+            bExpand: CK_TRUE,
+            prfHashMechanism: CKM_SHA256,
+            ulSaltType: CKF_HKDF_SALT_NULL,
+            pSalt: ptr::null_mut(),
+            ulSaltLen: 0,
+            hSaltKey: CK_INVALID_HANDLE,
+            pInfo: info.as_ptr() as *mut _,
+            ulInfoLen: info.len() as CK_ULONG,
+        };
+        let mut string_data = CK_KEY_DERIVATION_STRING_DATA {
+            pData: info.as_ptr() as *mut _,
+            ulLen: info.len() as CK_ULONG,
+        };
+        let mut mech = if hkdf {
+            CK_MECHANISM {
+                mechanism: CKM_HKDF_DERIVE,
+                pParameter: &mut hkdf_params as *mut CK_HKDF_PARAMS as *mut _,
+                ulParameterLen: std::mem::size_of::<CK_HKDF_PARAMS>() as CK_ULONG,
+            }
+        } else {
+            CK_MECHANISM {
+                mechanism: CKM_AES_ECB_ENCRYPT_DATA,
+                pParameter: &mut string_data as *mut CK_KEY_DERIVATION_STRING_DATA as *mut _,
+                ulParameterLen: std::mem::size_of::<CK_KEY_DERIVATION_STRING_DATA>() as CK_ULONG,
+            }
+        };
+        let mut raw = raw_template(attrs);
+        let mut key = CK_INVALID_HANDLE;
+        call!(
+            self,
+            C_DeriveKey(
+                session,
+                &mut mech,
+                base,
+                raw.as_mut_ptr(),
+                raw.len() as CK_ULONG,
+                &mut key
+            )
+        )?;
+        Ok(key)
+    }
+
+    /// AES-GCM inside the HSM (128-bit tag). `decrypt` chooses the direction.
+    pub fn aes_gcm(
+        &self,
+        session: CK_SESSION_HANDLE,
+        key: CK_OBJECT_HANDLE,
+        iv: &[u8],
+        aad: &[u8],
+        input: &[u8],
+        decrypt: bool,
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let mut params = CK_GCM_PARAMS {
+            pIv: iv.as_ptr() as *mut _,
+            ulIvLen: iv.len() as CK_ULONG,
+            ulIvBits: (iv.len() * 8) as CK_ULONG,
+            pAAD: aad.as_ptr() as *mut _,
+            ulAADLen: aad.len() as CK_ULONG,
+            ulTagBits: 128,
+        };
+        let mut mech = CK_MECHANISM {
+            mechanism: CKM_AES_GCM,
+            pParameter: &mut params as *mut CK_GCM_PARAMS as *mut _,
+            ulParameterLen: std::mem::size_of::<CK_GCM_PARAMS>() as CK_ULONG,
+        };
+        let mut out = Zeroizing::new(vec![0u8; input.len() + 16]);
+        let mut out_len = out.len() as CK_ULONG;
+        let data = input.as_ptr() as *mut _;
+        if decrypt {
+            call!(self, C_DecryptInit(session, &mut mech, key))?;
+            call!(
+                self,
+                C_Decrypt(
+                    session,
+                    data,
+                    input.len() as CK_ULONG,
+                    out.as_mut_ptr(),
+                    &mut out_len
+                )
+            )?;
+        } else {
+            call!(self, C_EncryptInit(session, &mut mech, key))?;
+            call!(
+                self,
+                C_Encrypt(
+                    session,
+                    data,
+                    input.len() as CK_ULONG,
+                    out.as_mut_ptr(),
+                    &mut out_len
+                )
+            )?;
+        }
+        out.truncate(out_len as usize);
+        Ok(out)
+    }
+
+    pub fn random(&self, session: CK_SESSION_HANDLE, out: &mut [u8]) -> Result<()> {
+        call!(
+            self,
+            C_GenerateRandom(session, out.as_mut_ptr(), out.len() as CK_ULONG)
+        )
+    }
+}
+
+impl Drop for HsmLibrary {
+    fn drop(&mut self) {
+        if self.initialized_here {
+            if let Some(finalize) = self.functions.C_Finalize {
+                // SAFETY: the library was initialized by us and is still loaded.
+                unsafe { finalize(ptr::null_mut()) };
+            }
+        }
+    }
+}

@@ -1,0 +1,457 @@
+//! Post-quantum keys kept in a classical HSM as sealed records (custody 2): the index of the
+//! records this process knows, the bounded cache of decrypted keys, making, opening and
+//! re-sealing records.
+
+use super::hierarchy::{self, Stk};
+use super::records::{self, Kind, Record};
+use crate::abi::hsm::HsmLibrary;
+use crate::consts::*;
+use crate::error::{Error, Result};
+use crate::token::attributes::Attributes;
+use crate::token::object::Object;
+use cryptoki_sys::*;
+use parking_lot::{Mutex, RwLock};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Decrypted keys kept at most this long, and at most this many.
+const CACHE_TTL: Duration = Duration::from_secs(15 * 60);
+const CACHE_CAPACITY: usize = 4096;
+
+/// A record the index knows: its public face and what is needed to open it.
+#[derive(Clone)]
+pub struct Indexed {
+    /// The key as applications see it (public attributes only).
+    pub object: Arc<Object>,
+    pub record: Arc<Record>,
+}
+
+struct Cached {
+    object: Arc<Object>,
+    loaded: Instant,
+}
+
+pub struct KeyStore {
+    lib: Arc<HsmLibrary>,
+    /// Whether the HSM derives with HKDF (else AES-ECB-encrypt-data).
+    hkdf: bool,
+    /// This process's own session with the real token, for sealing and opening records.
+    internal: Mutex<Option<CK_SESSION_HANDLE>>,
+    real_slot: CK_SLOT_ID,
+    index: RwLock<HashMap<CK_OBJECT_HANDLE, Indexed>>,
+    cache: RwLock<HashMap<CK_OBJECT_HANDLE, Cached>>,
+}
+
+/// A record's template in the HSM.
+fn record_template(value: Vec<u8>, token: bool, private: bool, label: &[u8]) -> Attributes {
+    let mut t = Attributes::new();
+    t.set_ulong(CKA_CLASS, CKO_DATA);
+    t.set_bool(CKA_TOKEN, token);
+    t.set_bool(CKA_PRIVATE, private);
+    t.set_bool(CKA_MODIFIABLE, true);
+    t.set(CKA_APPLICATION, records::APPLICATION.to_vec());
+    t.set(CKA_LABEL, label.to_vec());
+    t.set(CKA_VALUE, value);
+    t
+}
+
+impl KeyStore {
+    pub fn new(lib: Arc<HsmLibrary>, real_slot: CK_SLOT_ID, hkdf: bool) -> Self {
+        KeyStore {
+            lib,
+            hkdf,
+            internal: Mutex::new(None),
+            real_slot,
+            index: RwLock::new(HashMap::new()),
+            cache: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Runs `f` with the internal session (opened on first use; it shares the application's
+    /// login, which PKCS#11 keeps per token).
+    fn with_internal<T>(&self, f: impl FnOnce(CK_SESSION_HANDLE) -> Result<T>) -> Result<T> {
+        let mut guard = self.internal.lock();
+        let session = match *guard {
+            Some(s) => s,
+            None => {
+                let s = self
+                    .lib
+                    .open_session(self.real_slot, CKF_SERIAL_SESSION | CKF_RW_SESSION)?;
+                *guard = Some(s);
+                s
+            }
+        };
+        let result = f(session);
+        if matches!(
+            result,
+            Err(Error(CKR_SESSION_HANDLE_INVALID | CKR_SESSION_CLOSED))
+        ) {
+            *guard = None;
+        }
+        result
+    }
+
+    /// Closes the internal session (the application's last session closed).
+    pub fn close(&self) {
+        if let Some(s) = self.internal.lock().take() {
+            let _ = self.lib.close_session(s);
+        }
+    }
+
+    /// Forgets every decrypted key (logout, finalize, fork) and the private part of the index.
+    pub fn forget_secrets(&self) {
+        if let Some(mut cache) = self.cache.try_write() {
+            cache.clear();
+        }
+        if let Some(mut index) = self.index.try_write() {
+            index.retain(|_, e| !e.object.is_private());
+        }
+    }
+
+    pub fn indexed(&self, handle: CK_OBJECT_HANDLE) -> Option<Indexed> {
+        self.index.read().get(&handle).cloned()
+    }
+
+    pub fn is_record(&self, handle: CK_OBJECT_HANDLE) -> bool {
+        self.index.read().contains_key(&handle)
+    }
+
+    /// Records matching a template, from the index alone.
+    pub fn find(&self, template: &Attributes) -> Vec<CK_OBJECT_HANDLE> {
+        self.index
+            .read()
+            .iter()
+            .filter(|(_, e)| e.object.attrs.matches(template))
+            .map(|(h, _)| *h)
+            .collect()
+    }
+
+    /// Re-reads the list of records from the HSM (what this process can see now).
+    pub fn refresh(&self) -> Result<()> {
+        let mut template = Attributes::new();
+        template.set_ulong(CKA_CLASS, CKO_DATA);
+        template.set(CKA_APPLICATION, records::APPLICATION.to_vec());
+        let handles = self.with_internal(|s| self.lib.find(s, &template))?;
+        let known: Vec<CK_OBJECT_HANDLE> = {
+            let index = self.index.read();
+            handles
+                .iter()
+                .copied()
+                .filter(|h| index.contains_key(h))
+                .collect()
+        };
+        let mut fresh = HashMap::with_capacity(handles.len());
+        for handle in handles.iter().copied().filter(|h| !known.contains(h)) {
+            let value = self.with_internal(|s| self.lib.attribute(s, handle, CKA_VALUE))?;
+            match value.as_deref().map(Record::parse) {
+                Some(Ok(record)) => {
+                    fresh.insert(handle, Self::present(record));
+                }
+                _ => tracing::warn!(
+                    "HSM object {handle} looks like a key record but does not parse; ignored"
+                ),
+            }
+        }
+        let mut index = self.index.write();
+        index.retain(|h, _| handles.contains(h));
+        index.extend(fresh);
+        self.cache.write().retain(|h, _| index.contains_key(h));
+        Ok(())
+    }
+
+    /// The face of a record: its public attributes, plus its custody.
+    fn present(record: Record) -> Indexed {
+        let mut attrs = record.public.clone();
+        if record.kind == Kind::Private {
+            attrs.set_ulong(CKA_B4AE_CUSTODY, B4AE_CUSTODY_HSM_WRAPPED);
+        }
+        Indexed {
+            object: Arc::new(Object::new(attrs)),
+            record: Arc::new(record),
+        }
+    }
+
+    /// Seals `private` under the current storage key and stores both halves as records,
+    /// created in the caller's real session (so session keys vanish with it).
+    pub fn store_pair(
+        &self,
+        real_session: CK_SESSION_HANDLE,
+        public: Attributes,
+        private: Attributes,
+    ) -> Result<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
+        let key_id: [u8; 16] = random()?;
+        let public_value = records::prefix(Kind::Public, 0, &key_id, &[0; 12], &public);
+        let public_template = record_template(
+            public_value,
+            public.bool_or(CKA_TOKEN, false),
+            public.bool_or(CKA_PRIVATE, false),
+            public.get(CKA_LABEL).unwrap_or_default(),
+        );
+        let (private_value, private_object) = self.seal(&key_id, private)?;
+        let private_template = record_template(
+            private_value.clone(),
+            private_object.is_token(),
+            true,
+            private_object.attrs.get(CKA_LABEL).unwrap_or_default(),
+        );
+        let public_handle = self.lib.create(real_session, &public_template)?;
+        let private_handle = match self.lib.create(real_session, &private_template) {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = self.lib.destroy(real_session, public_handle);
+                return Err(e);
+            }
+        };
+        let mut index = self.index.write();
+        index.insert(
+            public_handle,
+            Self::present(Record::parse(
+                public_template.get(CKA_VALUE).unwrap_or_default(),
+            )?),
+        );
+        index.insert(
+            private_handle,
+            Self::present(Record::parse(&private_value)?),
+        );
+        self.remember(private_handle, Arc::new(private_object));
+        Ok((public_handle, private_handle))
+    }
+
+    /// Stores one imported key (`C_CreateObject`) as a record.
+    pub fn store_one(
+        &self,
+        real_session: CK_SESSION_HANDLE,
+        attrs: Attributes,
+    ) -> Result<CK_OBJECT_HANDLE> {
+        let key_id: [u8; 16] = random()?;
+        let private = attrs.ulong(CKA_CLASS)? == Some(CKO_PRIVATE_KEY);
+        let (value, full) = if private {
+            self.seal(&key_id, attrs)?
+        } else {
+            let object = Object::new(attrs);
+            (
+                records::prefix(Kind::Public, 0, &key_id, &[0; 12], &object.attrs),
+                object,
+            )
+        };
+        let template = record_template(
+            value.clone(),
+            full.is_token(),
+            private || full.is_private(),
+            full.attrs.get(CKA_LABEL).unwrap_or_default(),
+        );
+        let handle = self.lib.create(real_session, &template)?;
+        self.index
+            .write()
+            .insert(handle, Self::present(Record::parse(&value)?));
+        if private {
+            self.remember(handle, Arc::new(full));
+        }
+        Ok(handle)
+    }
+
+    /// Writes a changed key (`C_SetAttributeValue`) back into its record, in place, so its
+    /// handle stays.
+    pub fn rewrite(
+        &self,
+        real_session: CK_SESSION_HANDLE,
+        handle: CK_OBJECT_HANDLE,
+        attrs: Attributes,
+    ) -> Result<()> {
+        let entry = self.indexed(handle).ok_or(Error::OBJECT_HANDLE_INVALID)?;
+        let key_id = entry.record.key_id;
+        let (value, full) = match entry.record.kind {
+            Kind::Private => self.seal(&key_id, attrs)?,
+            Kind::Public => {
+                let object = Object::new(attrs);
+                (
+                    records::prefix(Kind::Public, 0, &key_id, &[0; 12], &object.attrs),
+                    object,
+                )
+            }
+        };
+        let mut change = Attributes::new();
+        change.set(CKA_VALUE, value.clone());
+        change.set(
+            CKA_LABEL,
+            full.attrs.get(CKA_LABEL).unwrap_or_default().to_vec(),
+        );
+        self.lib.set_attributes(real_session, handle, &change)?;
+        self.index
+            .write()
+            .insert(handle, Self::present(Record::parse(&value)?));
+        if entry.record.kind == Kind::Private {
+            self.remember(handle, Arc::new(full));
+        }
+        Ok(())
+    }
+
+    /// A private record's bytes, sealed by the HSM under the current storage key, and the
+    /// complete object (with its secrets) for the cache.
+    fn seal(&self, key_id: &[u8; 16], mut attrs: Attributes) -> Result<(Vec<u8>, Object)> {
+        attrs.set_ulong(CKA_B4AE_CUSTODY, B4AE_CUSTODY_HSM_WRAPPED);
+        let full = Object::new(attrs.clone());
+        let secret = attrs.split_off(|t| full.is_secret_attribute(t));
+        attrs.remove(CKA_B4AE_CUSTODY);
+        let iv: [u8; 12] = random()?;
+        self.with_internal(|s| {
+            let stk = hierarchy::current_stk(&self.lib, s, self.hkdf)?;
+            let mut value = records::prefix(Kind::Private, stk.epoch, key_id, &iv, &attrs);
+            let sealed =
+                self.lib
+                    .aes_gcm(s, stk.handle, &iv, &value, &secret.serialize(), false)?;
+            value.extend_from_slice(&sealed);
+            Ok((value, full))
+        })
+    }
+
+    fn remember(&self, handle: CK_OBJECT_HANDLE, object: Arc<Object>) {
+        let mut cache = self.cache.write();
+        if cache.len() >= CACHE_CAPACITY {
+            if let Some(oldest) = cache.iter().min_by_key(|(_, c)| c.loaded).map(|(h, _)| *h) {
+                cache.remove(&oldest);
+            }
+        }
+        cache.insert(
+            handle,
+            Cached {
+                object,
+                loaded: Instant::now(),
+            },
+        );
+    }
+
+    /// The complete private key behind a record: from the cache, else opened by the HSM.
+    pub fn open(&self, handle: CK_OBJECT_HANDLE) -> Result<Arc<Object>> {
+        if let Some(c) = self.cache.read().get(&handle) {
+            if c.loaded.elapsed() < CACHE_TTL {
+                return Ok(c.object.clone());
+            }
+        }
+        let entry = self.indexed(handle).ok_or(Error::KEY_HANDLE_INVALID)?;
+        if entry.record.kind == Kind::Public {
+            return Ok(entry.object);
+        }
+        let object = Arc::new(self.unseal(&entry)?);
+        self.remember(handle, object.clone());
+        Ok(object)
+    }
+
+    fn unseal(&self, entry: &Indexed) -> Result<Object> {
+        let record = &entry.record;
+        let secret = self.with_internal(|s| {
+            let stk = hierarchy::storage_keys(&self.lib, s)?
+                .into_iter()
+                .find(|k| k.epoch == record.epoch)
+                .ok_or_else(|| {
+                    tracing::error!(
+                        "no storage key of epoch {} in the HSM for a key record",
+                        record.epoch
+                    );
+                    Error::DEVICE
+                })?;
+            self.lib
+                .aes_gcm(
+                    s,
+                    stk.handle,
+                    &record.iv,
+                    &record.authenticated,
+                    &record.sealed,
+                    true,
+                )
+                .map_err(|e| {
+                    tracing::error!("the HSM refused to open a key record: {e}");
+                    Error::DEVICE
+                })
+        })?;
+        let mut attrs = entry.object.attrs.clone();
+        attrs.merge(Attributes::deserialize(&secret)?);
+        Ok(Object::new(attrs))
+    }
+
+    /// Forgets a destroyed record.
+    pub fn removed(&self, handle: CK_OBJECT_HANDLE) {
+        self.index.write().remove(&handle);
+        self.cache.write().remove(&handle);
+    }
+
+    /// Moves every private token record to the newest storage key (making a new one first when
+    /// `new_epoch`), then deletes the storage keys no record needs. Safe to interrupt: a key
+    /// always has a record sealed under a key that still exists, and the next call finishes.
+    pub fn rotate(&self, new_epoch: bool) -> Result<u32> {
+        self.refresh()?;
+        self.with_internal(|s| {
+            let mut stks = hierarchy::storage_keys(&self.lib, s)?;
+            if new_epoch || stks.is_empty() {
+                let next = stks.last().map_or(1, |k| k.epoch + 1);
+                stks.push(hierarchy::derive_stk(&self.lib, s, self.hkdf, next)?);
+            }
+            let newest = *stks.last().expect("at least one storage key");
+            let entries: Vec<(CK_OBJECT_HANDLE, Indexed)> = self
+                .index
+                .read()
+                .iter()
+                .filter(|(_, e)| e.record.kind == Kind::Private && e.object.is_token())
+                .map(|(h, e)| (*h, e.clone()))
+                .collect();
+            let current: std::collections::HashSet<[u8; 16]> = entries
+                .iter()
+                .filter(|(_, e)| e.record.epoch == newest.epoch)
+                .map(|(_, e)| e.record.key_id)
+                .collect();
+            for (handle, entry) in entries
+                .iter()
+                .filter(|(_, e)| e.record.epoch != newest.epoch)
+            {
+                if !current.contains(&entry.record.key_id) {
+                    let object = self.unseal(entry)?;
+                    self.reseal(s, &newest, &entry.record.key_id, object)?;
+                }
+                // The key now has a record under the newest storage key: the old one goes.
+                self.lib.destroy(s, *handle)?;
+                self.removed(*handle);
+            }
+            for old in stks.iter().filter(|k| k.epoch != newest.epoch) {
+                self.lib.destroy(s, old.handle)?;
+                tracing::info!("storage key epoch {} retired", old.epoch);
+            }
+            Ok(newest.epoch)
+        })
+    }
+
+    fn reseal(
+        &self,
+        s: CK_SESSION_HANDLE,
+        stk: &Stk,
+        key_id: &[u8; 16],
+        object: Object,
+    ) -> Result<()> {
+        let mut attrs = object.attrs.clone();
+        attrs.remove(CKA_B4AE_CUSTODY);
+        let secret = attrs.split_off(|t| object.is_secret_attribute(t));
+        let iv: [u8; 12] = random()?;
+        let mut value = records::prefix(Kind::Private, stk.epoch, key_id, &iv, &attrs);
+        let sealed = self
+            .lib
+            .aes_gcm(s, stk.handle, &iv, &value, &secret.serialize(), false)?;
+        value.extend_from_slice(&sealed);
+        let template = record_template(
+            value.clone(),
+            true,
+            true,
+            attrs.get(CKA_LABEL).unwrap_or_default(),
+        );
+        let handle = self.lib.create(s, &template)?;
+        self.index
+            .write()
+            .insert(handle, Self::present(Record::parse(&value)?));
+        Ok(())
+    }
+}
+
+fn random<const N: usize>() -> Result<[u8; N]> {
+    let mut out = [0u8; N];
+    getrandom::getrandom(&mut out).map_err(|_| Error::DEVICE)?;
+    Ok(out)
+}

@@ -1,0 +1,273 @@
+//! The pkcs11 backend: a B4AE slot in front of a token of a real HSM. Standard objects and
+//! mechanisms are the HSM's own (the ABI layer forwards them); post-quantum keys the HSM cannot
+//! hold natively are sealed records inside it ([`keystore`]), under a storage key that never
+//! leaves it ([`hierarchy`]).
+
+pub mod hierarchy;
+pub mod keystore;
+pub mod records;
+
+use crate::abi::hsm::HsmLibrary;
+use crate::config::TokenConfig;
+use crate::error::{Error, Result};
+use crate::mechanism::{self, MechanismInfo};
+use crate::token::attributes::Attributes;
+use crate::token::operations::Operations;
+use cryptoki_sys::*;
+use keystore::KeyStore;
+use parking_lot::RwLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Which real token a slot stands for.
+#[derive(Clone, Debug)]
+enum Selector {
+    Label(String),
+    Serial(String),
+    /// The only token of the library (or, with `PKCS11_LIBRARY_PATH`, one of its tokens).
+    Slot(CK_SLOT_ID),
+}
+
+fn trimmed(field: &[u8]) -> String {
+    String::from_utf8_lossy(field)
+        .trim_end_matches([' ', '\0'])
+        .to_owned()
+}
+
+/// One B4AE slot forwarding to one real token.
+pub struct ForwardToken {
+    pub slot_id: CK_SLOT_ID,
+    pub description: String,
+    pub lib: Arc<HsmLibrary>,
+    selector: Selector,
+    real_slot: RwLock<CK_SLOT_ID>,
+    /// The real token's mechanisms, read once.
+    real_mechanisms: Vec<CK_MECHANISM_TYPE>,
+    pub keys: KeyStore,
+    pub sessions: AtomicUsize,
+}
+
+impl ForwardToken {
+    /// A slot for the configured real token.
+    pub fn open(slot_id: CK_SLOT_ID, config: &TokenConfig, lib: Arc<HsmLibrary>) -> Result<Self> {
+        let selector = match (&config.token_label, &config.token_serial) {
+            (Some(label), _) => Selector::Label(label.clone()),
+            (None, Some(serial)) => Selector::Serial(serial.clone()),
+            (None, None) => {
+                let slots = lib.slots()?;
+                match slots[..] {
+                    [only] => Selector::Slot(only),
+                    _ => {
+                        tracing::error!(
+                            "{}: {} tokens present; name one with token_label or token_serial",
+                            lib.path.display(),
+                            slots.len()
+                        );
+                        return Err(Error::GENERAL);
+                    }
+                }
+            }
+        };
+        Self::with_selector(slot_id, config.label.clone(), lib, selector)
+    }
+
+    /// One slot per token of `lib` (no configuration, `PKCS11_LIBRARY_PATH` set).
+    pub fn every_token(first_slot: CK_SLOT_ID, lib: Arc<HsmLibrary>) -> Result<Vec<Self>> {
+        let mut tokens = Vec::new();
+        for (i, real) in lib.slots()?.into_iter().enumerate() {
+            let description = format!("B4AE over {}", trimmed(&lib.token_info(real)?.label));
+            tokens.push(Self::with_selector(
+                first_slot + i as CK_SLOT_ID,
+                description,
+                lib.clone(),
+                Selector::Slot(real),
+            )?);
+        }
+        Ok(tokens)
+    }
+
+    fn with_selector(
+        slot_id: CK_SLOT_ID,
+        description: String,
+        lib: Arc<HsmLibrary>,
+        selector: Selector,
+    ) -> Result<Self> {
+        let real_slot = Self::resolve(&lib, &selector)?;
+        let real_mechanisms = lib.mechanisms(real_slot)?;
+        let hkdf = real_mechanisms.contains(&CKM_HKDF_DERIVE);
+        tracing::info!(
+            "slot {slot_id} forwards to {} slot {real_slot} ({} mechanisms; storage keys derived with {})",
+            lib.path.display(),
+            real_mechanisms.len(),
+            if hkdf { "HKDF" } else { "AES-ECB-encrypt-data" }
+        );
+        Ok(ForwardToken {
+            slot_id,
+            description,
+            keys: KeyStore::new(lib.clone(), real_slot, hkdf),
+            lib,
+            selector,
+            real_slot: RwLock::new(real_slot),
+            real_mechanisms,
+            sessions: AtomicUsize::new(0),
+        })
+    }
+
+    /// Finds the real slot holding the selected token (slot numbers may change, e.g. when
+    /// SoftHSM initializes a token).
+    fn resolve(lib: &HsmLibrary, selector: &Selector) -> Result<CK_SLOT_ID> {
+        if let Selector::Slot(slot) = selector {
+            return Ok(*slot);
+        }
+        for slot in lib.slots()? {
+            let info = lib.token_info(slot)?;
+            let found = match selector {
+                Selector::Label(label) => trimmed(&info.label) == *label,
+                Selector::Serial(serial) => trimmed(&info.serialNumber) == *serial,
+                Selector::Slot(_) => false,
+            };
+            if found {
+                return Ok(slot);
+            }
+        }
+        tracing::error!("{}: no token matches {selector:?}", lib.path.display());
+        Err(Error(CKR_TOKEN_NOT_PRESENT))
+    }
+
+    /// The real slot now; looked up again if the token moved.
+    pub fn real_slot(&self) -> CK_SLOT_ID {
+        *self.real_slot.read()
+    }
+
+    /// Looks the token up again (after `C_InitToken`, which may renumber slots).
+    pub fn reresolve(&self, new_label: Option<String>) {
+        let selector = match (&self.selector, new_label) {
+            (Selector::Label(_), Some(label)) => Selector::Label(label),
+            (s, _) => s.clone(),
+        };
+        if let Ok(slot) = Self::resolve(&self.lib, &selector) {
+            *self.real_slot.write() = slot;
+        }
+    }
+
+    /// Whether the real HSM performs this mechanism itself.
+    pub fn native(&self, mechanism: CK_MECHANISM_TYPE) -> bool {
+        self.real_mechanisms.contains(&mechanism)
+    }
+
+    /// Our mechanism for this type, when the HSM lacks it.
+    pub fn ours(&self, mechanism: CK_MECHANISM_TYPE) -> Option<&'static MechanismInfo> {
+        if self.native(mechanism) {
+            return None;
+        }
+        mechanism::REGISTRY
+            .iter()
+            .find(|m| m.mechanism == mechanism)
+    }
+
+    /// The slot's mechanism list: the real one plus ours.
+    pub fn mechanisms(&self) -> Vec<CK_MECHANISM_TYPE> {
+        let mut all = self.real_mechanisms.clone();
+        all.extend(
+            mechanism::REGISTRY
+                .iter()
+                .map(|m| m.mechanism)
+                .filter(|m| !self.native(*m)),
+        );
+        all
+    }
+
+    /// `C_FindObjectsInit`: the HSM's objects without our records, plus the records that match.
+    /// A template only records can match (a post-quantum key type the HSM lacks) is answered
+    /// from the index, without asking the HSM; when the index has nothing, it is read again
+    /// first, since another process may have made the key.
+    pub fn find(
+        &self,
+        real_session: CK_SESSION_HANDLE,
+        template: &Attributes,
+    ) -> Result<Vec<CK_OBJECT_HANDLE>> {
+        let key_type = template.ulong(CKA_KEY_TYPE).ok().flatten();
+        let records_only = key_type == Some(CKK_ML_DSA) && !self.native(CKM_ML_DSA_KEY_PAIR_GEN);
+        let mut found = self.keys.find(template);
+        if records_only {
+            if found.is_empty() {
+                self.keys.refresh()?;
+                found = self.keys.find(template);
+            }
+            return Ok(found);
+        }
+        let class = template.ulong(CKA_CLASS).ok().flatten();
+        let may_be_record = class.is_none() || class == Some(CKO_DATA);
+        let mut unknown_record = false;
+        for handle in self.lib.find(real_session, template)? {
+            if self.keys.is_record(handle) {
+                continue;
+            }
+            if may_be_record {
+                let application = self.lib.attribute(real_session, handle, CKA_APPLICATION)?;
+                if application.as_deref() == Some(records::APPLICATION) {
+                    unknown_record = true;
+                    continue;
+                }
+            }
+            found.push(handle);
+        }
+        if unknown_record {
+            // Records another process made: learn them, and answer with them too.
+            self.keys.refresh()?;
+            let known: std::collections::HashSet<_> = found.iter().copied().collect();
+            found.extend(
+                self.keys
+                    .find(template)
+                    .into_iter()
+                    .filter(|h| !known.contains(h)),
+            );
+        }
+        Ok(found)
+    }
+
+    /// The application's last session on this token closed: the HSM logs it out, so the
+    /// internal session goes too (else it would keep the login alive) and secrets are dropped.
+    pub fn all_sessions_closed(&self) {
+        self.keys.close();
+        self.keys.forget_secrets();
+    }
+}
+
+/// A session of a forwarded slot: ours, backed by one real session.
+pub struct ForwardSession {
+    pub handle: CK_SESSION_HANDLE,
+    pub real: CK_SESSION_HANDLE,
+    pub token: Arc<ForwardToken>,
+    pub rw: bool,
+    /// The operations this module performs itself (search, post-quantum keys).
+    pub ops: Operations,
+}
+
+impl ForwardSession {
+    pub fn new(
+        handle: CK_SESSION_HANDLE,
+        real: CK_SESSION_HANDLE,
+        token: Arc<ForwardToken>,
+        rw: bool,
+    ) -> Self {
+        token.sessions.fetch_add(1, Ordering::SeqCst);
+        ForwardSession {
+            handle,
+            real,
+            token,
+            rw,
+            ops: Operations::default(),
+        }
+    }
+
+    /// Closes the real session; returns whether it was the token's last.
+    pub fn close(&self) -> bool {
+        let _ = self.token.lib.close_session(self.real);
+        let last = self.token.sessions.fetch_sub(1, Ordering::SeqCst) == 1;
+        if last {
+            self.token.all_sessions_closed();
+        }
+        last
+    }
+}
