@@ -118,7 +118,13 @@ fn main() -> Result<(), Box<dyn Error>> {
     let custody = session.get_attributes(private, &[AttributeType::VendorDefined(0xB4AE0003)])?;
     if let Some(Attribute::VendorDefined((_, bytes))) = custody.first() {
         let value = u64::from_ne_bytes(bytes.as_slice().try_into()?);
-        println!("custody  CKA_B4AE_CUSTODY = {value} (3 = embedded encrypted store)");
+        let meaning = match value {
+            1 => "held natively by the real HSM",
+            2 => "sealed by the HSM's storage key",
+            3 => "embedded encrypted store",
+            _ => "unknown",
+        };
+        println!("custody  CKA_B4AE_CUSTODY = {value} ({meaning})");
     }
 
     if !refused || !independent {

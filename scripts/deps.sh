@@ -8,6 +8,7 @@ have() { command -v "$1" >/dev/null 2>&1; }
 have cc || need_pkgs+=(gcc libc6-dev)
 have make || need_pkgs+=(make)
 have pkcs11-tool || need_pkgs+=(opensc)
+[ -e /usr/lib/softhsm/libsofthsm2.so ] || need_pkgs+=(softhsm2)
 have python3 || need_pkgs+=(python3)
 dpkg -s p11-kit >/dev/null 2>&1 || need_pkgs+=(p11-kit)
 

@@ -25,7 +25,7 @@ module=target/debug/libb4ae_pkcs11.so
 
 suite "format" cargo fmt --all -- --check
 suite "clippy" cargo clippy --all-targets --quiet -- -D warnings
-suite "build" cargo build --lib
+suite "build" cargo build --lib --bins
 suite "cargo test (unit + C ABI through cryptoki)" cargo test --no-fail-fast
 suite "C program against include/b4ae_pkcs11.h" bash -c "
     set -e
@@ -36,6 +36,7 @@ suite "C program against include/b4ae_pkcs11.h" bash -c "
     B4AE_PKCS11_CONF=\"\$work/b4ae.toml\" \"\$work/abi_smoke\" $module
 "
 suite "pkcs11-tool (OpenSC)" bash tests/shell/pkcs11_tool.sh "$module"
+suite "pkcs11-tool over SoftHSM2 through the module" bash tests/shell/pkcs11_tool_hsm.sh "$module"
 
 echo
 echo "=== summary"

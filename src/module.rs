@@ -88,7 +88,12 @@ pub fn initialize(reserved: Option<&str>) -> Result<()> {
         tracing::error!("C_Initialize: configuration: {e}");
         Error::GENERAL
     })?;
-    let module = Arc::new(Module::new(&config)?);
+    let module = Arc::new(Module::new(&config).map_err(|e| {
+        tracing::error!(
+            "C_Initialize: the configured slots cannot be opened ({e}); see the messages above"
+        );
+        Error::GENERAL
+    })?);
     let previous = MODULE.compare_and_swap(&None::<Arc<Module>>, Some(module));
     if previous.is_some() {
         return Err(Error(CKR_CRYPTOKI_ALREADY_INITIALIZED));

@@ -3,6 +3,7 @@
 //! re-sealing records.
 
 use super::hierarchy::{self, Stk};
+use super::index::Index;
 use super::records::{self, Kind, Record};
 use crate::abi::hsm::HsmLibrary;
 use crate::consts::*;
@@ -11,7 +12,7 @@ use crate::token::attributes::Attributes;
 use crate::token::object::Object;
 use cryptoki_sys::*;
 use parking_lot::{Mutex, RwLock};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,7 +40,7 @@ pub struct KeyStore {
     /// This process's own session with the real token, for sealing and opening records.
     internal: Mutex<Option<CK_SESSION_HANDLE>>,
     real_slot: CK_SLOT_ID,
-    index: RwLock<HashMap<CK_OBJECT_HANDLE, Indexed>>,
+    index: RwLock<Index>,
     cache: RwLock<HashMap<CK_OBJECT_HANDLE, Cached>>,
 }
 
@@ -63,7 +64,7 @@ impl KeyStore {
             hkdf,
             internal: Mutex::new(None),
             real_slot,
-            index: RwLock::new(HashMap::new()),
+            index: RwLock::new(Index::default()),
             cache: RwLock::new(HashMap::new()),
         }
     }
@@ -119,12 +120,7 @@ impl KeyStore {
 
     /// Records matching a template, from the index alone.
     pub fn find(&self, template: &Attributes) -> Vec<CK_OBJECT_HANDLE> {
-        self.index
-            .read()
-            .iter()
-            .filter(|(_, e)| e.object.attrs.matches(template))
-            .map(|(h, _)| *h)
-            .collect()
+        self.index.read().find(template)
     }
 
     /// Re-reads the list of records from the HSM (what this process can see now).
@@ -132,17 +128,20 @@ impl KeyStore {
         let mut template = Attributes::new();
         template.set_ulong(CKA_CLASS, CKO_DATA);
         template.set(CKA_APPLICATION, records::APPLICATION.to_vec());
-        let handles = self.with_internal(|s| self.lib.find(s, &template))?;
-        let known: Vec<CK_OBJECT_HANDLE> = {
+        let handles: HashSet<CK_OBJECT_HANDLE> = self
+            .with_internal(|s| self.lib.find(s, &template))?
+            .into_iter()
+            .collect();
+        let unknown: Vec<CK_OBJECT_HANDLE> = {
             let index = self.index.read();
             handles
                 .iter()
                 .copied()
-                .filter(|h| index.contains_key(h))
+                .filter(|h| !index.contains_key(h))
                 .collect()
         };
-        let mut fresh = HashMap::with_capacity(handles.len());
-        for handle in handles.iter().copied().filter(|h| !known.contains(h)) {
+        let mut fresh = HashMap::with_capacity(unknown.len());
+        for handle in unknown {
             let value = self.with_internal(|s| self.lib.attribute(s, handle, CKA_VALUE))?;
             match value.as_deref().map(Record::parse) {
                 Some(Ok(record)) => {

@@ -4,6 +4,7 @@
 //! leaves it ([`hierarchy`]).
 
 pub mod hierarchy;
+mod index;
 pub mod keystore;
 pub mod records;
 

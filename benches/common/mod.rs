@@ -1,0 +1,89 @@
+//! Shared by the benchmarks: interleaved rounds, loading a PKCS#11 library, raw calls.
+
+#![allow(dead_code)]
+
+use cryptoki_sys::*;
+use std::ptr;
+use std::time::{Duration, Instant};
+
+pub const ROUNDS: usize = 11;
+pub const ROUND_TIME: Duration = Duration::from_millis(400);
+
+/// Ops/s of one round of `op`.
+pub fn round(op: &mut impl FnMut()) -> f64 {
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < ROUND_TIME {
+        for _ in 0..20 {
+            op();
+        }
+        n += 20;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Median ops/s of `a` and of `b` over `ROUNDS` rounds, the two alternating round by round so
+/// that both see the same machine.
+pub fn side_by_side(mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64) {
+    for _ in 0..50 {
+        a();
+        b();
+    }
+    let (mut ra, mut rb): (Vec<f64>, Vec<f64>) =
+        (0..ROUNDS).map(|_| (round(&mut a), round(&mut b))).unzip();
+    ra.sort_by(|x, y| x.total_cmp(y));
+    rb.sort_by(|x, y| x.total_cmp(y));
+    (ra[ROUNDS / 2], rb[ROUNDS / 2])
+}
+
+pub fn rv(what: &str, rv: CK_RV) {
+    assert_eq!(rv, CKR_OK, "{what} failed: {rv:#x}");
+}
+
+pub struct Module {
+    _lib: libloading::Library,
+    pub f: &'static CK_FUNCTION_LIST,
+}
+
+/// The release module, or `$B4AE_PKCS11_MODULE`.
+pub fn module_path() -> String {
+    std::env::var("B4AE_PKCS11_MODULE").unwrap_or_else(|_| {
+        format!(
+            "{}/target/release/libb4ae_pkcs11.so",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    })
+}
+
+/// Loads a PKCS#11 library and takes its 2.40 function table.
+pub fn load(path: &str) -> Module {
+    // SAFETY: loading our own module, whose initializers are trivial.
+    let lib = unsafe { libloading::Library::new(&path) }
+        .unwrap_or_else(|e| panic!("{path}: {e} (build it first: cargo build --release)"));
+    let mut list: CK_FUNCTION_LIST_PTR = ptr::null_mut();
+    // SAFETY: the PKCS#11 entry point, with a valid out-pointer.
+    unsafe {
+        let get: libloading::Symbol<unsafe extern "C" fn(CK_FUNCTION_LIST_PTR_PTR) -> CK_RV> =
+            lib.get(b"C_GetFunctionList").expect("C_GetFunctionList");
+        rv("C_GetFunctionList", get(&mut list));
+    }
+    // SAFETY: the table is a static inside the library, which stays loaded.
+    let f = unsafe { &*list };
+    Module { _lib: lib, f }
+}
+
+#[macro_export]
+macro_rules! call {
+    ($m:expr, $name:ident($($arg:expr),*)) => {
+        // SAFETY: arguments follow the PKCS#11 contract for this call.
+        unsafe { ($m.f.$name.expect(stringify!($name)))($($arg),*) }
+    };
+}
+
+pub fn attr<T>(kind: CK_ATTRIBUTE_TYPE, value: &T) -> CK_ATTRIBUTE {
+    CK_ATTRIBUTE {
+        type_: kind,
+        pValue: value as *const T as *mut _,
+        ulValueLen: std::mem::size_of::<T>() as CK_ULONG,
+    }
+}

@@ -1,0 +1,643 @@
+//! The pkcs11 (forwarding) backend against SoftHSM2 2.6.1: the slot is the real token, standard
+//! objects and mechanisms pass through unchanged, hostile arguments never reach SoftHSM,
+//! post-quantum keys are sealed records SoftHSM cannot leak (custody 2), the module keeps no
+//! state of its own, storage-key rotation (also an interrupted one), native routing to a token
+//! that does ML-DSA itself (custody 1), and configuration faults.
+//!
+//! Each test has its own SoftHSM token and slot (see `TOKENS`); tests that finalise the module
+//! or need a second process re-run this binary for themselves ([`Forward::child`]).
+
+#[macro_use]
+mod common;
+mod forward_common;
+
+use common::*;
+use cryptoki::context::{CInitializeArgs, CInitializeFlags};
+use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::UserType;
+use cryptoki_sys::*;
+use forward_common::*;
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+
+/// One SoftHSM token (and module slot, by index) per test; the native slot comes after them.
+const TOKENS: [&str; 7] = [
+    "fwd-info",
+    "fwd-pass",
+    "fwd-hard",
+    "fwd-pq",
+    "fwd-state",
+    "fwd-rotate",
+    "fwd-resume",
+];
+const INFO: usize = 0;
+const PASS: usize = 1;
+const HARD: usize = 2;
+const PQ: usize = 3;
+const STATE: usize = 4;
+const ROTATE: usize = 5;
+const RESUME: usize = 6;
+const NATIVE: usize = TOKENS.len();
+
+/// What src/mechanism/mod.rs REGISTRY offers; a pkcs11 slot adds those its HSM lacks.
+const REGISTRY: [CK_MECHANISM_TYPE; 5] = [
+    CKM_SHA256,
+    CKM_SHA384,
+    CKM_SHA512,
+    CKM_ML_DSA_KEY_PAIR_GEN,
+    CKM_ML_DSA,
+];
+
+const HUGE: CK_ULONG = 1 << 32;
+const AAD: &[u8] = b"header authenticated, not encrypted";
+
+fn fwd() -> &'static Forward {
+    forward_common::fixture(&TOKENS)
+}
+
+fn os_locking() -> CInitializeArgs {
+    CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)
+}
+
+/// A raw CKM_AES_GCM mechanism pointing at `params`.
+fn gcm_mechanism(params: &mut CK_GCM_PARAMS) -> CK_MECHANISM {
+    CK_MECHANISM {
+        mechanism: CKM_AES_GCM,
+        pParameter: (params as *mut CK_GCM_PARAMS).cast(),
+        ulParameterLen: size_of::<CK_GCM_PARAMS>() as CK_ULONG,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. The slot is the real token
+
+#[test]
+fn the_slot_shows_the_real_token_and_its_mechanisms_plus_ours() {
+    let f = fwd();
+    let slot = f.slots[INFO];
+    let real_slot = f.hsm_slot(TOKENS[INFO]);
+    // The fixture initialised SoftHSM before the module: the module took that as success.
+    let ours = token_info(slot);
+    let real = f.hsm_raw.token_info(real_slot);
+    assert_eq!(ours.label.to_vec(), padded(TOKENS[INFO], 32));
+    assert_eq!(ours.label, real.label);
+    assert_eq!(ours.serialNumber, real.serialNumber);
+    assert_padded_text("serialNumber", &ours.serialNumber);
+    let mut slot_info = CK_SLOT_INFO::default();
+    assert_ck!(CKR_OK; C_GetSlotInfo(slot.into(), &mut slot_info));
+    assert_eq!(
+        slot_info.slotDescription.to_vec(),
+        padded("HSM fwd-info", 64)
+    );
+
+    let real_list = f.hsm_raw.mechanisms(real_slot);
+    let extra: Vec<_> = REGISTRY
+        .into_iter()
+        .filter(|m| !real_list.contains(m))
+        .collect();
+    assert!(extra.contains(&CKM_ML_DSA_KEY_PAIR_GEN) && extra.contains(&CKM_ML_DSA));
+    let mut expected = real_list.clone();
+    expected.extend(&extra);
+    expected.sort_unstable();
+    let mut list = mechanism_list(slot);
+    list.sort_unstable();
+    assert_eq!(list, expected, "SoftHSM's mechanisms plus {extra:x?}");
+
+    let ml_dsa = mechanism_info(slot, CKM_ML_DSA).expect("CKM_ML_DSA info");
+    assert_eq!(
+        ml_dsa.flags & (CKF_SIGN | CKF_VERIFY),
+        CKF_SIGN | CKF_VERIFY
+    );
+    let gcm = mechanism_info(slot, CKM_AES_GCM).expect("CKM_AES_GCM info");
+    let direct = f.hsm_raw.mechanism_info(real_slot, CKM_AES_GCM);
+    let fields = |i: CK_MECHANISM_INFO| (i.ulMinKeySize, i.ulMaxKeySize, i.flags);
+    assert_eq!(
+        fields(gcm),
+        fields(direct),
+        "CKM_AES_GCM as SoftHSM describes it"
+    );
+}
+
+/// SPEC §4: the application initialised SoftHSM itself; the module's C_Finalize must leave it
+/// initialised, with the application's sessions intact.
+#[test]
+fn finalizing_the_module_leaves_the_applications_softhsm_initialized() {
+    let name = test_name!();
+    if !is_child(name) {
+        fwd().child(name);
+        return;
+    }
+    let f = fwd();
+    let real_slot = f.hsm_slot(TOKENS[INFO]);
+    let direct = ok(f.hsm.open_ro_session(real_slot));
+    {
+        let session = ok(f.module.open_ro_session(f.slots[INFO]));
+        ok(session.get_session_info());
+    }
+    ok(f.module.clone().finalize());
+    let mut info = CK_INFO::default();
+    assert_ck!(CKR_CRYPTOKI_NOT_INITIALIZED; C_GetInfo(&mut info));
+
+    ok(direct.get_session_info());
+    let mut random = [0u8; 32];
+    ok(direct.generate_random_slice(&mut random));
+    assert_ne!(random, [0u8; 32]);
+    ok(f.hsm.get_token_info(real_slot));
+    ok(f.hsm.open_rw_session(real_slot));
+    let again = f.hsm.initialize(os_locking());
+    assert_rv(again, CKR_CRYPTOKI_ALREADY_INITIALIZED);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Pass-through
+
+#[test]
+fn standard_objects_and_mechanisms_pass_through_unchanged() {
+    let f = fwd();
+    let session = ok(f.module.open_rw_session(f.slots[PASS]));
+    let wrong = session.login(UserType::User, Some(&pin("0000")));
+    assert_rv(wrong, CKR_PIN_INCORRECT);
+    ok(session.login(UserType::User, Some(&pin(HSM_PIN))));
+    let info = session_info(session.handle()).expect("C_GetSessionInfo");
+    assert_eq!(
+        info.slotID, PASS as CK_SLOT_ID,
+        "our slot id, not SoftHSM's"
+    );
+    assert_ne!(info.slotID, f.hsm_slot(TOKENS[PASS]).id());
+    assert_eq!(info.state, CKS_RW_USER_FUNCTIONS);
+    let direct = f.hsm_session(TOKENS[PASS]);
+
+    // ECDSA: made and signed through the module, verified by SoftHSM directly (same handles).
+    let (ec_public, ec_private) = ec_keypair(&session, "pass-ec");
+    let template = [
+        Attribute::Class(ObjectClass::PRIVATE_KEY),
+        Attribute::Label(b"pass-ec".to_vec()),
+    ];
+    assert_eq!(ok(direct.find_objects(&template)), [ec_private]);
+    let digest = Sha256::digest(MESSAGE);
+    let signature = ok(session.sign(&Mechanism::Ecdsa, ec_private, &digest));
+    assert_eq!(signature.len(), 64);
+    ok(direct.verify(&Mechanism::Ecdsa, ec_public, &digest, &signature));
+    let mut forged = signature.clone();
+    forged[40] ^= 1;
+    let refused = direct.verify(&Mechanism::Ecdsa, ec_public, &digest, &forged);
+    assert_rv(refused, CKR_SIGNATURE_INVALID);
+
+    // AES-256-GCM: encrypted through the module, decrypted by SoftHSM directly.
+    let aes = aes_key(&session, "pass-aes", true);
+    let plaintext: Vec<u8> = (0..1024u32).map(|i| (i * 7 + 3) as u8).collect();
+    let mut iv = *b"twelve bytes";
+    let params = GcmParams::new(&mut iv, AAD, 128.into()).expect("GCM parameters");
+    let ciphertext = ok(session.encrypt(&Mechanism::AesGcm(params), aes, &plaintext));
+    assert_eq!(ciphertext.len(), plaintext.len() + 16);
+    assert_ne!(&ciphertext[..1024], &plaintext[..]);
+    let mut iv = *b"twelve bytes";
+    let params = GcmParams::new(&mut iv, AAD, 128.into()).expect("GCM parameters");
+    assert_eq!(
+        ok(direct.decrypt(&Mechanism::AesGcm(params), aes, &ciphertext)),
+        plaintext
+    );
+    let mut iv = *b"twelve bytes";
+    let params = GcmParams::new(&mut iv, b"other AAD", 128.into()).expect("GCM parameters");
+    assert!(direct
+        .decrypt(&Mechanism::AesGcm(params), aes, &ciphertext)
+        .is_err());
+
+    // A vendor attribute: the module answers exactly what SoftHSM answers.
+    let kind = AttributeType::VendorDefined(CKA_VENDOR_DEFINED | 0x1234);
+    let vendor = Attribute::VendorDefined((kind, b"vendor value".to_vec()));
+    let mut through = data_template("vendor-module", b"v", true, false);
+    through.push(vendor.clone());
+    let mut directly = data_template("vendor-direct", b"v", true, false);
+    directly.push(vendor);
+    let (through, directly) = (
+        session.create_object(&through),
+        direct.create_object(&directly),
+    );
+    assert_eq!(
+        rv_name(through.to_rv()),
+        rv_name(directly.to_rv()),
+        "module vs SoftHSM"
+    );
+    if let (Ok(ours), Ok(theirs)) = (through, directly) {
+        let kind = CKA_VENDOR_DEFINED | 0x1234;
+        assert_eq!(attr_bytes(&session, ours, kind), b"vendor value");
+        assert_eq!(f.hsm_raw.attr(&direct, theirs, kind), b"vendor value");
+        assert_eq!(f.hsm_raw.attr(&direct, ours, kind), b"vendor value");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Hardening: what would crash or hang SoftHSM 2.6.1 never reaches it
+
+#[test]
+fn hostile_arguments_are_stopped_before_softhsm() {
+    let f = fwd();
+    let session = f.module_session(HARD);
+    let direct = f.hsm_session(TOKENS[HARD]);
+    let s = session.handle();
+    let aes_object = aes_key(&session, "hard-aes", true);
+    let aes = aes_object.handle();
+    let plaintext = [0x42u8; 64];
+    let mut out = [0u8; 128];
+
+    // NULL IV of length 0: any CKR_* but a crash; the session keeps working afterwards.
+    let mut params = CK_GCM_PARAMS {
+        pIv: null(),
+        ulIvLen: 0,
+        ulIvBits: 0,
+        pAAD: AAD.as_ptr().cast_mut(),
+        ulAADLen: AAD.len() as CK_ULONG,
+        ulTagBits: 128,
+    };
+    let rv = ck!(C_EncryptInit(s, &mut gcm_mechanism(&mut params), aes));
+    eprintln!("AES-GCM with a NULL IV: {}", rv_name(rv));
+    if rv == CKR_OK {
+        let mut len = out.len() as CK_ULONG;
+        let rv = ck!(C_Encrypt(
+            s,
+            plaintext.as_ptr().cast_mut(),
+            64,
+            out.as_mut_ptr(),
+            &mut len
+        ));
+        eprintln!("C_Encrypt after it: {}", rv_name(rv));
+    }
+
+    // NULL AAD of length 0 is a valid empty AAD: the result decrypts with an empty AAD.
+    let mut iv = *b"twelve bytes";
+    params.pIv = iv.as_mut_ptr();
+    params.ulIvLen = 12;
+    params.ulIvBits = 96;
+    params.pAAD = null();
+    params.ulAADLen = 0;
+    assert_ck!(CKR_OK; C_EncryptInit(s, &mut gcm_mechanism(&mut params), aes));
+    let mut len = out.len() as CK_ULONG;
+    assert_ck!(CKR_OK; C_Encrypt(s, plaintext.as_ptr().cast_mut(), 64, out.as_mut_ptr(), &mut len));
+    assert_eq!(len, 80);
+    let empty = [0u8; 1];
+    let params = GcmParams::new(&mut iv, &empty[..0], 128.into()).expect("GCM parameters");
+    let decrypted = ok(direct.decrypt(&Mechanism::AesGcm(params), aes_object, &out[..80]));
+    assert_eq!(decrypted, plaintext);
+
+    // Template counts and data lengths of 2^32 (SoftHSM hangs or truncates on them).
+    let class: CK_OBJECT_CLASS = CKO_DATA;
+    let mut template = [raw_attr(CKA_CLASS, &class)];
+    let mut object = CK_INVALID_HANDLE;
+    assert_ck!(CKR_ARGUMENTS_BAD;
+        C_CreateObject(s, template.as_mut_ptr(), HUGE, &mut object),
+        C_FindObjectsInit(s, template.as_mut_ptr(), HUGE),
+    );
+    let mut iv = *b"twelve bytes";
+    let mut params = CK_GCM_PARAMS {
+        pIv: iv.as_mut_ptr(),
+        ulIvLen: 12,
+        ulIvBits: 96,
+        pAAD: AAD.as_ptr().cast_mut(),
+        ulAADLen: AAD.len() as CK_ULONG,
+        ulTagBits: 128,
+    };
+    assert_ck!(CKR_OK; C_EncryptInit(s, &mut gcm_mechanism(&mut params), aes));
+    let mut len = out.len() as CK_ULONG;
+    assert_ck!(CKR_ARGUMENTS_BAD;
+        C_Encrypt(s, plaintext.as_ptr().cast_mut(), HUGE, out.as_mut_ptr(), &mut len));
+    // C_Encrypt's error ended the operation (PKCS#11 3.2 §5.9): a new one may start.
+    assert_ck!(CKR_OK; C_EncryptInit(s, &mut gcm_mechanism(&mut params), aes));
+    let mut len = out.len() as CK_ULONG;
+    assert_ck!(CKR_OK; C_Encrypt(s, plaintext.as_ptr().cast_mut(), 64, out.as_mut_ptr(), &mut len));
+    assert_eq!(
+        find_by_label(&session, "hard-aes").len(),
+        1,
+        "the session still works"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Post-quantum keys on the classical HSM: sealed records (custody 2)
+
+#[test]
+fn post_quantum_keys_are_sealed_records_softhsm_cannot_leak() {
+    let f = fwd();
+    let session = f.module_session(PQ);
+    let data = ok(session.create_object(&data_template("pq-data", b"plain", true, false)));
+    let mut handles = vec![data];
+    let mut secrets = Vec::new();
+    let mut privates = Vec::new();
+    let mut public_keys = Vec::new();
+    for ps in Ps::ALL {
+        let label = format!("pq-{ps:?}");
+        let (public, private) = pq_keypair(&session, ps, &label, true);
+        assert_eq!(attr_ulong(&session, private, CKA_B4AE_CUSTODY), 2, "{ps:?}");
+        let pk = sign_and_check(&session, ps, public, private);
+        let sk = attr_bytes(&session, private, CKA_VALUE);
+        let seed = attr_bytes(&session, private, CKA_SEED);
+        assert_eq!((sk.len(), seed.len()), (ps.sk_len(), 32));
+        assert_eq!(
+            ps.keygen(&seed),
+            (pk.clone(), sk.clone()),
+            "{ps:?} seed and key"
+        );
+        assert_eq!(find_pq_pair(&session, &label), (public, private));
+        handles.extend([public, private]);
+        privates.push(private);
+        secrets.extend([sk, seed]);
+        public_keys.push(pk);
+    }
+    let (ec_public, ec_private) = ec_keypair(&session, "pq-ec");
+    handles.extend([ec_public, ec_private, aes_key(&session, "pq-aes", true)]);
+    let distinct: HashSet<CK_OBJECT_HANDLE> = handles.iter().map(ObjectHandle::handle).collect();
+    assert_eq!(
+        distinct.len(),
+        handles.len(),
+        "module handles collide: {handles:?}"
+    );
+
+    // Through the module the records are keys, never data objects.
+    let data_class = [Attribute::Class(ObjectClass::DATA)];
+    assert_eq!(ok(session.find_objects(&data_class)), [data]);
+    let ml_dsa = [
+        Attribute::Class(ObjectClass::PRIVATE_KEY),
+        Attribute::KeyType(KeyType::ML_DSA),
+    ];
+    let mut found = ok(session.find_objects(&ml_dsa));
+    found.sort_by_key(ObjectHandle::handle);
+    privates.sort_by_key(ObjectHandle::handle);
+    assert_eq!(found, privates);
+
+    // SoftHSM directly: the storage keys never leave it.
+    let direct = f.hsm_session(TOKENS[PQ]);
+    let keys = f.storage_keys(&direct);
+    let labels: Vec<&str> = keys.iter().map(|(l, _)| l.as_str()).collect();
+    assert_eq!(labels, [DMK_LABEL, MIK_LABEL, "B4AE-v1-STK-1"]);
+    for (label, key) in &keys {
+        let flag = |kind| f.hsm_raw.attr_bool(&direct, *key, kind);
+        assert!(flag(CKA_SENSITIVE), "{label} CKA_SENSITIVE");
+        assert!(!flag(CKA_EXTRACTABLE), "{label} CKA_EXTRACTABLE");
+        assert!(flag(CKA_NEVER_EXTRACTABLE), "{label} CKA_NEVER_EXTRACTABLE");
+        let value = f.hsm_raw.get_attr(&direct, *key, CKA_VALUE);
+        assert_eq!(
+            value.map_err(rv_name),
+            Err(rv_name(CKR_ATTRIBUTE_SENSITIVE)),
+            "{label}"
+        );
+    }
+
+    // The records: private ones are CKA_PRIVATE, and no secret is in any of them in the clear.
+    let records = f.records(&direct);
+    assert_eq!(records.len(), 6, "a public and a private record per key");
+    let private_records: Vec<&Record> = records.iter().filter(|r| r.kind() == 1).collect();
+    assert_eq!(private_records.len(), 3);
+    for record in &private_records {
+        assert!(
+            record.private,
+            "record {:?} is not CKA_PRIVATE",
+            record.handle
+        );
+        assert_eq!(record.epoch(), 1);
+    }
+    let windows: HashSet<&[u8]> = records.iter().flat_map(|r| r.value.windows(32)).collect();
+    for pk in &public_keys {
+        assert!(
+            windows.contains(&pk[..32]),
+            "control: public keys are stored in the clear"
+        );
+    }
+    for secret in &secrets {
+        let leaked = secret.windows(32).position(|w| windows.contains(w));
+        assert_eq!(
+            leaked,
+            None,
+            "a record holds {} secret bytes in the clear",
+            secret.len()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. No state of its own
+
+#[test]
+fn the_module_keeps_no_state_of_its_own() {
+    let name = test_name!();
+    if is_child(name) {
+        let f = fwd();
+        {
+            let session = f.module_session(STATE);
+            let (public, private) = find_pq_pair(&session, "parent-key");
+            sign_and_check(&session, Ps::P65, public, private);
+            pq_keypair(&session, Ps::P44, "child-key", false);
+        }
+        ok(f.module.clone().finalize());
+        initialize(&f.module);
+        let session = f.module_session(STATE);
+        let (public, private) = find_pq_pair(&session, "parent-key");
+        sign_and_check(&session, Ps::P65, public, private);
+        return;
+    }
+    let f = fwd();
+    let session = f.module_session(STATE);
+    let (public, private) = pq_keypair(&session, Ps::P65, "parent-key", false);
+    sign_and_check(&session, Ps::P65, public, private);
+    f.child(name);
+    // The child's key, seen by this process without re-initialising.
+    assert_eq!(find_by_label(&session, "child-key").len(), 2);
+    let (public, private) = find_pq_pair(&session, "child-key");
+    assert_eq!(attr_ulong(&session, private, CKA_B4AE_CUSTODY), 2);
+    sign_and_check(&session, Ps::P44, public, private);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Storage-key rotation
+
+#[test]
+fn rotate_stk_reseals_every_record_under_a_new_storage_key() {
+    let f = fwd();
+    let (pk, sk) = {
+        let session = f.module_session(ROTATE);
+        let (public, private) = pq_keypair(&session, Ps::P87, "rotate-key", true);
+        let pk = sign_and_check(&session, Ps::P87, public, private);
+        (pk, attr_bytes(&session, private, CKA_VALUE))
+    }; // the slot's last session closed: nothing of this process holds on to the old records
+    {
+        let direct = f.hsm_session(TOKENS[ROTATE]);
+        assert_eq!(f.stk_labels(&direct), ["B4AE-v1-STK-1"]);
+    }
+    let slot = ROTATE.to_string();
+    let output = admin(&["rotate-stk", "--slot", &slot, "--pin", HSM_PIN], &f.conf);
+    assert_success("b4ae-pkcs11 rotate-stk", &output);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("epoch 2"), "{stdout}");
+
+    let session = f.module_session(ROTATE);
+    let direct = f.hsm_session(TOKENS[ROTATE]);
+    assert_eq!(f.stk_labels(&direct), ["B4AE-v1-STK-2"]);
+    let records = f.records(&direct);
+    let epochs: Vec<(u8, u32)> = records.iter().map(|r| (r.kind(), r.epoch())).collect();
+    assert!(
+        epochs.contains(&(1, 2)) && epochs.len() == 2,
+        "records: {epochs:?}"
+    );
+    let (public, private) = find_pq_pair(&session, "rotate-key");
+    assert_eq!(sign_and_check(&session, Ps::P87, public, private), pk);
+    assert_eq!(attr_bytes(&session, private, CKA_VALUE), sk);
+}
+
+/// A crash right after step 1 (the new STK derived, nothing re-sealed): the next user login
+/// through the module finishes the rotation.
+#[test]
+fn a_rotation_interrupted_after_deriving_the_new_key_is_finished_at_login() {
+    let f = fwd();
+    let pk = {
+        let session = f.module_session(RESUME);
+        let (public, private) = pq_keypair(&session, Ps::P44, "resume-key", false);
+        sign_and_check(&session, Ps::P44, public, private)
+    };
+    {
+        let direct = f.hsm_session(TOKENS[RESUME]);
+        let no_hkdf = !f
+            .hsm_raw
+            .mechanisms(f.hsm_slot(TOKENS[RESUME]))
+            .contains(&CKM_HKDF_DERIVE);
+        assert!(
+            no_hkdf,
+            "this test derives as the module does without CKM_HKDF_DERIVE"
+        );
+        f.derive_stk(&direct, 2);
+        assert_eq!(f.stk_labels(&direct), ["B4AE-v1-STK-1", "B4AE-v1-STK-2"]);
+        let epochs: Vec<u32> = f.records(&direct).iter().map(Record::epoch).collect();
+        assert!(
+            epochs.contains(&1),
+            "still sealed under epoch 1: {epochs:?}"
+        );
+    } // logged out: the module's login below is the first
+
+    let session = f.module_session(RESUME);
+    let direct = f.hsm_session(TOKENS[RESUME]);
+    assert_eq!(f.stk_labels(&direct), ["B4AE-v1-STK-2"]);
+    let records = f.records(&direct);
+    let private: Vec<u32> = records
+        .iter()
+        .filter(|r| r.kind() == 1)
+        .map(Record::epoch)
+        .collect();
+    assert_eq!(private, [2]);
+    let (public, private) = find_pq_pair(&session, "resume-key");
+    assert_eq!(sign_and_check(&session, Ps::P44, public, private), pk);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Native routing (custody 1)
+
+#[test]
+fn a_token_with_native_ml_dsa_keeps_the_key_itself() {
+    let f = fwd();
+    let session = f.module_session(NATIVE);
+    let (public, private) = pq_keypair(&session, Ps::P65, "native-key", false);
+    assert_eq!(attr_ulong(&session, private, CKA_B4AE_CUSTODY), 1);
+    sign_and_check(&session, Ps::P65, public, private);
+    assert!(ok(session.find_objects(&[Attribute::Class(ObjectClass::DATA)])).is_empty());
+
+    // The inner module directly (already initialised by the outer one, same instance).
+    let inner = cryptoki::context::Pkcs11::new(&f.inner_library).expect("loading the copy");
+    assert_rv(
+        inner.initialize(os_locking()),
+        CKR_CRYPTOKI_ALREADY_INITIALIZED,
+    );
+    let raw = RawLib::load(&f.inner_library);
+    let slot = ok(inner.get_slots_with_token())[0];
+    assert_eq!(ok(inner.get_token_info(slot)).label(), INNER_LABEL);
+    let inner_session = ok(inner.open_ro_session(slot));
+    let template = [
+        Attribute::Class(ObjectClass::PRIVATE_KEY),
+        Attribute::Label(b"native-key".to_vec()),
+    ];
+    assert_eq!(ok(inner_session.find_objects(&template)), [private]);
+    let custody = raw.attr(&inner_session, private, CKA_B4AE_CUSTODY);
+    assert_eq!(
+        custody,
+        3u64.to_ne_bytes(),
+        "the inner token holds it in its own store"
+    );
+    assert!(ok(inner_session.find_objects(&[Attribute::Class(ObjectClass::DATA)])).is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Faults, each in its own process with its own configuration
+
+/// Runs `test` in a child with `config` (TOML) and debug logging to a file; returns the log.
+fn fault_child(test: &str, config: &str, softhsm_conf: Option<&std::path::Path>) -> String {
+    let dir = temp_dir("b4ae-forward-fault-");
+    let conf = dir.path().join("b4ae-pkcs11.toml");
+    std::fs::write(&conf, config).expect("configuration");
+    let log = dir.path().join("module.log");
+    let setting = format!("debug:{}", log.display());
+    let mut envs = vec![("B4AE_PKCS11_LOG", setting.as_str())];
+    let softhsm = softhsm_conf.map(|p| p.display().to_string());
+    if let Some(path) = &softhsm {
+        envs.push((SOFTHSM_CONF_VAR, path));
+    }
+    run_child(test, &conf, &envs);
+    std::fs::read_to_string(&log).unwrap_or_default()
+}
+
+/// In the child: C_Initialize fails with CKR_GENERAL_ERROR and leaves the module uninitialised.
+fn initialize_must_fail() {
+    let mut args = CK_C_INITIALIZE_ARGS {
+        CreateMutex: None,
+        DestroyMutex: None,
+        LockMutex: None,
+        UnlockMutex: None,
+        flags: CKF_OS_LOCKING_OK,
+        pReserved: null(),
+    };
+    let args: *mut CK_C_INITIALIZE_ARGS = &mut args;
+    assert_ck!(CKR_GENERAL_ERROR; C_Initialize(args.cast()), C_Initialize(args.cast()));
+    let mut info = CK_INFO::default();
+    assert_ck!(CKR_CRYPTOKI_NOT_INITIALIZED; C_GetInfo(&mut info));
+}
+
+#[test]
+fn a_missing_hsm_library_fails_c_initialize_cleanly() {
+    let name = test_name!();
+    if is_child(name) {
+        return initialize_must_fail();
+    }
+    let library = temp_dir("b4ae-no-library-")
+        .path()
+        .join("libno-such-hsm.so");
+    let config = format!(
+        "[[token]]\nbackend = \"pkcs11\"\nlibrary = \"{}\"\ntoken_label = \"x\"\n",
+        library.display()
+    );
+    let log = fault_child(name, &config, None);
+    assert!(
+        log.contains("libno-such-hsm.so"),
+        "the log names the library:\n{log}"
+    );
+}
+
+#[test]
+fn a_token_label_matching_nothing_fails_c_initialize_cleanly() {
+    let name = test_name!();
+    if is_child(name) {
+        return initialize_must_fail();
+    }
+    assert!(
+        std::path::Path::new(SOFTHSM_LIB).exists(),
+        "{SOFTHSM_LIB} is missing"
+    );
+    let softhsm = temp_dir("b4ae-empty-softhsm-");
+    std::fs::create_dir(softhsm.path().join("tokens")).expect("token directory");
+    let softhsm_conf = softhsm.path().join("softhsm2.conf");
+    write_softhsm_conf(&softhsm_conf, &softhsm.path().join("tokens"));
+    let config = format!(
+        "[[token]]\nbackend = \"pkcs11\"\nlibrary = \"{SOFTHSM_LIB}\"\ntoken_label = \"no-such-token\"\n"
+    );
+    let log = fault_child(name, &config, Some(&softhsm_conf));
+    assert!(
+        log.contains("no-such-token"),
+        "the log names the token:\n{log}"
+    );
+}

@@ -1,0 +1,585 @@
+//! Shared helpers of the pkcs11-backend tests (tests/abi_forward.rs).
+//!
+//! The fixture is what an application using both the module and SoftHSM2 would have: a SoftHSM2
+//! token directory with one token per test, a b4ae configuration with one forwarding slot per
+//! SoftHSM token plus one slot forwarding to a second copy of this module (whose embedded token
+//! does ML-DSA natively), SoftHSM loaded and initialised directly by the test *before* the
+//! module, then the module. A child process ([`Forward::child`]) reuses the parent's files.
+
+#![allow(dead_code)]
+
+use crate::common::{self, ok, run_child, temp_dir, CONF_VAR};
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki_sys::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub const SOFTHSM_LIB: &str = "/usr/lib/softhsm/libsofthsm2.so";
+pub const SOFTHSM_CONF_VAR: &str = "SOFTHSM2_CONF";
+/// In a child process: the parent's fixture directory.
+pub const FWD_DIR_VAR: &str = "B4AE_FWD_TEST_DIR";
+pub const HSM_SO_PIN: &str = "12345678";
+pub const HSM_PIN: &str = "1234";
+/// The inner (embedded) token's label, behind the last slot.
+pub const INNER_LABEL: &str = "inner";
+
+/// src/backend/pkcs11/records.rs and hierarchy.rs.
+pub const RECORD_APPLICATION: &[u8] = b"b4ae-pkcs11 key record v1";
+pub const STK_PREFIX: &str = "B4AE-v1-STK-";
+pub const MIK_LABEL: &str = "B4AE-v1-MIK";
+pub const DMK_LABEL: &str = "B4AE-v1-DMK";
+pub const STK_ID: &[u8] = b"B4AE-v1-STK";
+const DMK_TO_STK: &[u8] = b"B4AE-v1-DMK-to-STK";
+
+/// DER of the P-256 curve OID, for CKA_EC_PARAMS.
+pub const P256: &[u8] = &[0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
+
+/// A PKCS#11 library loaded a second time for raw calls (the same instance as its other loads).
+pub struct RawLib {
+    _library: cryptoki_sys::Pkcs11,
+    pub fl: CK_FUNCTION_LIST,
+}
+
+impl RawLib {
+    pub fn load(path: &Path) -> Self {
+        // SAFETY: loading a PKCS#11 library; nothing else is called until its list is read.
+        let library = unsafe { cryptoki_sys::Pkcs11::new(path) }
+            .unwrap_or_else(|e| panic!("cannot load {}: {e}", path.display()));
+        let mut list: *mut CK_FUNCTION_LIST = std::ptr::null_mut();
+        // SAFETY: a valid out-pointer.
+        let rv = unsafe { library.C_GetFunctionList(&mut list) };
+        assert!(
+            rv == CKR_OK && !list.is_null(),
+            "C_GetFunctionList of {path:?}"
+        );
+        // SAFETY: the list returned by the library, which stays loaded.
+        let fl = unsafe { *list };
+        RawLib {
+            _library: library,
+            fl,
+        }
+    }
+
+    /// C_GetAttributeValue with the two-call convention.
+    pub fn get_attr(
+        &self,
+        session: &Session,
+        object: ObjectHandle,
+        kind: CK_ATTRIBUTE_TYPE,
+    ) -> Result<Vec<u8>, CK_RV> {
+        let get = self.fl.C_GetAttributeValue.expect("C_GetAttributeValue");
+        let (s, o) = (session.handle(), object.handle());
+        let mut attr = common::raw_query(kind);
+        // SAFETY: one attribute, NULL value: asks for the length.
+        match unsafe { get(s, o, &mut attr, 1) } {
+            CKR_OK => {}
+            rv => return Err(rv),
+        }
+        let mut value = vec![0u8; attr.ulValueLen as usize];
+        let mut attr = common::raw_buffer(kind, &mut value);
+        // SAFETY: the buffer holds the announced length.
+        match unsafe { get(s, o, &mut attr, 1) } {
+            CKR_OK => Ok(value),
+            rv => Err(rv),
+        }
+    }
+
+    #[track_caller]
+    pub fn attr(
+        &self,
+        session: &Session,
+        object: ObjectHandle,
+        kind: CK_ATTRIBUTE_TYPE,
+    ) -> Vec<u8> {
+        let value = self.get_attr(session, object, kind);
+        value.unwrap_or_else(|rv| panic!("C_GetAttributeValue({kind:#x}): {}", common::rv_name(rv)))
+    }
+
+    #[track_caller]
+    pub fn attr_bool(
+        &self,
+        session: &Session,
+        object: ObjectHandle,
+        kind: CK_ATTRIBUTE_TYPE,
+    ) -> bool {
+        self.attr(session, object, kind) == [CK_TRUE]
+    }
+
+    pub fn token_info(&self, slot: Slot) -> CK_TOKEN_INFO {
+        let mut info = CK_TOKEN_INFO::default();
+        // SAFETY: a valid out-pointer.
+        let rv = unsafe { self.fl.C_GetTokenInfo.expect("C_GetTokenInfo")(slot.into(), &mut info) };
+        common::assert_rv(rv, CKR_OK);
+        info
+    }
+
+    pub fn mechanism_info(&self, slot: Slot, mechanism: CK_MECHANISM_TYPE) -> CK_MECHANISM_INFO {
+        let mut info = CK_MECHANISM_INFO::default();
+        let get = self.fl.C_GetMechanismInfo.expect("C_GetMechanismInfo");
+        // SAFETY: a valid out-pointer.
+        common::assert_rv(unsafe { get(slot.into(), mechanism, &mut info) }, CKR_OK);
+        info
+    }
+
+    pub fn mechanisms(&self, slot: Slot) -> Vec<CK_MECHANISM_TYPE> {
+        let list = self.fl.C_GetMechanismList.expect("C_GetMechanismList");
+        let mut count: CK_ULONG = 0;
+        // SAFETY: NULL list: asks for the count.
+        common::assert_rv(
+            unsafe { list(slot.into(), std::ptr::null_mut(), &mut count) },
+            CKR_OK,
+        );
+        let mut out = vec![0; count as usize];
+        // SAFETY: the buffer holds `count` entries.
+        common::assert_rv(
+            unsafe { list(slot.into(), out.as_mut_ptr(), &mut count) },
+            CKR_OK,
+        );
+        out.truncate(count as usize);
+        out
+    }
+}
+
+/// A key record as SoftHSM holds it.
+pub struct Record {
+    pub handle: ObjectHandle,
+    pub value: Vec<u8>,
+    pub private: bool,
+}
+
+impl Record {
+    /// 1 = private key, 2 = public key (byte 10).
+    pub fn kind(&self) -> u8 {
+        self.value[10]
+    }
+
+    /// Storage epoch (bytes 11..15, little-endian).
+    pub fn epoch(&self) -> u32 {
+        u32::from_le_bytes(self.value[11..15].try_into().expect("4 bytes"))
+    }
+}
+
+pub struct Forward {
+    pub dir: PathBuf,
+    pub conf: PathBuf,
+    /// The copy of the module behind the last slot, and its configuration.
+    pub inner_library: PathBuf,
+    pub inner_conf: PathBuf,
+    /// The module under test and its slots.
+    pub module: Pkcs11,
+    pub slots: Vec<Slot>,
+    /// SoftHSM, loaded and initialised by the test itself.
+    pub hsm: Pkcs11,
+    pub hsm_raw: RawLib,
+}
+
+static FIXTURE: OnceLock<Forward> = OnceLock::new();
+
+/// The fixture of this process: SoftHSM tokens labelled `tokens` (slots 0..), then the slot of
+/// the inner module (slot `tokens.len()`).
+pub fn fixture(tokens: &[&str]) -> &'static Forward {
+    FIXTURE.get_or_init(|| {
+        assert!(
+            Path::new(SOFTHSM_LIB).exists(),
+            "{SOFTHSM_LIB} is missing: install SoftHSM2 (scripts/deps.sh installs softhsm2); \
+             the pkcs11-backend tests need it and never skip"
+        );
+        let dir = match std::env::var_os(FWD_DIR_VAR) {
+            Some(dir) => PathBuf::from(dir),
+            None => prepare(tokens),
+        };
+        let hsm = Pkcs11::new(SOFTHSM_LIB).expect("loading SoftHSM2");
+        ok(hsm.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)));
+        let hsm_raw = RawLib::load(Path::new(SOFTHSM_LIB));
+        let module = common::load_module();
+        common::initialize(&module);
+        let slots = ok(module.get_all_slots());
+        assert_eq!(slots.len(), tokens.len() + 1, "one slot per [[token]]");
+        Forward {
+            conf: dir.join("b4ae-pkcs11.toml"),
+            inner_library: dir.join("libb4ae_inner.so"),
+            inner_conf: dir.join("inner.toml"),
+            dir,
+            module,
+            slots,
+            hsm,
+            hsm_raw,
+        }
+    })
+}
+
+/// Writes everything a fresh fixture needs and sets the environment; returns its directory.
+fn prepare(tokens: &[&str]) -> PathBuf {
+    let dir = temp_dir("b4ae-forward-").keep();
+    let text = |p: &Path| p.to_str().expect("UTF-8 temporary path").to_owned();
+    std::fs::create_dir_all(dir.join("tokens")).expect("token directory");
+    let softhsm_conf = dir.join("softhsm2.conf");
+    write_softhsm_conf(&softhsm_conf, &dir.join("tokens"));
+    std::env::set_var(SOFTHSM_CONF_VAR, &softhsm_conf);
+    for label in tokens {
+        softhsm_init_token(label);
+    }
+
+    let inner_library = dir.join("libb4ae_inner.so");
+    std::fs::copy(common::module_path(), &inner_library).expect("copying the module");
+    let inner_conf = dir.join("inner.toml");
+    let inner = format!(
+        "[[token]]\nlabel = \"Inner\"\nbackend = \"embedded\"\npath = \"{}\"\npin_kdf = \"test-only-fast\"\n",
+        text(&dir.join("inner"))
+    );
+    std::fs::write(&inner_conf, inner).expect("inner configuration");
+    let args = [
+        "init-token",
+        "--label",
+        INNER_LABEL,
+        "--so-pin",
+        HSM_SO_PIN,
+        "--pin",
+        HSM_PIN,
+    ];
+    assert_success("admin init-token", &admin(&args, &inner_conf));
+
+    let mut conf = String::new();
+    for label in tokens {
+        conf += &format!(
+            "[[token]]\nlabel = \"HSM {label}\"\nbackend = \"pkcs11\"\nlibrary = \"{SOFTHSM_LIB}\"\ntoken_label = \"{label}\"\n\n"
+        );
+    }
+    conf += &format!(
+        "[[token]]\nlabel = \"Native\"\nbackend = \"pkcs11\"\nlibrary = \"{}\"\ntoken_label = \"{INNER_LABEL}\"\ninit_reserved = \"config={}\"\n",
+        text(&inner_library),
+        text(&inner_conf)
+    );
+    std::fs::write(dir.join("b4ae-pkcs11.toml"), conf).expect("configuration");
+    std::env::set_var(CONF_VAR, dir.join("b4ae-pkcs11.toml"));
+    // SAFETY: registers a plain function that only reads a static.
+    unsafe { libc::atexit(remove_fixture_dir) };
+    dir
+}
+
+extern "C" fn remove_fixture_dir() {
+    if let Some(f) = FIXTURE.get() {
+        let _ = std::fs::remove_dir_all(&f.dir);
+    }
+}
+
+pub fn write_softhsm_conf(path: &Path, tokens: &Path) {
+    let conf = format!(
+        "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+        tokens.display()
+    );
+    std::fs::write(path, conf).expect("softhsm2.conf");
+}
+
+/// `softhsm2-util --init-token --free` (with the `SOFTHSM2_CONF` of this process).
+pub fn softhsm_init_token(label: &str) {
+    let output = Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", label])
+        .args(["--so-pin", HSM_SO_PIN, "--pin", HSM_PIN])
+        .output()
+        .expect("running softhsm2-util (install softhsm2: scripts/deps.sh)");
+    assert_success("softhsm2-util --init-token", &output);
+}
+
+#[track_caller]
+pub fn assert_success(what: &str, output: &Output) {
+    assert!(
+        output.status.success(),
+        "{what} failed ({})\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Newest modification time among the files the crate is built from.
+fn newest_source() -> std::time::SystemTime {
+    fn walk(dir: &Path, newest: &mut std::time::SystemTime) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, newest);
+            } else if let Ok(modified) = entry.metadata().and_then(|m| m.modified()) {
+                *newest = (*newest).max(modified);
+            }
+        }
+    }
+    let mut newest = std::time::UNIX_EPOCH;
+    walk(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut newest,
+    );
+    newest
+}
+
+/// The admin tool `b4ae-pkcs11`, built beside the module (refused when older than the sources).
+pub fn admin_path() -> PathBuf {
+    let module = common::module_path();
+    let path = module
+        .parent()
+        .expect("module directory")
+        .join("b4ae-pkcs11");
+    let built = path.metadata().and_then(|m| m.modified());
+    let built =
+        built.unwrap_or_else(|e| panic!("{}: {e}: run `cargo build --bins`", path.display()));
+    assert!(
+        built >= newest_source(),
+        "{} is older than the sources: run `cargo build --lib --bins`",
+        path.display()
+    );
+    path
+}
+
+/// Runs the admin tool with configuration `conf`.
+pub fn admin(args: &[&str], conf: &Path) -> Output {
+    Command::new(admin_path())
+        .args(args)
+        .env(CONF_VAR, conf)
+        .output()
+        .expect("running b4ae-pkcs11")
+}
+
+impl Forward {
+    /// Runs `test` alone in a child process with this fixture's files.
+    pub fn child(&self, test: &str) -> String {
+        let dir = self.dir.to_str().expect("UTF-8");
+        let softhsm = self.dir.join("softhsm2.conf");
+        let envs = [
+            (FWD_DIR_VAR, dir),
+            (SOFTHSM_CONF_VAR, softhsm.to_str().expect("UTF-8")),
+        ];
+        run_child(test, &self.conf, &envs)
+    }
+
+    /// A read/write session of the module on slot `index`, logged in as the user.
+    pub fn module_session(&self, index: usize) -> Session {
+        let session = ok(self.module.open_rw_session(self.slots[index]));
+        ok(session.login(UserType::User, Some(&common::pin(HSM_PIN))));
+        session
+    }
+
+    /// SoftHSM's own slot of the token labelled `label`.
+    pub fn hsm_slot(&self, label: &str) -> Slot {
+        let slots = ok(self.hsm.get_slots_with_token());
+        let found = slots
+            .into_iter()
+            .find(|s| ok(self.hsm.get_token_info(*s)).label() == label);
+        found.unwrap_or_else(|| panic!("SoftHSM has no token {label:?}"))
+    }
+
+    /// A direct SoftHSM session, logged in (SoftHSM keeps one login per token and process, so
+    /// the module's login may already hold).
+    pub fn hsm_session(&self, label: &str) -> Session {
+        let session = ok(self.hsm.open_rw_session(self.hsm_slot(label)));
+        match session.login(UserType::User, Some(&common::pin(HSM_PIN))) {
+            Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => session,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Labels of the B4AE storage keys in SoftHSM (MIK, DMK, STK-n), sorted, with handles.
+    pub fn storage_keys(&self, session: &Session) -> Vec<(String, ObjectHandle)> {
+        let keys = ok(session.find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)]));
+        let mut found: Vec<_> = keys
+            .into_iter()
+            .map(|k| {
+                let label = self.hsm_raw.attr(session, k, CKA_LABEL);
+                (String::from_utf8(label).expect("UTF-8 label"), k)
+            })
+            .filter(|(label, _)| label.starts_with("B4AE-v1-"))
+            .collect();
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found
+    }
+
+    /// Labels of the storage keys only ("B4AE-v1-STK-n").
+    pub fn stk_labels(&self, session: &Session) -> Vec<String> {
+        let keys = self.storage_keys(session).into_iter().map(|(l, _)| l);
+        keys.filter(|l| l.starts_with(STK_PREFIX)).collect()
+    }
+
+    /// Every key record (CKO_DATA, CKA_APPLICATION = the record tag) SoftHSM holds.
+    pub fn records(&self, session: &Session) -> Vec<Record> {
+        let template = [
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Application(RECORD_APPLICATION.to_vec()),
+        ];
+        let handles = ok(session.find_objects(&template));
+        handles
+            .into_iter()
+            .map(|handle| Record {
+                handle,
+                value: self.hsm_raw.attr(session, handle, CKA_VALUE),
+                private: self.hsm_raw.attr_bool(session, handle, CKA_PRIVATE),
+            })
+            .collect()
+    }
+
+    /// Derives "B4AE-v1-STK-<epoch>" from the DMK directly in SoftHSM, exactly as
+    /// src/backend/pkcs11/hierarchy.rs does (AES-ECB-encrypt-data of the padded info).
+    pub fn derive_stk(&self, session: &Session, epoch: u32) -> ObjectHandle {
+        let dmk = self
+            .storage_keys(session)
+            .into_iter()
+            .find(|(l, _)| l == DMK_LABEL);
+        let dmk = dmk.expect("the DMK exists").1;
+        let mut info = [0u8; 32];
+        info[..DMK_TO_STK.len()].copy_from_slice(DMK_TO_STK);
+        info[DMK_TO_STK.len()..DMK_TO_STK.len() + 4].copy_from_slice(&epoch.to_be_bytes());
+        let mut data = CK_KEY_DERIVATION_STRING_DATA {
+            pData: info.as_mut_ptr(),
+            ulLen: info.len() as CK_ULONG,
+        };
+        let mut mechanism = CK_MECHANISM {
+            mechanism: CKM_AES_ECB_ENCRYPT_DATA,
+            pParameter: (&mut data as *mut CK_KEY_DERIVATION_STRING_DATA).cast(),
+            ulParameterLen: size_of::<CK_KEY_DERIVATION_STRING_DATA>() as CK_ULONG,
+        };
+        let label = format!("{STK_PREFIX}{epoch}");
+        let (class, key_type, len) = (CKO_SECRET_KEY, CKK_AES, 32 as CK_ULONG);
+        let (yes, no) = (CK_TRUE, CK_FALSE);
+        let mut template = [
+            common::raw_attr(CKA_CLASS, &class),
+            common::raw_attr(CKA_KEY_TYPE, &key_type),
+            common::raw_attr(CKA_VALUE_LEN, &len),
+            common::raw_bytes(CKA_LABEL, label.as_bytes()),
+            common::raw_attr(CKA_TOKEN, &yes),
+            common::raw_attr(CKA_PRIVATE, &yes),
+            common::raw_attr(CKA_SENSITIVE, &yes),
+            common::raw_attr(CKA_EXTRACTABLE, &no),
+            common::raw_attr(CKA_MODIFIABLE, &no),
+            common::raw_attr(CKA_DERIVE, &no),
+            common::raw_attr(CKA_ENCRYPT, &yes),
+            common::raw_attr(CKA_DECRYPT, &yes),
+            common::raw_attr(CKA_WRAP, &no),
+            common::raw_attr(CKA_UNWRAP, &no),
+            common::raw_bytes(CKA_ID, STK_ID),
+        ];
+        let derive = self.hsm_raw.fl.C_DeriveKey.expect("C_DeriveKey");
+        let mut key = CK_INVALID_HANDLE;
+        // SAFETY: mechanism, parameter and template point at live values of the right sizes.
+        let rv = unsafe {
+            derive(
+                session.handle(),
+                &mut mechanism,
+                dmk.handle(),
+                template.as_mut_ptr(),
+                template.len() as CK_ULONG,
+                &mut key,
+            )
+        };
+        common::assert_rv(rv, CKR_OK);
+        // SAFETY: a handle SoftHSM just returned.
+        unsafe { ObjectHandle::new_from_raw(key) }
+    }
+}
+
+/// An ML-DSA token key pair, both halves labelled `label`; the private key readable when
+/// `exportable` (CKA_SENSITIVE=FALSE, CKA_EXTRACTABLE=TRUE).
+#[track_caller]
+pub fn pq_keypair(
+    session: &Session,
+    ps: common::Ps,
+    label: &str,
+    exportable: bool,
+) -> (ObjectHandle, ObjectHandle) {
+    let public = [
+        Attribute::Token(true),
+        Attribute::Verify(true),
+        Attribute::ParameterSet(ps.parameter_set()),
+        Attribute::Label(label.into()),
+    ];
+    let private = [
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sign(true),
+        Attribute::Label(label.into()),
+        Attribute::Sensitive(!exportable),
+        Attribute::Extractable(exportable),
+    ];
+    ok(session.generate_key_pair(&Mechanism::MlDsaKeyPairGen, &public, &private))
+}
+
+/// The ML-DSA key pair labelled `label`, found through the module: (public, private).
+#[track_caller]
+pub fn find_pq_pair(session: &Session, label: &str) -> (ObjectHandle, ObjectHandle) {
+    let find = |class| {
+        let template = [
+            Attribute::Class(class),
+            Attribute::KeyType(KeyType::ML_DSA),
+            Attribute::Label(label.into()),
+        ];
+        let found = ok(session.find_objects(&template));
+        assert_eq!(found.len(), 1, "{class:?} {label:?}: {found:?}");
+        found[0]
+    };
+    (
+        find(ObjectClass::PUBLIC_KEY),
+        find(ObjectClass::PRIVATE_KEY),
+    )
+}
+
+/// Signs MESSAGE through the module, verifies through the module and with the `ml-dsa` crate
+/// (a flipped bit must fail both ways); returns the public key.
+#[track_caller]
+pub fn sign_and_check(
+    session: &Session,
+    ps: common::Ps,
+    public: ObjectHandle,
+    private: ObjectHandle,
+) -> Vec<u8> {
+    let mechanism = common::pure_ml_dsa();
+    let signature = ok(session.sign(&mechanism, private, common::MESSAGE));
+    assert_eq!(signature.len(), ps.sig_len());
+    ok(session.verify(&mechanism, public, common::MESSAGE, &signature));
+    let pk = common::attr_bytes(session, public, CKA_VALUE);
+    assert_eq!(pk.len(), ps.pk_len());
+    assert!(
+        ps.verify(&pk, common::MESSAGE, b"", &signature),
+        "ml-dsa rejects the signature"
+    );
+    let mut forged = signature;
+    forged[17] ^= 0x40;
+    assert!(!ps.verify(&pk, common::MESSAGE, b"", &forged));
+    let refused = session.verify(&mechanism, public, common::MESSAGE, &forged);
+    common::assert_rv(refused, CKR_SIGNATURE_INVALID);
+    pk
+}
+
+/// An AES-256 key made through `session`.
+pub fn aes_key(session: &Session, label: &str, token: bool) -> ObjectHandle {
+    let template = [
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::ValueLen(32.into()),
+        Attribute::Token(token),
+        Attribute::Private(true),
+        Attribute::Encrypt(true),
+        Attribute::Decrypt(true),
+        Attribute::Label(label.into()),
+    ];
+    ok(session.generate_key(&Mechanism::AesKeyGen, &template))
+}
+
+/// An EC P-256 token key pair made through `session`: (public, private).
+pub fn ec_keypair(session: &Session, label: &str) -> (ObjectHandle, ObjectHandle) {
+    let public = [
+        Attribute::Token(true),
+        Attribute::Verify(true),
+        Attribute::EcParams(P256.to_vec()),
+        Attribute::Label(label.into()),
+    ];
+    let private = [
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sign(true),
+        Attribute::Label(label.into()),
+    ];
+    ok(session.generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private))
+}
