@@ -9,6 +9,7 @@
 //! `cargo build --release && cargo bench --bench forward`. Needs softhsm2 (scripts/deps.sh).
 //! `B4AE_BENCH_KEYS=1000,10000` sets the key counts.
 
+#[macro_use]
 mod common;
 
 use common::*;

@@ -9,6 +9,7 @@ use pqcrypto_traits::sign::{DetachedSignature as _, PublicKey as _};
 use std::ptr;
 use std::time::Instant;
 
+#[macro_use]
 mod common;
 
 use common::*;

@@ -58,7 +58,7 @@ pub fn module_path() -> String {
 /// Loads a PKCS#11 library and takes its 2.40 function table.
 pub fn load(path: &str) -> Module {
     // SAFETY: loading our own module, whose initializers are trivial.
-    let lib = unsafe { libloading::Library::new(&path) }
+    let lib = unsafe { libloading::Library::new(path) }
         .unwrap_or_else(|e| panic!("{path}: {e} (build it first: cargo build --release)"));
     let mut list: CK_FUNCTION_LIST_PTR = ptr::null_mut();
     // SAFETY: the PKCS#11 entry point, with a valid out-pointer.
@@ -72,7 +72,6 @@ pub fn load(path: &str) -> Module {
     Module { _lib: lib, f }
 }
 
-#[macro_export]
 macro_rules! call {
     ($m:expr, $name:ident($($arg:expr),*)) => {
         // SAFETY: arguments follow the PKCS#11 contract for this call.

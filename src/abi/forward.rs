@@ -20,7 +20,7 @@ macro_rules! real {
         // SAFETY: a function of the loaded HSM library, called with arguments checked by this
         // module (or built by it) per PKCS#11.
         let rv = unsafe { func($($arg),*) };
-        if rv == CKR_OK { Ok(()) } else { Err(Error(rv)) }
+        $lib.outcome(stringify!($name), rv)
     }};
 }
 pub(super) use real;

@@ -35,7 +35,7 @@ macro_rules! call {
         // SAFETY: a function of the loaded library, called per PKCS#11 with arguments built
         // here from live Rust values.
         let rv = unsafe { f($($arg),*) };
-        if rv == CKR_OK { Ok(()) } else { Err(Error(rv)) }
+        $lib.outcome(stringify!($name), rv)
     }};
 }
 
@@ -117,7 +117,7 @@ impl HsmLibrary {
             if let Ok(get_interface) = library.get::<CK_C_GetInterface>(b"C_GetInterface\0") {
                 if let Some(get_interface) = *get_interface {
                     let mut interface: *mut CK_INTERFACE = ptr::null_mut();
-                    let name = b"PKCS 11\0".as_ptr() as *mut CK_UTF8CHAR;
+                    let name = c"PKCS 11".as_ptr() as *mut CK_UTF8CHAR;
                     if get_interface(name, ptr::null_mut(), &mut interface, 0) == CKR_OK
                         && !interface.is_null()
                     {
@@ -138,6 +138,28 @@ impl HsmLibrary {
                 return Err(Error::DEVICE);
             }
             Ok(ptr::read(list))
+        }
+    }
+
+    /// A real function's return value as ours; faults of the device itself are logged with
+    /// the library's name, since the caller only sees the code.
+    pub fn outcome(&self, function: &str, rv: CK_RV) -> Result<()> {
+        match rv {
+            CKR_OK => Ok(()),
+            CKR_DEVICE_ERROR
+            | CKR_DEVICE_REMOVED
+            | CKR_DEVICE_MEMORY
+            | CKR_TOKEN_NOT_PRESENT
+            | CKR_GENERAL_ERROR
+            | CKR_FUNCTION_FAILED => {
+                tracing::warn!(
+                    "{function}: the HSM library {} answered {}",
+                    self.path.display(),
+                    crate::error::rv_name(rv)
+                );
+                Err(Error(rv))
+            }
+            rv => Err(Error(rv)),
         }
     }
 

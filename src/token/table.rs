@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Object handles are unique across every token of the process.
-static NEXT_HANDLE: AtomicU64 = AtomicU64::new(1);
+// Starting high keeps them apart from the small handles real HSMs give out on forwarded slots.
+static NEXT_HANDLE: AtomicU64 = AtomicU64::new(0x1000_0000);
 
 fn new_handle() -> CK_OBJECT_HANDLE {
     NEXT_HANDLE.fetch_add(1, Ordering::Relaxed) as CK_OBJECT_HANDLE

@@ -340,27 +340,29 @@ impl KeyStore {
     fn unseal(&self, entry: &Indexed) -> Result<Object> {
         let record = &entry.record;
         let secret = self.with_internal(|s| {
-            let stk = hierarchy::storage_keys(&self.lib, s)?
+            // Two processes making the first storage key at once may leave two of one epoch:
+            // try each.
+            let candidates: Vec<Stk> = hierarchy::storage_keys(&self.lib, s)?
                 .into_iter()
-                .find(|k| k.epoch == record.epoch)
+                .filter(|k| k.epoch == record.epoch)
+                .collect();
+            if candidates.is_empty() {
+                tracing::error!(
+                    "no storage key of epoch {} in the HSM for a key record",
+                    record.epoch
+                );
+                return Err(Error::DEVICE);
+            }
+            candidates
+                .iter()
+                .find_map(|stk| {
+                    let (iv, aad, sealed) = (&record.iv, &record.authenticated, &record.sealed);
+                    self.lib.aes_gcm(s, stk.handle, iv, aad, sealed, true).ok()
+                })
                 .ok_or_else(|| {
                     tracing::error!(
-                        "no storage key of epoch {} in the HSM for a key record",
-                        record.epoch
+                        "the HSM could not open a key record (altered, or its storage key is gone)"
                     );
-                    Error::DEVICE
-                })?;
-            self.lib
-                .aes_gcm(
-                    s,
-                    stk.handle,
-                    &record.iv,
-                    &record.authenticated,
-                    &record.sealed,
-                    true,
-                )
-                .map_err(|e| {
-                    tracing::error!("the HSM refused to open a key record: {e}");
                     Error::DEVICE
                 })
         })?;
@@ -382,7 +384,11 @@ impl KeyStore {
         self.refresh()?;
         self.with_internal(|s| {
             let mut stks = hierarchy::storage_keys(&self.lib, s)?;
-            if new_epoch || stks.is_empty() {
+            if stks.is_empty() && !new_epoch {
+                // No post-quantum key was ever stored here: nothing to finish.
+                return Ok(0);
+            }
+            if new_epoch {
                 let next = stks.last().map_or(1, |k| k.epoch + 1);
                 stks.push(hierarchy::derive_stk(&self.lib, s, self.hkdf, next)?);
             }
