@@ -2,7 +2,9 @@
 //! generation. On a forwarded session each call goes to the real HSM, except for operations
 //! this module started itself there (post-quantum keys kept as records).
 
-use super::forward::{self, check_input, check_output, checked_mechanism, real};
+use super::forward::{
+    self, check_input, check_output, checked_mechanism, checked_or_end, end_real, real,
+};
 use super::{deliver, entry_points, input, mechanism, or_forward, output, template, OpsOf};
 use crate::error::{Error, Result};
 use crate::module::{self, AnySession};
@@ -58,7 +60,8 @@ entry_points! {
     fn C_Digest(session: CK_SESSION_HANDLE, data: CK_BYTE_PTR, len: CK_ULONG, digest: CK_BYTE_PTR, digest_len: CK_ULONG_PTR) {
         let session = or_forward!(session, |f| {
             // SAFETY: PKCS#11 contract on the buffers.
-            unsafe { check_input(data, len).and(check_output(digest, digest_len)) }?;
+            let check = unsafe { check_input(data, len).and(check_output(digest, digest_len)) };
+            checked_or_end(check, || end_real!(f, single C_Digest))?;
             real!(f.token.lib, C_Digest(f.real, data, len, digest, digest_len))
         });
         let ops = &session.ops;
@@ -74,7 +77,8 @@ entry_points! {
     fn C_DigestUpdate(session: CK_SESSION_HANDLE, part: CK_BYTE_PTR, len: CK_ULONG) {
         let session = or_forward!(session, |f| {
             // SAFETY: PKCS#11 contract on pPart.
-            unsafe { check_input(part, len) }?;
+            let check = unsafe { check_input(part, len) };
+            checked_or_end(check, || end_real!(f, final C_DigestFinal))?;
             real!(f.token.lib, C_DigestUpdate(f.real, part, len))
         });
         let ops = &session.ops;
@@ -88,7 +92,8 @@ entry_points! {
     fn C_DigestFinal(session: CK_SESSION_HANDLE, digest: CK_BYTE_PTR, digest_len: CK_ULONG_PTR) {
         let session = or_forward!(session, |f| {
             // SAFETY: PKCS#11 contract on the buffer.
-            unsafe { check_output(digest, digest_len) }?;
+            let check = unsafe { check_output(digest, digest_len) };
+            checked_or_end(check, || end_real!(f, final C_DigestFinal))?;
             real!(f.token.lib, C_DigestFinal(f.real, digest, digest_len))
         });
         let ops = &session.ops;
@@ -111,7 +116,8 @@ entry_points! {
         if !mine {
             let f = real_session(&session)?;
             // SAFETY: PKCS#11 contract on the buffers.
-            unsafe { check_input(data, len).and(check_output(signature, signature_len)) }?;
+            let check = unsafe { check_input(data, len).and(check_output(signature, signature_len)) };
+            checked_or_end(check, || end_real!(f, single C_Sign))?;
             return real!(f.token.lib, C_Sign(f.real, data, len, signature, signature_len));
         }
         let ops = session.get();
@@ -129,7 +135,8 @@ entry_points! {
         if !mine {
             let f = real_session(&session)?;
             // SAFETY: PKCS#11 contract on pPart.
-            unsafe { check_input(part, len) }?;
+            let check = unsafe { check_input(part, len) };
+            checked_or_end(check, || end_real!(f, final C_SignFinal))?;
             return real!(f.token.lib, C_SignUpdate(f.real, part, len));
         }
         let ops = session.get();
@@ -145,7 +152,8 @@ entry_points! {
         if !mine {
             let f = real_session(&session)?;
             // SAFETY: PKCS#11 contract on the buffer.
-            unsafe { check_output(signature, signature_len) }?;
+            let check = unsafe { check_output(signature, signature_len) };
+            checked_or_end(check, || end_real!(f, final C_SignFinal))?;
             return real!(f.token.lib, C_SignFinal(f.real, signature, signature_len));
         }
         let ops = session.get();
@@ -168,7 +176,8 @@ entry_points! {
         if !mine {
             let f = real_session(&session)?;
             // SAFETY: PKCS#11 contract on the buffers.
-            unsafe { check_input(data, len).and(check_input(signature, signature_len)) }?;
+            let check = unsafe { check_input(data, len).and(check_input(signature, signature_len)) };
+            checked_or_end(check, || end_real!(f, verify C_Verify))?;
             return real!(f.token.lib, C_Verify(f.real, data, len, signature, signature_len));
         }
         let ops = session.get();
@@ -184,7 +193,8 @@ entry_points! {
         if !mine {
             let f = real_session(&session)?;
             // SAFETY: PKCS#11 contract on pPart.
-            unsafe { check_input(part, len) }?;
+            let check = unsafe { check_input(part, len) };
+            checked_or_end(check, || end_real!(f, verify_final C_VerifyFinal))?;
             return real!(f.token.lib, C_VerifyUpdate(f.real, part, len));
         }
         let ops = session.get();
@@ -200,7 +210,8 @@ entry_points! {
         if !mine {
             let f = real_session(&session)?;
             // SAFETY: PKCS#11 contract on pSignature.
-            unsafe { check_input(signature, signature_len) }?;
+            let check = unsafe { check_input(signature, signature_len) };
+            checked_or_end(check, || end_real!(f, verify_final C_VerifyFinal))?;
             return real!(f.token.lib, C_VerifyFinal(f.real, signature, signature_len));
         }
         let ops = session.get();

@@ -26,7 +26,47 @@ macro_rules! real {
 pub(super) use real;
 
 /// One empty byte for NULL pointers of zero length: some libraries dereference them anyway.
-static EMPTY: [u8; 1] = [0];
+pub(super) static EMPTY: [u8; 1] = [0];
+
+/// Ends the real operation that a call this module refused would have ended (PKCS#11: any
+/// answer but `CKR_BUFFER_TOO_SMALL` ends it): the real function runs on empty input with a
+/// large buffer, and whatever it answers, the operation is over.
+macro_rules! end_real {
+    ($f:expr, single $name:ident) => {{
+        let mut out = vec![0u8; 1 << 16];
+        let mut len = out.len() as CK_ULONG;
+        let empty = $crate::abi::forward::EMPTY.as_ptr() as *mut CK_BYTE;
+        let _ = (|| {
+            real!(
+                $f.token.lib,
+                $name($f.real, empty, 0, out.as_mut_ptr(), &mut len)
+            )
+        })();
+    }};
+    ($f:expr, verify $name:ident) => {{
+        let empty = $crate::abi::forward::EMPTY.as_ptr() as *mut CK_BYTE;
+        let _ = (|| real!($f.token.lib, $name($f.real, empty, 0, empty, 0)))();
+    }};
+    ($f:expr, verify_final $name:ident) => {{
+        let empty = $crate::abi::forward::EMPTY.as_ptr() as *mut CK_BYTE;
+        let _ = (|| real!($f.token.lib, $name($f.real, empty, 0)))();
+    }};
+    ($f:expr, final $name:ident) => {{
+        let mut out = vec![0u8; 1 << 16];
+        let mut len = out.len() as CK_ULONG;
+        let _ = (|| real!($f.token.lib, $name($f.real, out.as_mut_ptr(), &mut len)))();
+    }};
+}
+pub(super) use end_real;
+
+/// Checks a forwarded call's arguments; when they are refused, the real operation is ended as
+/// the refused call would have ended it.
+pub(super) fn checked_or_end(check: Result<()>, end: impl FnOnce()) -> Result<()> {
+    if check.is_err() {
+        end();
+    }
+    check
+}
 
 /// A checked copy of the caller's mechanism, ready to hand to the real library.
 pub(super) struct CheckedMechanism {
@@ -60,11 +100,14 @@ pub(super) unsafe fn checked_mechanism(ptr: *const CK_MECHANISM) -> Result<Check
         // SAFETY: non-NULL and exactly a CK_GCM_PARAMS, as checked above.
         let mut gcm = Box::new(unsafe { *(m.pParameter as *const CK_GCM_PARAMS) });
         let bad = |p: *mut CK_BYTE, len: CK_ULONG| (p.is_null() && len > 0) || len > MAX_DATA_LEN;
-        if bad(gcm.pIv, gcm.ulIvLen) || bad(gcm.pAAD, gcm.ulAADLen) || gcm.ulTagBits > 128 {
+        // An empty IV is refused too: PKCS#11 wants at least one byte, and GCM without one is
+        // unsafe (SoftHSM2 would accept it).
+        if bad(gcm.pIv, gcm.ulIvLen)
+            || gcm.ulIvLen == 0
+            || bad(gcm.pAAD, gcm.ulAADLen)
+            || gcm.ulTagBits > 128
+        {
             return Err(Error::MECHANISM_PARAM_INVALID);
-        }
-        if gcm.pIv.is_null() {
-            gcm.pIv = EMPTY.as_ptr() as *mut _;
         }
         if gcm.pAAD.is_null() {
             gcm.pAAD = EMPTY.as_ptr() as *mut _;

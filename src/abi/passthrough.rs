@@ -2,7 +2,9 @@
 //! sessions of a pkcs11 slot, `CKR_FUNCTION_NOT_SUPPORTED` on an embedded token.
 
 use super::entry_points;
-use super::forward::{check_input, check_output, check_template, checked_mechanism, real};
+use super::forward::{
+    check_input, check_output, check_template, checked_mechanism, checked_or_end, end_real, real,
+};
 use crate::error::Error;
 use crate::module::{self, AnySession};
 use cryptoki_sys::*;
@@ -31,14 +33,16 @@ macro_rules! init {
     };
 }
 
-/// `C_x(session, in, in_len, out, out_len)`.
+/// `C_x(session, in, in_len, out, out_len)`, with how to end the real operation(s) when the
+/// arguments are refused.
 macro_rules! in_out {
-    ($($name:ident),*) => {
+    ($($name:ident => [$($how:ident $end:ident),+]),* $(,)?) => {
         entry_points! {
             $(fn $name(session: CK_SESSION_HANDLE, data: CK_BYTE_PTR, len: CK_ULONG, out: CK_BYTE_PTR, out_len: CK_ULONG_PTR) {
                 let f = forwarded!(session);
                 // SAFETY: PKCS#11 contract on the buffers.
-                unsafe { check_input(data, len).and(check_output(out, out_len)) }?;
+                let check = unsafe { check_input(data, len).and(check_output(out, out_len)) };
+                checked_or_end(check, || { $(end_real!(f, $how $end);)+ })?;
                 real!(f.token.lib, $name(f.real, data, len, out, out_len))
             })*
         }
@@ -52,7 +56,8 @@ macro_rules! finish {
             $(fn $name(session: CK_SESSION_HANDLE, out: CK_BYTE_PTR, out_len: CK_ULONG_PTR) {
                 let f = forwarded!(session);
                 // SAFETY: PKCS#11 contract on the buffer.
-                unsafe { check_output(out, out_len) }?;
+                let check = unsafe { check_output(out, out_len) };
+                checked_or_end(check, || end_real!(f, final $name))?;
                 real!(f.token.lib, $name(f.real, out, out_len))
             })*
         }
@@ -66,16 +71,16 @@ init!(
     C_VerifyRecoverInit
 );
 in_out!(
-    C_Encrypt,
-    C_EncryptUpdate,
-    C_Decrypt,
-    C_DecryptUpdate,
-    C_SignRecover,
-    C_VerifyRecover,
-    C_DigestEncryptUpdate,
-    C_DecryptDigestUpdate,
-    C_SignEncryptUpdate,
-    C_DecryptVerifyUpdate
+    C_Encrypt => [single C_Encrypt],
+    C_EncryptUpdate => [final C_EncryptFinal],
+    C_Decrypt => [single C_Decrypt],
+    C_DecryptUpdate => [final C_DecryptFinal],
+    C_SignRecover => [single C_SignRecover],
+    C_VerifyRecover => [single C_VerifyRecover],
+    C_DigestEncryptUpdate => [final C_DigestFinal, final C_EncryptFinal],
+    C_DecryptDigestUpdate => [final C_DecryptFinal, final C_DigestFinal],
+    C_SignEncryptUpdate => [final C_SignFinal, final C_EncryptFinal],
+    C_DecryptVerifyUpdate => [final C_DecryptFinal, verify_final C_VerifyFinal],
 );
 finish!(C_EncryptFinal, C_DecryptFinal);
 

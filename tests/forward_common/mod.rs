@@ -17,8 +17,9 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki_sys::*;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::process::{Command, Output, Stdio};
+use std::sync::{mpsc, OnceLock};
+use std::time::Duration;
 
 pub const SOFTHSM_LIB: &str = "/usr/lib/softhsm/libsofthsm2.so";
 pub const SOFTHSM_CONF_VAR: &str = "SOFTHSM2_CONF";
@@ -36,6 +37,7 @@ pub const MIK_LABEL: &str = "B4AE-v1-MIK";
 pub const DMK_LABEL: &str = "B4AE-v1-DMK";
 pub const STK_ID: &[u8] = b"B4AE-v1-STK";
 const DMK_TO_STK: &[u8] = b"B4AE-v1-DMK-to-STK";
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// DER of the P-256 curve OID, for CKA_EC_PARAMS.
 pub const P256: &[u8] = &[0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
@@ -190,17 +192,29 @@ pub fn fixture(tokens: &[&str]) -> &'static Forward {
             "{SOFTHSM_LIB} is missing: install SoftHSM2 (scripts/deps.sh installs softhsm2); \
              the pkcs11-backend tests need it and never skip"
         );
-        let dir = match std::env::var_os(FWD_DIR_VAR) {
-            Some(dir) => PathBuf::from(dir),
-            None => prepare(tokens),
+        // Loaded (not initialised) first: a stale module or tool fails before files are made.
+        let module = common::load_module();
+        admin_path();
+        // A fresh directory is removed again if anything below fails.
+        let (dir, fresh) = match std::env::var_os(FWD_DIR_VAR) {
+            Some(dir) => (PathBuf::from(dir), None),
+            None => {
+                let fresh = temp_dir("b4ae-forward-");
+                prepare(fresh.path(), tokens);
+                (fresh.path().to_owned(), Some(fresh))
+            }
         };
         let hsm = Pkcs11::new(SOFTHSM_LIB).expect("loading SoftHSM2");
         ok(hsm.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)));
         let hsm_raw = RawLib::load(Path::new(SOFTHSM_LIB));
-        let module = common::load_module();
         common::initialize(&module);
         let slots = ok(module.get_all_slots());
         assert_eq!(slots.len(), tokens.len() + 1, "one slot per [[token]]");
+        if let Some(fresh) = fresh {
+            let _ = fresh.keep();
+            // SAFETY: registers a plain function that only reads a static.
+            unsafe { libc::atexit(remove_fixture_dir) };
+        }
         Forward {
             conf: dir.join("b4ae-pkcs11.toml"),
             inner_library: dir.join("libb4ae_inner.so"),
@@ -214,9 +228,8 @@ pub fn fixture(tokens: &[&str]) -> &'static Forward {
     })
 }
 
-/// Writes everything a fresh fixture needs and sets the environment; returns its directory.
-fn prepare(tokens: &[&str]) -> PathBuf {
-    let dir = temp_dir("b4ae-forward-").keep();
+/// Writes everything a fresh fixture needs into `dir` and sets the environment.
+fn prepare(dir: &Path, tokens: &[&str]) {
     let text = |p: &Path| p.to_str().expect("UTF-8 temporary path").to_owned();
     std::fs::create_dir_all(dir.join("tokens")).expect("token directory");
     let softhsm_conf = dir.join("softhsm2.conf");
@@ -258,9 +271,6 @@ fn prepare(tokens: &[&str]) -> PathBuf {
     );
     std::fs::write(dir.join("b4ae-pkcs11.toml"), conf).expect("configuration");
     std::env::set_var(CONF_VAR, dir.join("b4ae-pkcs11.toml"));
-    // SAFETY: registers a plain function that only reads a static.
-    unsafe { libc::atexit(remove_fixture_dir) };
-    dir
 }
 
 extern "C" fn remove_fixture_dir() {
@@ -336,13 +346,49 @@ pub fn admin_path() -> PathBuf {
     path
 }
 
-/// Runs the admin tool with configuration `conf`.
+/// Runs the admin tool with configuration `conf`; killed (and the test failed) after 2 minutes.
 pub fn admin(args: &[&str], conf: &Path) -> Output {
-    Command::new(admin_path())
+    let child = Command::new(admin_path())
         .args(args)
         .env(CONF_VAR, conf)
-        .output()
-        .expect("running b4ae-pkcs11")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running b4ae-pkcs11");
+    let pid = child.id();
+    let (done, wait) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    match wait.recv_timeout(ADMIN_TIMEOUT) {
+        Ok(output) => output.expect("waiting for b4ae-pkcs11"),
+        Err(_) => {
+            // SAFETY: signals the child this test started, by its id.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            panic!("b4ae-pkcs11 {args:?} did not finish within {ADMIN_TIMEOUT:?} (deadlock?)");
+        }
+    }
+}
+
+/// Runs `f` on its own thread; fails the test if it has not returned after `limit` (a deadlock
+/// in the module would otherwise hang the whole test run).
+#[track_caller]
+pub fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (done, wait) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(f());
+    });
+    match wait.recv_timeout(limit) {
+        Ok(value) => value,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what} did not return within {limit:?} (deadlock?)")
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("{what} panicked"),
+    }
 }
 
 impl Forward {
@@ -461,6 +507,9 @@ impl Forward {
             common::raw_attr(CKA_UNWRAP, &no),
             common::raw_bytes(CKA_ID, STK_ID),
         ];
+        // The module's templates are ordered by type (SoftHSM refuses attributes after
+        // CKA_MODIFIABLE=FALSE with CKR_ATTRIBUTE_READ_ONLY).
+        template.sort_by_key(|a| a.type_);
         let derive = self.hsm_raw.fl.C_DeriveKey.expect("C_DeriveKey");
         let mut key = CK_INVALID_HANDLE;
         // SAFETY: mechanism, parameter and template point at live values of the right sizes.

@@ -338,8 +338,12 @@ impl KeyStore {
     }
 
     fn unseal(&self, entry: &Indexed) -> Result<Object> {
+        self.with_internal(|s| self.unseal_in(s, entry))
+    }
+
+    fn unseal_in(&self, s: CK_SESSION_HANDLE, entry: &Indexed) -> Result<Object> {
         let record = &entry.record;
-        let secret = self.with_internal(|s| {
+        let secret = (|| {
             // Two processes making the first storage key at once may leave two of one epoch:
             // try each.
             let candidates: Vec<Stk> = hierarchy::storage_keys(&self.lib, s)?
@@ -365,7 +369,7 @@ impl KeyStore {
                     );
                     Error::DEVICE
                 })
-        })?;
+        })()?;
         let mut attrs = entry.object.attrs.clone();
         attrs.merge(Attributes::deserialize(&secret)?);
         Ok(Object::new(attrs))
@@ -410,7 +414,7 @@ impl KeyStore {
                 .filter(|(_, e)| e.record.epoch != newest.epoch)
             {
                 if !current.contains(&entry.record.key_id) {
-                    let object = self.unseal(entry)?;
+                    let object = self.unseal_in(s, entry)?;
                     self.reseal(s, &newest, &entry.record.key_id, object)?;
                 }
                 // The key now has a record under the newest storage key: the old one goes.

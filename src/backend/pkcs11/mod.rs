@@ -190,11 +190,13 @@ impl ForwardToken {
         let key_type = template.ulong(CKA_KEY_TYPE).ok().flatten();
         let records_only = key_type == Some(CKK_ML_DSA) && !self.native(CKM_ML_DSA_KEY_PAIR_GEN);
         let mut found = self.keys.find(template);
+        // Another process may have destroyed or rotated a key since the index was read: the
+        // handles found are checked against the HSM, and the index read again if one is gone.
+        if (found.is_empty() && records_only) || !self.all_live(real_session, &found) {
+            self.keys.refresh()?;
+            found = self.keys.find(template);
+        }
         if records_only {
-            if found.is_empty() {
-                self.keys.refresh()?;
-                found = self.keys.find(template);
-            }
             return Ok(found);
         }
         let class = template.ulong(CKA_CLASS).ok().flatten();
@@ -225,6 +227,14 @@ impl ForwardToken {
             );
         }
         Ok(found)
+    }
+
+    /// Whether every handle still names a key record in the HSM.
+    fn all_live(&self, real_session: CK_SESSION_HANDLE, handles: &[CK_OBJECT_HANDLE]) -> bool {
+        handles.iter().all(|h| {
+            let application = self.lib.attribute(real_session, *h, CKA_APPLICATION);
+            matches!(application, Ok(Some(a)) if a == records::APPLICATION)
+        })
     }
 
     /// The application's last session on this token closed: the HSM logs it out, so the
