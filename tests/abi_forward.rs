@@ -21,10 +21,11 @@ use cryptoki_sys::*;
 use forward_common::*;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// One SoftHSM token (and module slot, by index) per test; the native slot comes after them.
-const TOKENS: [&str; 7] = [
+const TOKENS: [&str; 8] = [
     "fwd-info",
     "fwd-pass",
     "fwd-hard",
@@ -32,6 +33,7 @@ const TOKENS: [&str; 7] = [
     "fwd-state",
     "fwd-rotate",
     "fwd-resume",
+    "fwd-held",
 ];
 const INFO: usize = 0;
 const PASS: usize = 1;
@@ -40,6 +42,7 @@ const PQ: usize = 3;
 const STATE: usize = 4;
 const ROTATE: usize = 5;
 const RESUME: usize = 6;
+const HELD: usize = 7;
 const NATIVE: usize = TOKENS.len();
 
 /// What src/mechanism/mod.rs REGISTRY offers; a pkcs11 slot adds those its HSM lacks.
@@ -574,21 +577,32 @@ fn a_token_with_native_ml_dsa_keeps_the_key_itself() {
 // ---------------------------------------------------------------------------------------------
 // 8. Faults, each in its own process with its own configuration
 
-/// Runs `test` in a child with `config` (TOML) and debug logging to a file; returns the log.
-fn fault_child(test: &str, config: &str, softhsm_conf: Option<&std::path::Path>) -> String {
+/// Runs `test` in a child with `config` (TOML), debug logging to a file and the extra variables
+/// `envs`; returns the log.
+fn fault_child(test: &str, config: &str, envs: &[(&str, &str)]) -> String {
     let dir = temp_dir("b4ae-forward-fault-");
     let conf = dir.path().join("b4ae-pkcs11.toml");
     std::fs::write(&conf, config).expect("configuration");
     let log = dir.path().join("module.log");
     let setting = format!("debug:{}", log.display());
-    let mut envs = vec![("B4AE_PKCS11_LOG", setting.as_str())];
-    let softhsm = softhsm_conf.map(|p| p.display().to_string());
-    if let Some(path) = &softhsm {
-        envs.push((SOFTHSM_CONF_VAR, path));
-    }
-    run_child(test, &conf, &envs);
+    let mut all = vec![("B4AE_PKCS11_LOG", setting.as_str())];
+    all.extend_from_slice(envs);
+    run_child(test, &conf, &all);
     std::fs::read_to_string(&log).unwrap_or_default()
 }
+
+/// A configuration of one pkcs11 slot over token `token_label` of `library`.
+fn one_slot_config(library: &Path, token_label: &str) -> String {
+    format!(
+        "[[token]]\nlabel = \"Fault\"\nbackend = \"pkcs11\"\nlibrary = \"{}\"\ntoken_label = \"{token_label}\"\n",
+        library.display()
+    )
+}
+
+/// The variable naming the file whose existence makes tests/c/faulty_hsm.c fail.
+const TRIGGER_VAR: &str = "FAULTY_HSM_TRIGGER";
+/// In the token-removal child: SoftHSM's tokendir.
+const TOKENDIR_VAR: &str = "B4AE_TEST_TOKENDIR";
 
 /// In the child: C_Initialize fails with CKR_GENERAL_ERROR and leaves the module uninitialised.
 fn initialize_must_fail() {
@@ -619,7 +633,7 @@ fn a_missing_hsm_library_fails_c_initialize_cleanly() {
         "[[token]]\nbackend = \"pkcs11\"\nlibrary = \"{}\"\ntoken_label = \"x\"\n",
         library.display()
     );
-    let log = fault_child(name, &config, None);
+    let log = fault_child(name, &config, &[]);
     assert!(
         log.contains("libno-such-hsm.so"),
         "the log names the library:\n{log}"
@@ -636,14 +650,12 @@ fn a_token_label_matching_nothing_fails_c_initialize_cleanly() {
         std::path::Path::new(SOFTHSM_LIB).exists(),
         "{SOFTHSM_LIB} is missing"
     );
-    let softhsm = temp_dir("b4ae-empty-softhsm-");
-    std::fs::create_dir(softhsm.path().join("tokens")).expect("token directory");
-    let softhsm_conf = softhsm.path().join("softhsm2.conf");
-    write_softhsm_conf(&softhsm_conf, &softhsm.path().join("tokens"));
+    let softhsm = OwnSoftHsm::new("b4ae-empty-softhsm-", &[]);
     let config = format!(
         "[[token]]\nbackend = \"pkcs11\"\nlibrary = \"{SOFTHSM_LIB}\"\ntoken_label = \"no-such-token\"\n"
     );
-    let log = fault_child(name, &config, Some(&softhsm_conf));
+    let softhsm_conf = softhsm.conf.to_str().expect("UTF-8");
+    let log = fault_child(name, &config, &[(SOFTHSM_CONF_VAR, softhsm_conf)]);
     assert!(
         log.contains("no-such-token"),
         "the log names the token:\n{log}"

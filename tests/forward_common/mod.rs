@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{mpsc, OnceLock};
 use std::time::Duration;
+use tempfile::TempDir;
 
 pub const SOFTHSM_LIB: &str = "/usr/lib/softhsm/libsofthsm2.so";
 pub const SOFTHSM_CONF_VAR: &str = "SOFTHSM2_CONF";
@@ -289,12 +290,74 @@ pub fn write_softhsm_conf(path: &Path, tokens: &Path) {
 
 /// `softhsm2-util --init-token --free` (with the `SOFTHSM2_CONF` of this process).
 pub fn softhsm_init_token(label: &str) {
-    let output = Command::new("softhsm2-util")
+    softhsm_init_token_with(None, label);
+}
+
+/// `softhsm2-util --init-token --free` with SoftHSM configuration `conf` (else the process's).
+pub fn softhsm_init_token_with(conf: Option<&Path>, label: &str) {
+    let mut command = Command::new("softhsm2-util");
+    if let Some(conf) = conf {
+        command.env(SOFTHSM_CONF_VAR, conf);
+    }
+    let output = command
         .args(["--init-token", "--free", "--label", label])
         .args(["--so-pin", HSM_SO_PIN, "--pin", HSM_PIN])
         .output()
         .expect("running softhsm2-util (install softhsm2: scripts/deps.sh)");
     assert_success("softhsm2-util --init-token", &output);
+}
+
+/// A SoftHSM token directory of its own (outside the fixture), for a test that breaks it.
+pub struct OwnSoftHsm {
+    pub dir: TempDir,
+    /// The `softhsm2.conf` to hand to a process as `SOFTHSM2_CONF`.
+    pub conf: PathBuf,
+    /// SoftHSM's `directories.tokendir`: one directory per token.
+    pub tokens: PathBuf,
+}
+
+impl OwnSoftHsm {
+    /// A fresh token directory with one initialised token per label (SO PIN [`HSM_SO_PIN`],
+    /// user PIN [`HSM_PIN`]).
+    pub fn new(prefix: &str, labels: &[&str]) -> Self {
+        let dir = temp_dir(prefix);
+        let tokens = dir.path().join("tokens");
+        std::fs::create_dir(&tokens).expect("token directory");
+        let conf = dir.path().join("softhsm2.conf");
+        write_softhsm_conf(&conf, &tokens);
+        for label in labels {
+            softhsm_init_token_with(Some(&conf), label);
+        }
+        OwnSoftHsm { dir, conf, tokens }
+    }
+}
+
+/// The directory SoftHSM keeps the only token of `tokens` (its tokendir) in.
+pub fn only_token_dir(tokens: &Path) -> PathBuf {
+    let entries = std::fs::read_dir(tokens).expect("reading SoftHSM's tokendir");
+    let dirs: Vec<PathBuf> = entries
+        .map(|e| e.expect("tokendir entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(dirs.len(), 1, "one token directory in {tokens:?}: {dirs:?}");
+    dirs.into_iter().next().expect("one directory")
+}
+
+/// Compiles tests/c/faulty_hsm.c (SoftHSM with a switchable CKR_DEVICE_ERROR) into `dir`.
+pub fn build_faulty_hsm(dir: &Path) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let library = dir.join("libfaulty.so");
+    let output = Command::new("cc")
+        .current_dir(root)
+        .args(["-shared", "-fPIC", "-Wall", "-Werror", "-I", "include"])
+        .arg("tests/c/faulty_hsm.c")
+        .arg("-ldl")
+        .arg("-o")
+        .arg(&library)
+        .output()
+        .expect("running cc (install a C compiler: scripts/deps.sh)");
+    assert_success("cc tests/c/faulty_hsm.c", &output);
+    library
 }
 
 #[track_caller]

@@ -13,6 +13,7 @@ use crate::token::object::Object;
 use cryptoki_sys::*;
 use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,30 @@ pub struct Indexed {
     /// The key as applications see it (public attributes only).
     pub object: Arc<Object>,
     pub record: Arc<Record>,
+    /// When the HSM last confirmed the record exists (milliseconds on [`clock`]).
+    confirmed: Arc<AtomicU64>,
+}
+
+/// How long a record the HSM confirmed is trusted without asking again: another process's
+/// deletions and rotations show within this time, while a search repeated in a loop does not
+/// pay an HSM round trip each time.
+const CONFIRMATION_TTL_MS: u64 = 1000;
+
+/// Milliseconds since this process first asked.
+fn clock() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+impl Indexed {
+    /// Whether the record needs the HSM to confirm it again.
+    pub fn unconfirmed(&self) -> bool {
+        clock().saturating_sub(self.confirmed.load(Ordering::Relaxed)) > CONFIRMATION_TTL_MS
+    }
+
+    pub fn confirm(&self) {
+        self.confirmed.store(clock(), Ordering::Relaxed);
+    }
 }
 
 struct Cached {
@@ -168,6 +193,7 @@ impl KeyStore {
         Indexed {
             object: Arc::new(Object::new(attrs)),
             record: Arc::new(record),
+            confirmed: Arc::new(AtomicU64::new(clock())),
         }
     }
 

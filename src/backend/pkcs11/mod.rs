@@ -229,11 +229,20 @@ impl ForwardToken {
         Ok(found)
     }
 
-    /// Whether every handle still names a key record in the HSM.
+    /// Whether every handle still names a key record in the HSM (asking the HSM only about
+    /// records it has not confirmed lately).
     fn all_live(&self, real_session: CK_SESSION_HANDLE, handles: &[CK_OBJECT_HANDLE]) -> bool {
-        handles.iter().all(|h| {
-            let application = self.lib.attribute(real_session, *h, CKA_APPLICATION);
-            matches!(application, Ok(Some(a)) if a == records::APPLICATION)
+        handles.iter().all(|h| match self.keys.indexed(*h) {
+            Some(entry) if !entry.unconfirmed() => true,
+            Some(entry) => {
+                let application = self.lib.attribute(real_session, *h, CKA_APPLICATION);
+                let live = matches!(application, Ok(Some(a)) if a == records::APPLICATION);
+                if live {
+                    entry.confirm();
+                }
+                live
+            }
+            None => false,
         })
     }
 

@@ -1,0 +1,120 @@
+/*
+ * faulty_hsm.c: a PKCS#11 library that is SoftHSM2 with a switchable device fault, for the
+ * fault tests of tests/abi_forward.rs.
+ *
+ * It loads the real library (FAULTY_HSM_REAL, default /usr/lib/softhsm/libsofthsm2.so), takes
+ * its C_GetFunctionList table and hands out a copy in which C_Sign, C_Encrypt and
+ * C_GenerateRandom answer CKR_DEVICE_ERROR while the file named by FAULTY_HSM_TRIGGER exists,
+ * and forward otherwise. Everything else is the real library's own function.
+ *
+ * A failing C_Sign or C_Encrypt behaves as a conforming device does: any answer but
+ * CKR_BUFFER_TOO_SMALL ends the active operation, so the real operation is run to its end into
+ * a scratch buffer (and thrown away) before the error is returned.
+ *
+ * Deliberately no C_GetInterface: the module under test must fall back to C_GetFunctionList.
+ *
+ * Build: cc -shared -fPIC -Wall -Werror -I include tests/c/faulty_hsm.c -ldl -o libfaulty.so
+ */
+
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pkcs11.h"
+
+#define DEFAULT_REAL "/usr/lib/softhsm/libsofthsm2.so"
+
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static CK_RV load_rv = CKR_GENERAL_ERROR;
+static CK_FUNCTION_LIST *real;
+static CK_FUNCTION_LIST faulty;
+
+static int faulting(void)
+{
+    const char *trigger = getenv("FAULTY_HSM_TRIGGER");
+    return trigger != NULL && trigger[0] != '\0' && access(trigger, F_OK) == 0;
+}
+
+/* Runs the real single-part function to its end into a scratch buffer, discarding the output. */
+static void end_real(CK_C_Sign function, CK_SESSION_HANDLE session, CK_BYTE_PTR data,
+                     CK_ULONG len)
+{
+    CK_ULONG scratch_len = len + 16384;
+    CK_BYTE *scratch = malloc(scratch_len);
+    if (scratch == NULL) {
+        return;
+    }
+    (void)function(session, data, len, scratch, &scratch_len);
+    memset(scratch, 0, len + 16384);
+    free(scratch);
+}
+
+static CK_RV faulty_sign(CK_SESSION_HANDLE session, CK_BYTE_PTR data, CK_ULONG len,
+                         CK_BYTE_PTR signature, CK_ULONG_PTR signature_len)
+{
+    if (faulting()) {
+        end_real(real->C_Sign, session, data, len);
+        return CKR_DEVICE_ERROR;
+    }
+    return real->C_Sign(session, data, len, signature, signature_len);
+}
+
+static CK_RV faulty_encrypt(CK_SESSION_HANDLE session, CK_BYTE_PTR data, CK_ULONG len,
+                            CK_BYTE_PTR encrypted, CK_ULONG_PTR encrypted_len)
+{
+    if (faulting()) {
+        end_real(real->C_Encrypt, session, data, len);
+        return CKR_DEVICE_ERROR;
+    }
+    return real->C_Encrypt(session, data, len, encrypted, encrypted_len);
+}
+
+static CK_RV faulty_generate_random(CK_SESSION_HANDLE session, CK_BYTE_PTR out, CK_ULONG len)
+{
+    if (faulting()) {
+        return CKR_DEVICE_ERROR;
+    }
+    return real->C_GenerateRandom(session, out, len);
+}
+
+static void load(void)
+{
+    const char *path = getenv("FAULTY_HSM_REAL");
+    if (path == NULL || path[0] == '\0') {
+        path = DEFAULT_REAL;
+    }
+    void *library = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (library == NULL) {
+        fprintf(stderr, "faulty_hsm: cannot load %s: %s\n", path, dlerror());
+        return;
+    }
+    CK_C_GetFunctionList get_list;
+    *(void **)&get_list = dlsym(library, "C_GetFunctionList");
+    if (get_list == NULL || get_list(&real) != CKR_OK || real == NULL) {
+        fprintf(stderr, "faulty_hsm: %s: no C_GetFunctionList\n", path);
+        return;
+    }
+    /* The library stays loaded for the life of the process. */
+    faulty = *real;
+    faulty.C_GetFunctionList = C_GetFunctionList;
+    faulty.C_Sign = faulty_sign;
+    faulty.C_Encrypt = faulty_encrypt;
+    faulty.C_GenerateRandom = faulty_generate_random;
+    load_rv = CKR_OK;
+}
+
+__attribute__((visibility("default"))) CK_RV C_GetFunctionList(CK_FUNCTION_LIST **list)
+{
+    if (list == NULL) {
+        return CKR_ARGUMENTS_BAD;
+    }
+    pthread_once(&once, load);
+    if (load_rv != CKR_OK) {
+        return load_rv;
+    }
+    *list = &faulty;
+    return CKR_OK;
+}
