@@ -421,40 +421,33 @@ impl HsmLibrary {
         let mut out = Zeroizing::new(vec![0u8; input.len() + 16]);
         let mut out_len = out.len() as CK_ULONG;
         let data = input.as_ptr() as *mut _;
-        if decrypt {
-            call!(self, C_DecryptInit(session, &mut mech, key))?;
-            call!(
-                self,
-                C_Decrypt(
-                    session,
-                    data,
-                    input.len() as CK_ULONG,
-                    out.as_mut_ptr(),
-                    &mut out_len
-                )
-            )?;
+        let functions = &self.functions;
+        let (init, run, name) = if decrypt {
+            (functions.C_DecryptInit, functions.C_Decrypt, "C_Decrypt")
         } else {
-            call!(self, C_EncryptInit(session, &mut mech, key))?;
-            call!(
-                self,
-                C_Encrypt(
-                    session,
-                    data,
-                    input.len() as CK_ULONG,
-                    out.as_mut_ptr(),
-                    &mut out_len
-                )
-            )?;
-        }
+            (functions.C_EncryptInit, functions.C_Encrypt, "C_Encrypt")
+        };
+        let (init, run) = (
+            init.ok_or(Error::FUNCTION_NOT_SUPPORTED)?,
+            run.ok_or(Error::FUNCTION_NOT_SUPPORTED)?,
+        );
+        // SAFETY: the library's own functions, with a mechanism and buffers that live through
+        // both calls; `out` holds the input plus the 16-byte tag.
+        let rv = unsafe { init(session, &mut mech, key) };
+        self.outcome(name, rv)?;
+        // SAFETY: as above.
+        let rv = unsafe {
+            run(
+                session,
+                data,
+                input.len() as CK_ULONG,
+                out.as_mut_ptr(),
+                &mut out_len,
+            )
+        };
+        self.outcome(name, rv)?;
         out.truncate(out_len as usize);
         Ok(out)
-    }
-
-    pub fn random(&self, session: CK_SESSION_HANDLE, out: &mut [u8]) -> Result<()> {
-        call!(
-            self,
-            C_GenerateRandom(session, out.as_mut_ptr(), out.len() as CK_ULONG)
-        )
     }
 }
 

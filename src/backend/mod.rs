@@ -4,7 +4,7 @@
 pub mod embedded;
 pub mod pkcs11;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::token::attributes::Attributes;
 use crate::token::object::Object;
 
@@ -61,4 +61,11 @@ pub trait Backend: Send + Sync {
     fn update(&self, id: i64, object: &Object) -> Result<i64>;
     /// Deletes a stored object.
     fn delete(&self, id: i64) -> Result<()>;
+}
+
+/// Random bytes from the operating system (salts, IVs, identifiers).
+pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut out = [0u8; N];
+    getrandom::getrandom(&mut out).map_err(|_| Error::DEVICE)?;
+    Ok(out)
 }

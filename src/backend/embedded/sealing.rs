@@ -1,6 +1,7 @@
 //! The embedded store's cryptography: PIN-derived keys (Argon2id) and AES-256-GCM sealing with
 //! the record's identity as associated data.
 
+pub use crate::backend::random_bytes;
 use crate::config::PinKdf;
 use crate::error::{Error, Result};
 use aes_gcm::aead::{Aead, Payload};
@@ -39,13 +40,6 @@ pub fn random_key() -> Result<Key> {
     let mut key = Zeroizing::new([0u8; 32]);
     getrandom::getrandom(key.as_mut()).map_err(|_| Error::DEVICE)?;
     Ok(key)
-}
-
-/// Random bytes (salts, identifiers).
-pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
-    let mut out = [0u8; N];
-    getrandom::getrandom(&mut out).map_err(|_| Error::DEVICE)?;
-    Ok(out)
 }
 
 /// The key-encryption key for a PIN.

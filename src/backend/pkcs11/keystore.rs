@@ -6,6 +6,7 @@ use super::hierarchy::{self, Stk};
 use super::index::Index;
 use super::records::{self, Kind, Record};
 use crate::abi::hsm::HsmLibrary;
+use crate::backend::random_bytes;
 use crate::consts::*;
 use crate::error::{Error, Result};
 use crate::token::attributes::Attributes;
@@ -205,7 +206,7 @@ impl KeyStore {
         public: Attributes,
         private: Attributes,
     ) -> Result<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
-        let key_id: [u8; 16] = random()?;
+        let key_id: [u8; 16] = random_bytes()?;
         let public_value = records::prefix(Kind::Public, 0, &key_id, &[0; 12], &public);
         let public_template = record_template(
             public_value,
@@ -249,7 +250,7 @@ impl KeyStore {
         real_session: CK_SESSION_HANDLE,
         attrs: Attributes,
     ) -> Result<CK_OBJECT_HANDLE> {
-        let key_id: [u8; 16] = random()?;
+        let key_id: [u8; 16] = random_bytes()?;
         let private = attrs.ulong(CKA_CLASS)? == Some(CKO_PRIVATE_KEY);
         let (value, full) = if private {
             self.seal(&key_id, attrs)?
@@ -319,7 +320,7 @@ impl KeyStore {
         let full = Object::new(attrs.clone());
         let secret = attrs.split_off(|t| full.is_secret_attribute(t));
         attrs.remove(CKA_B4AE_CUSTODY);
-        let iv: [u8; 12] = random()?;
+        let iv: [u8; 12] = random_bytes()?;
         self.with_internal(|s| {
             let stk = hierarchy::current_stk(&self.lib, s, self.hkdf)?;
             let mut value = records::prefix(Kind::Private, stk.epoch, key_id, &iv, &attrs);
@@ -465,7 +466,7 @@ impl KeyStore {
         let mut attrs = object.attrs.clone();
         attrs.remove(CKA_B4AE_CUSTODY);
         let secret = attrs.split_off(|t| object.is_secret_attribute(t));
-        let iv: [u8; 12] = random()?;
+        let iv: [u8; 12] = random_bytes()?;
         let mut value = records::prefix(Kind::Private, stk.epoch, key_id, &iv, &attrs);
         let sealed = self
             .lib
@@ -483,10 +484,4 @@ impl KeyStore {
             .insert(handle, Self::present(Record::parse(&value)?));
         Ok(())
     }
-}
-
-fn random<const N: usize>() -> Result<[u8; N]> {
-    let mut out = [0u8; N];
-    getrandom::getrandom(&mut out).map_err(|_| Error::DEVICE)?;
-    Ok(out)
 }
