@@ -1,11 +1,14 @@
 //! The pkcs11 (forwarding) backend against SoftHSM2 2.6.1: the slot is the real token, standard
 //! objects and mechanisms pass through unchanged, hostile arguments never reach SoftHSM,
 //! post-quantum keys are sealed records SoftHSM cannot leak (custody 2), the module keeps no
-//! state of its own, storage-key rotation (also an interrupted one), native routing to a token
-//! that does ML-DSA itself (custody 1), and configuration faults.
+//! state of its own, storage-key rotation (also an interrupted one, and one by another process
+//! under an open session), native routing to a token that does ML-DSA itself (custody 1), and
+//! faults: configuration faults, a device answering CKR_DEVICE_ERROR (tests/c/faulty_hsm.c, a
+//! SoftHSM shim), a token that disappears.
 //!
 //! Each test has its own SoftHSM token and slot (see `TOKENS`); tests that finalise the module
-//! or need a second process re-run this binary for themselves ([`Forward::child`]).
+//! or need a second process re-run this binary for themselves ([`Forward::child`]). Fault tests
+//! that break their HSM run in a child with a SoftHSM token directory of their own.
 
 #[macro_use]
 mod common;
@@ -538,6 +541,75 @@ fn a_rotation_interrupted_after_deriving_the_new_key_is_finished_at_login() {
     assert_eq!(sign_and_check(&session, Ps::P44, public, private), pk);
 }
 
+/// How long the module trusts a record the HSM confirmed without asking again (docs/hsm.md:
+/// "keys another process deleted or rotated drop out within a second").
+const CONFIRMATION_WINDOW: Duration = Duration::from_secs(1);
+
+/// Issue D: another process rotates the storage key while this one holds a session with the
+/// key's old handles (the old private record is destroyed there). A search by class, key type
+/// and label always finds exactly one key that signs; once the confirmation window has passed,
+/// it is the live re-sealed record, never the destroyed one.
+#[test]
+fn a_rotation_by_another_process_leaves_an_open_session_one_live_key() {
+    let f = fwd();
+    let session = f.module_session(HELD);
+    let (public, old_private) = pq_keypair(&session, Ps::P44, "held-key", false);
+    let pk = sign_and_check(&session, Ps::P44, public, old_private);
+
+    let slot = HELD.to_string();
+    let output = admin(&["rotate-stk", "--slot", &slot, "--pin", HSM_PIN], &f.conf);
+    assert_success("b4ae-pkcs11 rotate-stk", &output);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("epoch 2"), "{stdout}");
+
+    // The same session, never closed: the module's index still lists the old record.
+    let template = [
+        Attribute::Class(ObjectClass::PRIVATE_KEY),
+        Attribute::KeyType(KeyType::ML_DSA),
+        Attribute::Label(b"held-key".to_vec()),
+    ];
+    // Within the window the old record may still be trusted; whichever handle is found signs
+    // (the old one from the key this process still holds decrypted).
+    let soon = ok(session.find_objects(&template));
+    assert_eq!(
+        soon.len(),
+        1,
+        "one private key right after the rotation: {soon:?}"
+    );
+    let stale = soon[0] == old_private;
+    eprintln!(
+        "right after the rotation the search finds the {} record",
+        if stale { "destroyed" } else { "live" }
+    );
+    assert_eq!(sign_and_check(&session, Ps::P44, public, soon[0]), pk);
+
+    std::thread::sleep(CONFIRMATION_WINDOW + Duration::from_millis(200));
+    let found = ok(session.find_objects(&template));
+    assert_eq!(found.len(), 1, "one private key: {found:?}");
+    let private = found[0];
+    assert_ne!(private, old_private, "the destroyed record's handle");
+    {
+        let direct = f.hsm_session(TOKENS[HELD]);
+        assert_eq!(f.stk_labels(&direct), ["B4AE-v1-STK-2"]);
+        let live: Vec<(ObjectHandle, u32)> = f
+            .records(&direct)
+            .iter()
+            .filter(|r| r.kind() == 1)
+            .map(|r| (r.handle, r.epoch()))
+            .collect();
+        assert_eq!(live, [(private, 2)], "SoftHSM's private records");
+    }
+    assert_eq!(find_pq_pair(&session, "held-key"), (public, private));
+    assert_eq!(sign_and_check(&session, Ps::P44, public, private), pk);
+    // The old handle names nothing any more.
+    let stale = session.sign(&pure_ml_dsa(), old_private, MESSAGE);
+    eprintln!(
+        "signing with the destroyed record's handle: {}",
+        rv_name(stale.to_rv())
+    );
+    assert_rv_in(stale, &[CKR_KEY_HANDLE_INVALID, CKR_OBJECT_HANDLE_INVALID]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 7. Native routing (custody 1)
 
@@ -660,4 +732,340 @@ fn a_token_label_matching_nothing_fails_c_initialize_cleanly() {
         log.contains("no-such-token"),
         "the log names the token:\n{log}"
     );
+}
+
+/// AES-GCM with the test's AAD and a 128-bit tag.
+fn gcm(iv: &mut [u8; 12]) -> Mechanism<'_> {
+    let params = GcmParams::new(iv, AAD, 128.into()).expect("GCM parameters");
+    Mechanism::AesGcm(params)
+}
+
+/// A path as text for an environment variable.
+fn text(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 temporary path")
+}
+
+/// A backend answering CKR_DEVICE_ERROR (tests/c/faulty_hsm.c in front of SoftHSM, faulting
+/// while a trigger file exists): the application gets that code, never a crash, and the log
+/// names the library; once the device works again, every key does too.
+#[test]
+fn a_device_error_of_the_hsm_is_answered_logged_and_loses_no_key() {
+    let name = test_name!();
+    if is_child(name) {
+        return device_error_child();
+    }
+    assert!(Path::new(SOFTHSM_LIB).exists(), "{SOFTHSM_LIB} is missing");
+    let softhsm = OwnSoftHsm::new("b4ae-faulty-softhsm-", &["fault"]);
+    let library = build_faulty_hsm(softhsm.dir.path());
+    let trigger = softhsm.dir.path().join("trigger");
+    let envs = [
+        (SOFTHSM_CONF_VAR, text(&softhsm.conf)),
+        (TRIGGER_VAR, text(&trigger)),
+        ("FAULTY_HSM_REAL", SOFTHSM_LIB),
+    ];
+    let log = fault_child(name, &one_slot_config(&library, "fault"), &envs);
+    let library = library.display().to_string();
+    for function in ["C_Sign:", "C_GenerateRandom:", "C_Encrypt:"] {
+        let named = log.lines().any(|line| {
+            line.contains(function) && line.contains(&library) && line.contains("CKR_DEVICE_ERROR")
+        });
+        assert!(
+            named,
+            "no log line names {function} {library} and CKR_DEVICE_ERROR:\n{log}"
+        );
+    }
+    assert!(!trigger.exists(), "the child ended the fault");
+}
+
+fn device_error_child() {
+    let trigger = PathBuf::from(std::env::var_os(TRIGGER_VAR).expect(TRIGGER_VAR));
+    let module = load_module();
+    initialize(&module);
+    let slot = ok(module.get_all_slots())[0];
+    let login = || {
+        let session = ok(module.open_rw_session(slot));
+        ok(session.login(UserType::User, Some(&pin(HSM_PIN))));
+        session
+    };
+    let session = login();
+    let digest = Sha256::digest(MESSAGE);
+    let (ec_public, ec_private) = ec_keypair(&session, "fault-ec");
+    let signature = ok(session.sign(&Mechanism::Ecdsa, ec_private, &digest));
+    ok(session.verify(&Mechanism::Ecdsa, ec_public, &digest, &signature));
+    let (pq_public, pq_private) = pq_keypair(&session, Ps::P65, "fault-pq", false);
+    let pk = sign_and_check(&session, Ps::P65, pq_public, pq_private);
+    let aes = aes_key(&session, "fault-aes", true);
+
+    std::fs::write(&trigger, b"fault").expect("creating the trigger");
+    let s = session.handle();
+    let (ec, data) = (ec_private.handle(), digest.as_ptr().cast_mut());
+    let mut out = [0u8; 256];
+    for _ in 0..2 {
+        assert_ck!(CKR_OK; C_SignInit(s, &mut mech(CKM_ECDSA), ec));
+        let mut len = out.len() as CK_ULONG;
+        assert_ck!(CKR_DEVICE_ERROR; C_Sign(s, data, 32, out.as_mut_ptr(), &mut len));
+        // The failed C_Sign ended the operation (the device did, as PKCS#11 wants; the module
+        // kept none): the next C_SignInit starts a new one.
+    }
+    let mut random = [0u8; 32];
+    assert_ck!(CKR_DEVICE_ERROR; C_GenerateRandom(s, random.as_mut_ptr(), 32));
+    let mut iv = *b"twelve bytes";
+    let encrypted = session.encrypt(&gcm(&mut iv), aes, MESSAGE);
+    assert_rv(encrypted, CKR_DEVICE_ERROR);
+    // Sealing a new post-quantum key needs the HSM's C_Encrypt: refused, and nothing half-made.
+    let (public, private) = pq_templates(Ps::P44, "fault-pq-new", false);
+    let made = session.generate_key_pair(&Mechanism::MlDsaKeyPairGen, &public, &private);
+    assert_rv(made, CKR_DEVICE_ERROR);
+    assert!(find_by_label(&session, "fault-pq-new").is_empty());
+    // A sealed key already opened signs on: ML-DSA does not use the HSM's C_Sign.
+    assert_eq!(sign_and_check(&session, Ps::P65, pq_public, pq_private), pk);
+
+    std::fs::remove_file(&trigger).expect("removing the trigger");
+    // The same handles work again in the same session.
+    let signature = ok(session.sign(&Mechanism::Ecdsa, ec_private, &digest));
+    ok(session.verify(&Mechanism::Ecdsa, ec_public, &digest, &signature));
+    ok(session.generate_random_slice(&mut random));
+    assert_ne!(random, [0u8; 32]);
+    let mut iv = *b"twelve bytes";
+    ok(session.encrypt(&gcm(&mut iv), aes, MESSAGE));
+    drop(session);
+
+    // A new module instance: the keys are all still in the HSM; the ML-DSA key sealed before
+    // the fault is opened by the HSM afresh.
+    ok(module.clone().finalize());
+    initialize(&module);
+    let session = login();
+    let find = |class| {
+        let template = [
+            Attribute::Class(class),
+            Attribute::Label(b"fault-ec".to_vec()),
+        ];
+        let found = ok(session.find_objects(&template));
+        assert_eq!(found.len(), 1, "{class:?} fault-ec: {found:?}");
+        found[0]
+    };
+    let (ec_public, ec_private) = (
+        find(ObjectClass::PUBLIC_KEY),
+        find(ObjectClass::PRIVATE_KEY),
+    );
+    let signature = ok(session.sign(&Mechanism::Ecdsa, ec_private, &digest));
+    ok(session.verify(&Mechanism::Ecdsa, ec_public, &digest, &signature));
+    let (pq_public, pq_private) = find_pq_pair(&session, "fault-pq");
+    assert_eq!(sign_and_check(&session, Ps::P65, pq_public, pq_private), pk);
+    assert!(find_by_label(&session, "fault-pq-new").is_empty());
+}
+
+/// A token that disappears under an open, logged-in session. SoftHSM keeps one directory per
+/// token in its tokendir and finds tokens by path, so moving that directory away removes the
+/// token. Every call through the module answers (no crash, no hang), no key is found or usable
+/// any more, C_GetTokenInfo fails with a log line naming the library; once the directory is
+/// back, a new module instance finds and uses every key.
+///
+/// What SoftHSM 2.6.1 answers with the token gone (passed on by the module), past the
+/// module's one-second confirmation window:
+/// - C_FindObjectsInit, C_FindObjects, C_FindObjectsFinal: CKR_OK, nothing found (SoftHSM
+///   re-reads the token directory and serves an empty token). For the ML-DSA key the module
+///   asks SoftHSM whether its record still exists, learns it does not, and finds nothing too.
+/// - C_SignInit: CKR_OBJECT_HANDLE_INVALID for the EC key, and for the ML-DSA key (its record
+///   dropped out of the module's index, so SoftHSM is asked about the handle).
+/// - C_GetTokenInfo: CKR_GENERAL_ERROR, logged as "C_GetTokenInfo: the HSM library
+///   /usr/lib/softhsm/libsofthsm2.so answered CKR_GENERAL_ERROR".
+/// - C_GetSlotInfo (flags still CKF_TOKEN_PRESENT), C_GetSessionInfo (still
+///   CKS_RW_USER_FUNCTIONS), C_OpenSession and C_CloseSession: CKR_OK, SoftHSM answering from
+///   memory.
+///
+/// Within the confirmation window the module would still find the ML-DSA key in its index and
+/// sign with it from its cache. Moving the directory back changes none of the answers above in
+/// the same SoftHSM instance: SoftHSM sees the token again only after C_Finalize and
+/// C_Initialize.
+#[test]
+fn a_token_that_disappears_is_answered_without_crash_or_hang() {
+    let name = test_name!();
+    if is_child(name) {
+        return vanishing_token_child();
+    }
+    assert!(Path::new(SOFTHSM_LIB).exists(), "{SOFTHSM_LIB} is missing");
+    let softhsm = OwnSoftHsm::new("b4ae-vanish-softhsm-", &["vanish"]);
+    let envs = [
+        (SOFTHSM_CONF_VAR, text(&softhsm.conf)),
+        (TOKENDIR_VAR, text(&softhsm.tokens)),
+    ];
+    let config = one_slot_config(Path::new(SOFTHSM_LIB), "vanish");
+    let log = fault_child(name, &config, &envs);
+    let named = log.lines().any(|line| {
+        line.contains("C_GetTokenInfo:") && line.contains(SOFTHSM_LIB) && line.contains("CKR_")
+    });
+    assert!(
+        named,
+        "no log line names C_GetTokenInfo, {SOFTHSM_LIB} and its answer:\n{log}"
+    );
+}
+
+/// What one call through the module answered.
+struct Answer {
+    call: String,
+    rv: CK_RV,
+    /// Handles C_FindObjects returned.
+    found: Option<CK_ULONG>,
+}
+
+impl Answer {
+    fn new(call: impl Into<String>, rv: CK_RV) -> Self {
+        let call = call.into();
+        Answer {
+            call,
+            rv,
+            found: None,
+        }
+    }
+}
+
+/// Searches for, signs with and asks about the token of session `s` on `slot`, through the
+/// module; `ec` and `pq` are its private keys.
+fn calls_on_a_vanished_token(
+    s: CK_SESSION_HANDLE,
+    slot: CK_SLOT_ID,
+    ec: CK_OBJECT_HANDLE,
+    pq: CK_OBJECT_HANDLE,
+) -> Vec<Answer> {
+    let mut answers = Vec::new();
+    let class = CKO_PRIVATE_KEY;
+    let searches = [
+        ("EC", CKK_EC, "vanish-ec"),
+        ("ML-DSA", CKK_ML_DSA, "vanish-pq"),
+    ];
+    for (what, key_type, label) in searches {
+        let mut template = [
+            raw_attr(CKA_CLASS, &class),
+            raw_attr(CKA_KEY_TYPE, &key_type),
+            raw_bytes(CKA_LABEL, label.as_bytes()),
+        ];
+        let rv = ck!(C_FindObjectsInit(s, template.as_mut_ptr(), 3));
+        answers.push(Answer::new(format!("C_FindObjectsInit {what}"), rv));
+        if rv == CKR_OK {
+            let mut found = [CK_INVALID_HANDLE; 4];
+            let mut count: CK_ULONG = 0;
+            let rv = ck!(C_FindObjects(s, found.as_mut_ptr(), 4, &mut count));
+            let mut answer = Answer::new(format!("C_FindObjects {what}"), rv);
+            answer.found = Some(count);
+            answers.push(answer);
+            let rv = ck!(C_FindObjectsFinal(s));
+            answers.push(Answer::new(format!("C_FindObjectsFinal {what}"), rv));
+        }
+    }
+    let digest = Sha256::digest(MESSAGE);
+    let mut out = vec![0u8; 8192];
+    for (what, mechanism, key) in [("ECDSA", CKM_ECDSA, ec), ("ML-DSA", CKM_ML_DSA, pq)] {
+        let rv = ck!(C_SignInit(s, &mut mech(mechanism), key));
+        answers.push(Answer::new(format!("C_SignInit {what}"), rv));
+        if rv == CKR_OK {
+            let mut len = out.len() as CK_ULONG;
+            let data = digest.as_ptr().cast_mut();
+            let rv = ck!(C_Sign(s, data, 32, out.as_mut_ptr(), &mut len));
+            answers.push(Answer::new(format!("C_Sign {what}"), rv));
+        }
+    }
+    let mut token = CK_TOKEN_INFO::default();
+    let rv = ck!(C_GetTokenInfo(slot, &mut token));
+    answers.push(Answer::new("C_GetTokenInfo", rv));
+    let mut slot_info = CK_SLOT_INFO::default();
+    let rv = ck!(C_GetSlotInfo(slot, &mut slot_info));
+    let call = format!("C_GetSlotInfo (flags {:#x})", slot_info.flags);
+    answers.push(Answer::new(call, rv));
+    let mut info = CK_SESSION_INFO::default();
+    let rv = ck!(C_GetSessionInfo(s, &mut info));
+    let call = format!("C_GetSessionInfo (state {})", info.state);
+    answers.push(Answer::new(call, rv));
+    let mut other = CK_INVALID_HANDLE;
+    let rv = ck!(C_OpenSession(slot, RW, null(), None, &mut other));
+    answers.push(Answer::new("C_OpenSession", rv));
+    if rv == CKR_OK {
+        let rv = ck!(C_CloseSession(other));
+        answers.push(Answer::new("C_CloseSession (that session)", rv));
+    }
+    answers
+}
+
+/// Runs [`calls_on_a_vanished_token`] on its own thread (a hang fails the test); prints the
+/// answers.
+fn answers_within(
+    when: &'static str,
+    s: CK_SESSION_HANDLE,
+    slot: CK_SLOT_ID,
+    ec: CK_OBJECT_HANDLE,
+    pq: CK_OBJECT_HANDLE,
+) -> Vec<Answer> {
+    let answers = within(Duration::from_secs(120), when, move || {
+        calls_on_a_vanished_token(s, slot, ec, pq)
+    });
+    for a in &answers {
+        let found = a.found.map(|n| format!(", {n} found")).unwrap_or_default();
+        eprintln!("{when}: {}: {}{found}", a.call, rv_name(a.rv));
+    }
+    answers
+}
+
+fn vanishing_token_child() {
+    let tokens = PathBuf::from(std::env::var_os(TOKENDIR_VAR).expect(TOKENDIR_VAR));
+    let module = load_module();
+    initialize(&module);
+    let slot = ok(module.get_all_slots())[0];
+    let login = || {
+        let session = ok(module.open_rw_session(slot));
+        ok(session.login(UserType::User, Some(&pin(HSM_PIN))));
+        session
+    };
+    let session = login();
+    let digest = Sha256::digest(MESSAGE);
+    let (ec_public, ec_private) = ec_keypair(&session, "vanish-ec");
+    let signature = ok(session.sign(&Mechanism::Ecdsa, ec_private, &digest));
+    ok(session.verify(&Mechanism::Ecdsa, ec_public, &digest, &signature));
+    let (pq_public, pq_private) = pq_keypair(&session, Ps::P44, "vanish-pq", false);
+    let pk = sign_and_check(&session, Ps::P44, pq_public, pq_private);
+
+    let token_dir = only_token_dir(&tokens);
+    let aside = tokens.with_file_name("token-moved-away");
+    std::fs::rename(&token_dir, &aside).expect("moving the token away");
+    // Past the window in which the module trusts its index without asking the HSM.
+    std::thread::sleep(CONFIRMATION_WINDOW + Duration::from_millis(200));
+    let (s, slot_id) = (session.handle(), slot.id());
+    let (ec, pq) = (ec_private.handle(), pq_private.handle());
+    let answers = answers_within("token gone", s, slot_id, ec, pq);
+    for a in &answers {
+        if a.call.starts_with("C_FindObjects ") {
+            assert_eq!(a.found, Some(0), "{}: a key of a vanished token", a.call);
+        }
+        if a.call.starts_with("C_SignInit") || a.call == "C_GetTokenInfo" {
+            assert_ne!(a.rv, CKR_OK, "{} with the token gone", a.call);
+        }
+    }
+
+    std::fs::rename(&aside, &token_dir).expect("moving the token back");
+    answers_within("token back, same instance", s, slot_id, ec, pq);
+    drop(session);
+    let finalize = module.clone();
+    within(Duration::from_secs(60), "C_Finalize", move || {
+        ok(finalize.finalize())
+    });
+
+    // A new instance (SoftHSM re-initialised by the module): every key is there and works.
+    initialize(&module);
+    let session = login();
+    let find = |class| {
+        let template = [
+            Attribute::Class(class),
+            Attribute::Label(b"vanish-ec".to_vec()),
+        ];
+        let found = ok(session.find_objects(&template));
+        assert_eq!(found.len(), 1, "{class:?} vanish-ec: {found:?}");
+        found[0]
+    };
+    let (ec_public, ec_private) = (
+        find(ObjectClass::PUBLIC_KEY),
+        find(ObjectClass::PRIVATE_KEY),
+    );
+    let signature = ok(session.sign(&Mechanism::Ecdsa, ec_private, &digest));
+    ok(session.verify(&Mechanism::Ecdsa, ec_public, &digest, &signature));
+    let (pq_public, pq_private) = find_pq_pair(&session, "vanish-pq");
+    assert_eq!(sign_and_check(&session, Ps::P44, pq_public, pq_private), pk);
 }

@@ -419,7 +419,10 @@ pub(super) unsafe fn sign_init(
     if !f.token.keys.is_record(key) {
         // SAFETY: forwarded contract.
         let mut checked = unsafe { checked_mechanism(mech) }?;
-        return real!(f.token.lib, C_SignInit(f.real, checked.as_ptr(), key));
+        return key_handle(real!(
+            f.token.lib,
+            C_SignInit(f.real, checked.as_ptr(), key)
+        ));
     }
     // SAFETY: forwarded contract.
     let decoded = unsafe { super::mechanism(mech) }?;
@@ -437,7 +440,10 @@ pub(super) unsafe fn verify_init(
     let Some(entry) = f.token.keys.indexed(key) else {
         // SAFETY: forwarded contract.
         let mut checked = unsafe { checked_mechanism(mech) }?;
-        return real!(f.token.lib, C_VerifyInit(f.real, checked.as_ptr(), key));
+        return key_handle(real!(
+            f.token.lib,
+            C_VerifyInit(f.real, checked.as_ptr(), key)
+        ));
     };
     // SAFETY: forwarded contract.
     let decoded = unsafe { super::mechanism(mech) }?;
@@ -492,4 +498,13 @@ fn native_custody(
         _ if too_small => Err(Error::BUFFER_TOO_SMALL),
         other => other,
     }
+}
+
+/// PKCS#11 names a bad key argument `CKR_KEY_HANDLE_INVALID`; some libraries (SoftHSM2, for an
+/// object that vanished) say `CKR_OBJECT_HANDLE_INVALID`.
+fn key_handle(result: Result<()>) -> Result<()> {
+    result.map_err(|e| match e {
+        Error(CKR_OBJECT_HANDLE_INVALID) => Error::KEY_HANDLE_INVALID,
+        e => e,
+    })
 }

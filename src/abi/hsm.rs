@@ -422,10 +422,18 @@ impl HsmLibrary {
         let mut out_len = out.len() as CK_ULONG;
         let data = input.as_ptr() as *mut _;
         let functions = &self.functions;
-        let (init, run, name) = if decrypt {
-            (functions.C_DecryptInit, functions.C_Decrypt, "C_Decrypt")
+        let (init, run, names) = if decrypt {
+            (
+                functions.C_DecryptInit,
+                functions.C_Decrypt,
+                ["C_DecryptInit", "C_Decrypt"],
+            )
         } else {
-            (functions.C_EncryptInit, functions.C_Encrypt, "C_Encrypt")
+            (
+                functions.C_EncryptInit,
+                functions.C_Encrypt,
+                ["C_EncryptInit", "C_Encrypt"],
+            )
         };
         let (init, run) = (
             init.ok_or(Error::FUNCTION_NOT_SUPPORTED)?,
@@ -434,7 +442,7 @@ impl HsmLibrary {
         // SAFETY: the library's own functions, with a mechanism and buffers that live through
         // both calls; `out` holds the input plus the 16-byte tag.
         let rv = unsafe { init(session, &mut mech, key) };
-        self.outcome(name, rv)?;
+        self.outcome(names[0], rv)?;
         // SAFETY: as above.
         let rv = unsafe {
             run(
@@ -445,7 +453,7 @@ impl HsmLibrary {
                 &mut out_len,
             )
         };
-        self.outcome(name, rv)?;
+        self.outcome(names[1], rv)?;
         out.truncate(out_len as usize);
         Ok(out)
     }

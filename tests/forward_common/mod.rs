@@ -601,13 +601,23 @@ pub fn pq_keypair(
     label: &str,
     exportable: bool,
 ) -> (ObjectHandle, ObjectHandle) {
-    let public = [
+    let (public, private) = pq_templates(ps, label, exportable);
+    ok(session.generate_key_pair(&Mechanism::MlDsaKeyPairGen, &public, &private))
+}
+
+/// The templates [`pq_keypair`] generates with: (public, private).
+pub fn pq_templates(
+    ps: common::Ps,
+    label: &str,
+    exportable: bool,
+) -> (Vec<Attribute>, Vec<Attribute>) {
+    let public = vec![
         Attribute::Token(true),
         Attribute::Verify(true),
         Attribute::ParameterSet(ps.parameter_set()),
         Attribute::Label(label.into()),
     ];
-    let private = [
+    let private = vec![
         Attribute::Token(true),
         Attribute::Private(true),
         Attribute::Sign(true),
@@ -615,7 +625,7 @@ pub fn pq_keypair(
         Attribute::Sensitive(!exportable),
         Attribute::Extractable(exportable),
     ];
-    ok(session.generate_key_pair(&Mechanism::MlDsaKeyPairGen, &public, &private))
+    (public, private)
 }
 
 /// The ML-DSA key pair labelled `label`, found through the module: (public, private).

@@ -359,16 +359,28 @@ impl KeyStore {
         if entry.record.kind == Kind::Public {
             return Ok(entry.object);
         }
-        let object = Arc::new(self.unseal(&entry)?);
+        let object = match self.unseal(handle, &entry) {
+            Ok(object) => Arc::new(object),
+            Err(Error::KEY_HANDLE_INVALID) => {
+                self.removed(handle);
+                return Err(Error::KEY_HANDLE_INVALID);
+            }
+            Err(e) => return Err(e),
+        };
         self.remember(handle, object.clone());
         Ok(object)
     }
 
-    fn unseal(&self, entry: &Indexed) -> Result<Object> {
-        self.with_internal(|s| self.unseal_in(s, entry))
+    fn unseal(&self, handle: CK_OBJECT_HANDLE, entry: &Indexed) -> Result<Object> {
+        self.with_internal(|s| self.unseal_in(s, handle, entry))
     }
 
-    fn unseal_in(&self, s: CK_SESSION_HANDLE, entry: &Indexed) -> Result<Object> {
+    fn unseal_in(
+        &self,
+        s: CK_SESSION_HANDLE,
+        handle: CK_OBJECT_HANDLE,
+        entry: &Indexed,
+    ) -> Result<Object> {
         let record = &entry.record;
         let secret = (|| {
             // Two processes making the first storage key at once may leave two of one epoch:
@@ -378,6 +390,16 @@ impl KeyStore {
                 .filter(|k| k.epoch == record.epoch)
                 .collect();
             if candidates.is_empty() {
+                // A rotation elsewhere may have replaced this record: then the handle is stale,
+                // and nothing is lost.
+                let application = self
+                    .lib
+                    .attribute(s, handle, CKA_APPLICATION)
+                    .ok()
+                    .flatten();
+                if application.as_deref() != Some(records::APPLICATION) {
+                    return Err(Error::KEY_HANDLE_INVALID);
+                }
                 tracing::error!(
                     "no storage key of epoch {} in the HSM for a key record",
                     record.epoch
@@ -441,7 +463,7 @@ impl KeyStore {
                 .filter(|(_, e)| e.record.epoch != newest.epoch)
             {
                 if !current.contains(&entry.record.key_id) {
-                    let object = self.unseal_in(s, entry)?;
+                    let object = self.unseal_in(s, *handle, entry)?;
                     self.reseal(s, &newest, &entry.record.key_id, object)?;
                 }
                 // The key now has a record under the newest storage key: the old one goes.
