@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// One SoftHSM token (and module slot, by index) per test; the native slot comes after them.
-const TOKENS: [&str; 8] = [
+const TOKENS: [&str; 9] = [
     "fwd-info",
     "fwd-pass",
     "fwd-hard",
@@ -37,6 +37,7 @@ const TOKENS: [&str; 8] = [
     "fwd-rotate",
     "fwd-resume",
     "fwd-held",
+    "fwd-threads",
 ];
 const INFO: usize = 0;
 const PASS: usize = 1;
@@ -46,6 +47,7 @@ const STATE: usize = 4;
 const ROTATE: usize = 5;
 const RESUME: usize = 6;
 const HELD: usize = 7;
+const THREADS: usize = 8;
 const NATIVE: usize = TOKENS.len();
 
 /// What src/mechanism/mod.rs REGISTRY offers; a pkcs11 slot adds those its HSM lacks.
@@ -1068,4 +1070,29 @@ fn vanishing_token_child() {
     ok(session.verify(&Mechanism::Ecdsa, ec_public, &digest, &signature));
     let (pq_public, pq_private) = find_pq_pair(&session, "vanish-pq");
     assert_eq!(sign_and_check(&session, Ps::P44, pq_public, pq_private), pk);
+}
+
+/// Several threads, each with its own session, sign at once with one HSM-sealed key and one
+/// forwarded EC key (the module is initialized with CKF_OS_LOCKING_OK).
+#[test]
+fn threads_sign_at_once_with_sealed_and_forwarded_keys() {
+    let f = fwd();
+    let session = f.module_session(THREADS);
+    let (public, private) = pq_keypair(&session, Ps::P65, "threads-pq", true);
+    let (_, ec_private) = ec_keypair(&session, "threads-ec");
+    let pk = attr_bytes(&session, public, CKA_VALUE);
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                let own = ok(f.module.open_rw_session(f.slots[THREADS]));
+                for i in 0..25u8 {
+                    let message = [i; 48];
+                    let signature = ok(own.sign(&pure_ml_dsa(), private, &message));
+                    assert!(Ps::P65.verify(&pk, &message, b"", &signature));
+                    let ecdsa = ok(own.sign(&Mechanism::Ecdsa, ec_private, &[i; 32]));
+                    assert_eq!(ecdsa.len(), 64);
+                }
+            });
+        }
+    });
 }
