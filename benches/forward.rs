@@ -74,25 +74,30 @@ fn ec_key(m: &Module, s: CK_SESSION_HANDLE) -> CK_OBJECT_HANDLE {
         attr(CKA_SIGN, &yes),
         attr(CKA_PRIVATE, &yes),
     ];
+    let (_, k) = key_pair(m, s, CKM_EC_KEY_PAIR_GEN, &mut public, &mut private);
+    k
+}
+
+/// `C_GenerateKeyPair`; returns (public, private).
+fn key_pair(
+    m: &Module,
+    s: CK_SESSION_HANDLE,
+    mechanism_type: CK_MECHANISM_TYPE,
+    public: &mut [CK_ATTRIBUTE],
+    private: &mut [CK_ATTRIBUTE],
+) -> (CK_OBJECT_HANDLE, CK_OBJECT_HANDLE) {
     let (mut p, mut k) = (0, 0);
-    let mut mech = mechanism::<()>(CKM_EC_KEY_PAIR_GEN, None);
+    let mut mech = mechanism::<()>(mechanism_type, None);
+    let (np, nk) = (public.len() as CK_ULONG, private.len() as CK_ULONG);
+    let (pp, kp) = (public.as_mut_ptr(), private.as_mut_ptr());
     rv(
-        "EC keygen",
+        "C_GenerateKeyPair",
         call!(
             m,
-            C_GenerateKeyPair(
-                s,
-                &mut mech,
-                public.as_mut_ptr(),
-                3,
-                private.as_mut_ptr(),
-                3,
-                &mut p,
-                &mut k
-            )
+            C_GenerateKeyPair(s, &mut mech, pp, np, kp, nk, &mut p, &mut k)
         ),
     );
-    k
+    (p, k)
 }
 
 fn aes_key(m: &Module, s: CK_SESSION_HANDLE) -> CK_OBJECT_HANDLE {
@@ -132,24 +137,7 @@ fn mldsa_key(
         attr(CKA_SIGN, &yes),
         bytes(CKA_LABEL, label.as_bytes()),
     ];
-    let (mut p, mut k) = (0, 0);
-    let mut mech = mechanism::<()>(CKM_ML_DSA_KEY_PAIR_GEN, None);
-    rv(
-        "ML-DSA keygen",
-        call!(
-            m,
-            C_GenerateKeyPair(
-                s,
-                &mut mech,
-                public.as_mut_ptr(),
-                3,
-                private.as_mut_ptr(),
-                3,
-                &mut p,
-                &mut k
-            )
-        ),
-    );
+    let (_, k) = key_pair(m, s, CKM_ML_DSA_KEY_PAIR_GEN, &mut public, &mut private);
     k
 }
 

@@ -19,7 +19,7 @@ use cryptoki::context::{CInitializeArgs, CInitializeFlags};
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::UserType;
+use cryptoki::session::{Session, UserType};
 use cryptoki_sys::*;
 use forward_common::*;
 use sha2::{Digest, Sha256};
@@ -837,23 +837,7 @@ fn device_error_child() {
     ok(module.clone().finalize());
     initialize(&module);
     let session = login();
-    let find = |class| {
-        let template = [
-            Attribute::Class(class),
-            Attribute::Label(b"fault-ec".to_vec()),
-        ];
-        let found = ok(session.find_objects(&template));
-        assert_eq!(found.len(), 1, "{class:?} fault-ec: {found:?}");
-        found[0]
-    };
-    let (ec_public, ec_private) = (
-        find(ObjectClass::PUBLIC_KEY),
-        find(ObjectClass::PRIVATE_KEY),
-    );
-    let signature = ok(session.sign(&Mechanism::Ecdsa, ec_private, &digest));
-    ok(session.verify(&Mechanism::Ecdsa, ec_public, &digest, &signature));
-    let (pq_public, pq_private) = find_pq_pair(&session, "fault-pq");
-    assert_eq!(sign_and_check(&session, Ps::P65, pq_public, pq_private), pk);
+    keys_still_work(&session, "fault", Ps::P65, &digest, &pk);
     assert!(find_by_label(&session, "fault-pq-new").is_empty());
 }
 
@@ -1053,23 +1037,7 @@ fn vanishing_token_child() {
     // A new instance (SoftHSM re-initialised by the module): every key is there and works.
     initialize(&module);
     let session = login();
-    let find = |class| {
-        let template = [
-            Attribute::Class(class),
-            Attribute::Label(b"vanish-ec".to_vec()),
-        ];
-        let found = ok(session.find_objects(&template));
-        assert_eq!(found.len(), 1, "{class:?} vanish-ec: {found:?}");
-        found[0]
-    };
-    let (ec_public, ec_private) = (
-        find(ObjectClass::PUBLIC_KEY),
-        find(ObjectClass::PRIVATE_KEY),
-    );
-    let signature = ok(session.sign(&Mechanism::Ecdsa, ec_private, &digest));
-    ok(session.verify(&Mechanism::Ecdsa, ec_public, &digest, &signature));
-    let (pq_public, pq_private) = find_pq_pair(&session, "vanish-pq");
-    assert_eq!(sign_and_check(&session, Ps::P44, pq_public, pq_private), pk);
+    keys_still_work(&session, "vanish", Ps::P44, &digest, &pk);
 }
 
 /// Several threads, each with its own session, sign at once with one HSM-sealed key and one
@@ -1095,4 +1063,28 @@ fn threads_sign_at_once_with_sealed_and_forwarded_keys() {
             });
         }
     });
+}
+
+/// The EC key pair `<prefix>-ec` and the ML-DSA pair `<prefix>-pq` (public key `pk`) are found
+/// by label and sign, after whatever the test did to the HSM.
+#[track_caller]
+fn keys_still_work(session: &Session, prefix: &str, ps: Ps, digest: &[u8], pk: &[u8]) {
+    let label = format!("{prefix}-ec");
+    let find = |class| {
+        let template = [
+            Attribute::Class(class),
+            Attribute::Label(label.clone().into_bytes()),
+        ];
+        let found = ok(session.find_objects(&template));
+        assert_eq!(found.len(), 1, "{class:?} {label}: {found:?}");
+        found[0]
+    };
+    let (ec_public, ec_private) = (
+        find(ObjectClass::PUBLIC_KEY),
+        find(ObjectClass::PRIVATE_KEY),
+    );
+    let signature = ok(session.sign(&Mechanism::Ecdsa, ec_private, digest));
+    ok(session.verify(&Mechanism::Ecdsa, ec_public, digest, &signature));
+    let (pq_public, pq_private) = find_pq_pair(session, &format!("{prefix}-pq"));
+    assert_eq!(sign_and_check(session, ps, pq_public, pq_private), pk);
 }
