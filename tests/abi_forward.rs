@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// One SoftHSM token (and module slot, by index) per test; the native slot comes after them.
-const TOKENS: [&str; 9] = [
+const TOKENS: [&str; 10] = [
     "fwd-info",
     "fwd-pass",
     "fwd-hard",
@@ -38,6 +38,7 @@ const TOKENS: [&str; 9] = [
     "fwd-resume",
     "fwd-held",
     "fwd-threads",
+    "fwd-dilithium5",
 ];
 const INFO: usize = 0;
 const PASS: usize = 1;
@@ -48,15 +49,18 @@ const ROTATE: usize = 5;
 const RESUME: usize = 6;
 const HELD: usize = 7;
 const THREADS: usize = 8;
+const DILITHIUM5: usize = 9;
 const NATIVE: usize = TOKENS.len();
 
 /// What src/mechanism/mod.rs REGISTRY offers; a pkcs11 slot adds those its HSM lacks.
-const REGISTRY: [CK_MECHANISM_TYPE; 5] = [
+const REGISTRY: [CK_MECHANISM_TYPE; 7] = [
     CKM_SHA256,
     CKM_SHA384,
     CKM_SHA512,
     CKM_ML_DSA_KEY_PAIR_GEN,
     CKM_ML_DSA,
+    0xB4AE_0001, // CKM_B4AE_DILITHIUM5_KEY_PAIR_GEN
+    0xB4AE_0002, // CKM_B4AE_DILITHIUM5
 ];
 
 const HUGE: CK_ULONG = 1 << 32;
@@ -1087,4 +1091,45 @@ fn keys_still_work(session: &Session, prefix: &str, ps: Ps, digest: &[u8], pk: &
     ok(session.verify(&Mechanism::Ecdsa, ec_public, digest, &signature));
     let (pq_public, pq_private) = find_pq_pair(session, &format!("{prefix}-pq"));
     assert_eq!(sign_and_check(session, ps, pq_public, pq_private), pk);
+}
+
+/// Round-3 Dilithium5 (vendor mechanism) on the classical HSM: a sealed record (custody 2),
+/// found by its vendor key type, signing deterministically and verifying.
+#[test]
+fn dilithium5_keys_are_sealed_records_too() {
+    use cryptoki::mechanism::vendor_defined::VendorDefinedMechanism;
+    use cryptoki::mechanism::MechanismType;
+    let vendor = |m| {
+        Mechanism::VendorDefined(VendorDefinedMechanism::new::<()>(
+            MechanismType::new_vendor_defined(m).unwrap(),
+            None,
+        ))
+    };
+    let f = fwd();
+    let session = f.module_session(DILITHIUM5);
+    let public_template = [Attribute::Token(true), Attribute::Label(b"dil5".to_vec())];
+    let private_template = [
+        Attribute::Token(true),
+        Attribute::Sign(true),
+        Attribute::Label(b"dil5".to_vec()),
+    ];
+    let (public, private) =
+        ok(session.generate_key_pair(&vendor(0xB4AE_0001), &public_template, &private_template));
+    assert_eq!(attr_ulong(&session, private, CKA_B4AE_CUSTODY), 2);
+    let signature = ok(session.sign(&vendor(0xB4AE_0002), private, MESSAGE));
+    assert_eq!(signature.len(), 4595);
+    assert_eq!(
+        ok(session.sign(&vendor(0xB4AE_0002), private, MESSAGE)),
+        signature
+    );
+    ok(session.verify(&vendor(0xB4AE_0002), public, MESSAGE, &signature));
+    let key_type = KeyType::new_vendor_defined(0xB4AE_0001).unwrap();
+    let found = ok(session.find_objects(&[
+        Attribute::Class(ObjectClass::PRIVATE_KEY),
+        Attribute::KeyType(key_type),
+    ]));
+    assert_eq!(found, vec![private]);
+    let hsm = f.hsm_session(TOKENS[DILITHIUM5]);
+    let records = f.records(&hsm);
+    assert_eq!(records.len(), 2, "one record per half of the pair");
 }

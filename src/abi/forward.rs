@@ -235,8 +235,7 @@ pub(super) fn logout(f: &ForwardSession) -> Result<()> {
 
 /// Whether an object template describes a post-quantum key this module keeps for the HSM.
 fn local_key_type(token: &ForwardToken, attrs: &Attributes) -> bool {
-    let key_type = attrs.ulong(CKA_KEY_TYPE).ok().flatten();
-    key_type == Some(CKK_ML_DSA) && !token.native(CKM_ML_DSA_KEY_PAIR_GEN)
+    token.holds_as_records(attrs.ulong(CKA_KEY_TYPE).ok().flatten())
 }
 
 /// # Safety
@@ -397,6 +396,10 @@ pub(super) unsafe fn generate_key_pair(
         CKM_ML_DSA_KEY_PAIR_GEN => {
             decoded.expect_no_param()?;
             factory::generate_ml_dsa(public, private)?
+        }
+        crate::consts::CKM_B4AE_DILITHIUM5_KEY_PAIR_GEN => {
+            decoded.expect_no_param()?;
+            factory::generate_dilithium5(public, private)?
         }
         _ => return Err(Error::MECHANISM_INVALID),
     };

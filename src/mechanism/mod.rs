@@ -2,9 +2,11 @@
 //! operations behind digesting, signing and key generation. One file per algorithm family.
 
 pub mod digest;
+pub mod dilithium5;
 pub mod mldsa;
 pub mod signing;
 
+use crate::consts::{CKM_B4AE_DILITHIUM5, CKM_B4AE_DILITHIUM5_KEY_PAIR_GEN};
 use crate::error::{Error, Result};
 use cryptoki_sys::*;
 use zeroize::Zeroizing;
@@ -33,7 +35,7 @@ const fn info(
 }
 
 /// Every mechanism this module performs itself. ML-DSA key sizes are given as the range of
-/// parameter sets (`CKP_ML_DSA_44`..`CKP_ML_DSA_87`).
+/// parameter sets (`CKP_ML_DSA_44`..`CKP_ML_DSA_87`); Dilithium5's as its public key's bytes.
 pub const REGISTRY: &[MechanismInfo] = &[
     info(CKM_SHA256, 0, 0, CKF_DIGEST),
     info(CKM_SHA384, 0, 0, CKF_DIGEST),
@@ -50,6 +52,13 @@ pub const REGISTRY: &[MechanismInfo] = &[
         CKP_ML_DSA_87,
         CKF_SIGN | CKF_VERIFY,
     ),
+    info(
+        CKM_B4AE_DILITHIUM5_KEY_PAIR_GEN,
+        2592,
+        2592,
+        CKF_GENERATE_KEY_PAIR,
+    ),
+    info(CKM_B4AE_DILITHIUM5, 2592, 2592, CKF_SIGN | CKF_VERIFY),
 ];
 
 /// Looks a mechanism up in the registry.

@@ -1,6 +1,8 @@
 //! Sign and verify operations: what `C_SignInit`/`C_VerifyInit` start and the later calls drive.
 
+use crate::consts::{CKK_B4AE_DILITHIUM5, CKM_B4AE_DILITHIUM5};
 use crate::error::{Error, Result};
+use crate::mechanism::dilithium5;
 use crate::mechanism::mldsa::{ParamSet, SigningKey, MAX_CONTEXT_LEN};
 use crate::mechanism::{Mechanism, Param};
 use crate::token::object::Object;
@@ -30,6 +32,20 @@ pub trait VerifyOperation: Send {
 /// `C_SignInit`: checks the key against the mechanism and starts the operation.
 pub fn sign_init(mechanism: &Mechanism, key: &Object) -> Result<Box<dyn SignOperation>> {
     match mechanism.mechanism {
+        CKM_B4AE_DILITHIUM5 => {
+            mechanism.expect_no_param()?;
+            check_key(
+                key,
+                CKO_PRIVATE_KEY,
+                CKK_B4AE_DILITHIUM5,
+                CKA_SIGN,
+                mechanism.mechanism,
+            )?;
+            Ok(Box::new(Dilithium5Signer {
+                key: key.dilithium5_key()?,
+                message: Multipart::default(),
+            }))
+        }
         CKM_ML_DSA => {
             let options = SignOptions::from_param(&mechanism.param)?;
             check_key(
@@ -64,6 +80,20 @@ pub fn sign_init(mechanism: &Mechanism, key: &Object) -> Result<Box<dyn SignOper
 /// `C_VerifyInit`.
 pub fn verify_init(mechanism: &Mechanism, key: &Object) -> Result<Box<dyn VerifyOperation>> {
     match mechanism.mechanism {
+        CKM_B4AE_DILITHIUM5 => {
+            mechanism.expect_no_param()?;
+            check_key(
+                key,
+                CKO_PUBLIC_KEY,
+                CKK_B4AE_DILITHIUM5,
+                CKA_VERIFY,
+                mechanism.mechanism,
+            )?;
+            Ok(Box::new(Dilithium5Verifier {
+                public_key: key.attrs.get(CKA_VALUE).ok_or(Error::GENERAL)?.to_vec(),
+                message: Multipart::default(),
+            }))
+        }
         CKM_ML_DSA => {
             let options = SignOptions::from_param(&mechanism.param)?;
             check_key(
@@ -226,5 +256,53 @@ impl VerifyOperation for MlDsaVerifier {
         let message = std::mem::take(&mut self.message.data);
         self.set
             .verify(&self.public_key, &message, &self.context, signature)
+    }
+}
+
+struct Dilithium5Signer {
+    key: Arc<dilithium5::SigningKey>,
+    message: Multipart,
+}
+
+impl SignOperation for Dilithium5Signer {
+    fn signature_len(&self) -> usize {
+        dilithium5::SIGNATURE_LEN
+    }
+
+    fn update(&mut self, data: &[u8]) -> Result<()> {
+        self.message.update(data);
+        Ok(())
+    }
+
+    fn sign(&mut self, data: &[u8]) -> Result<Vec<u8>> {
+        self.message.single_part_allowed()?;
+        Ok(self.key.sign(data))
+    }
+
+    fn finish(&mut self) -> Result<Vec<u8>> {
+        let message = std::mem::take(&mut self.message.data);
+        Ok(self.key.sign(&message))
+    }
+}
+
+struct Dilithium5Verifier {
+    public_key: Vec<u8>,
+    message: Multipart,
+}
+
+impl VerifyOperation for Dilithium5Verifier {
+    fn update(&mut self, data: &[u8]) -> Result<()> {
+        self.message.update(data);
+        Ok(())
+    }
+
+    fn verify(&mut self, data: &[u8], signature: &[u8]) -> Result<()> {
+        self.message.single_part_allowed()?;
+        dilithium5::verify(&self.public_key, data, signature)
+    }
+
+    fn finish(&mut self, signature: &[u8]) -> Result<()> {
+        let message = std::mem::take(&mut self.message.data);
+        dilithium5::verify(&self.public_key, &message, signature)
     }
 }

@@ -4,6 +4,7 @@
 
 use crate::consts::*;
 use crate::error::{Error, Result};
+use crate::mechanism::dilithium5;
 use crate::mechanism::mldsa::{ParamSet, SEED_LEN};
 use crate::token::attributes::Attributes;
 use crate::token::object::Object;
@@ -79,6 +80,35 @@ pub fn generate_ml_dsa(
         Some(CKK_ML_DSA),
         &mut private,
         Origin::Generated(mechanism),
+    );
+    Ok((public, private))
+}
+
+/// `C_GenerateKeyPair` with `CKM_B4AE_DILITHIUM5_KEY_PAIR_GEN`: (public, private) objects.
+pub fn generate_dilithium5(
+    public: Attributes,
+    private: Attributes,
+) -> Result<(Attributes, Attributes)> {
+    let mut public = pair_half(public, CKO_PUBLIC_KEY, CKK_B4AE_DILITHIUM5)?;
+    let mut private = pair_half(private, CKO_PRIVATE_KEY, CKK_B4AE_DILITHIUM5)?;
+    if public.contains(CKA_VALUE) || private.contains(CKA_VALUE) {
+        return Err(Error::TEMPLATE_INCONSISTENT);
+    }
+    let (pk, sk) = dilithium5::keypair();
+    public.set(CKA_VALUE, pk);
+    private.set(CKA_VALUE, sk.to_vec());
+    let origin = Origin::Generated(CKM_B4AE_DILITHIUM5_KEY_PAIR_GEN);
+    apply_defaults(
+        CKO_PUBLIC_KEY,
+        Some(CKK_B4AE_DILITHIUM5),
+        &mut public,
+        origin,
+    );
+    apply_defaults(
+        CKO_PRIVATE_KEY,
+        Some(CKK_B4AE_DILITHIUM5),
+        &mut private,
+        origin,
     );
     Ok((public, private))
 }
@@ -222,6 +252,17 @@ fn complete_key_material(
             }
             attrs.set_ulong(CKA_PARAMETER_SET, set.ck());
         }
+        (CKO_PUBLIC_KEY | CKO_PRIVATE_KEY, Some(CKK_B4AE_DILITHIUM5)) => {
+            let expected = if class == CKO_PUBLIC_KEY {
+                dilithium5::PUBLIC_KEY_LEN
+            } else {
+                dilithium5::PRIVATE_KEY_LEN
+            };
+            let value = attrs.get(CKA_VALUE).ok_or(Error::TEMPLATE_INCOMPLETE)?;
+            if value.len() != expected {
+                return Err(Error::ATTRIBUTE_VALUE_INVALID);
+            }
+        }
         (CKO_SECRET_KEY, Some(key_type)) => {
             if attrs.contains(CKA_VALUE_LEN) {
                 return Err(Error::TEMPLATE_INCONSISTENT);
@@ -270,7 +311,8 @@ fn apply_defaults(
     origin: Origin,
 ) {
     let secret_bearing = matches!(class, CKO_PRIVATE_KEY | CKO_SECRET_KEY);
-    let signs = key_type == Some(CKK_ML_DSA);
+    let post_quantum = matches!(key_type, Some(CKK_ML_DSA | CKK_B4AE_DILITHIUM5));
+    let signs = post_quantum;
     default_bool(attrs, CKA_TOKEN, false);
     default_bool(attrs, CKA_PRIVATE, secret_bearing);
     default_bool(attrs, CKA_MODIFIABLE, true);
@@ -335,7 +377,7 @@ fn apply_defaults(
             let extractable = attrs.bool_or(CKA_EXTRACTABLE, false);
             attrs.set_bool(CKA_ALWAYS_SENSITIVE, generated && sensitive);
             attrs.set_bool(CKA_NEVER_EXTRACTABLE, generated && !extractable);
-            if key_type == Some(CKK_ML_DSA) {
+            if post_quantum {
                 attrs.set_ulong(CKA_B4AE_CUSTODY, B4AE_CUSTODY_EMBEDDED);
             }
         }

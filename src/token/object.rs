@@ -1,6 +1,7 @@
 //! An object as the token holds it: its attributes, plus a lazily loaded signing key.
 
 use crate::error::{Error, Result};
+use crate::mechanism::dilithium5;
 use crate::mechanism::mldsa::{ParamSet, SigningKey};
 use crate::token::attributes::Attributes;
 use crate::token::rules::{self, Rule};
@@ -13,6 +14,7 @@ use std::sync::Arc;
 pub struct Object {
     pub attrs: Attributes,
     signing_key: OnceCell<Arc<SigningKey>>,
+    dilithium5_key: OnceCell<Arc<dilithium5::SigningKey>>,
 }
 
 /// What `C_GetAttributeValue` may reveal of one attribute.
@@ -27,6 +29,7 @@ impl Object {
         Object {
             attrs,
             signing_key: OnceCell::new(),
+            dilithium5_key: OnceCell::new(),
         }
     }
 
@@ -103,6 +106,16 @@ impl Object {
                 let set = ParamSet::from_ck(self.ulong(CKA_PARAMETER_SET)?)?;
                 let value = self.attrs.get(CKA_VALUE).ok_or(Error::USER_NOT_LOGGED_IN)?;
                 SigningKey::new(set, value).map(Arc::new)
+            })
+            .cloned()
+    }
+
+    /// The Dilithium5 signing key, loaded on first use and kept with the object.
+    pub fn dilithium5_key(&self) -> Result<Arc<dilithium5::SigningKey>> {
+        self.dilithium5_key
+            .get_or_try_init(|| {
+                let value = self.attrs.get(CKA_VALUE).ok_or(Error::USER_NOT_LOGGED_IN)?;
+                dilithium5::SigningKey::new(value).map(Arc::new)
             })
             .cloned()
     }

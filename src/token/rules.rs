@@ -147,6 +147,13 @@ const ML_DSA_PRIVATE: &[Rule] = &[
     r(CKA_B4AE_CUSTODY, Ulong, ReadOnly),
 ];
 
+const DILITHIUM5_PUBLIC: &[Rule] = &[r(CKA_VALUE, Bytes, CreateOnly)];
+
+const DILITHIUM5_PRIVATE: &[Rule] = &[
+    secret(CKA_VALUE, Bytes),
+    r(CKA_B4AE_CUSTODY, Ulong, ReadOnly),
+];
+
 /// The attribute tables that apply to an object of this class and key type, most general
 /// first. `None` when the module does not hold such objects.
 pub fn tables(
@@ -157,6 +164,8 @@ pub fn tables(
         (CKO_DATA, _) => &[DATA],
         (CKO_PUBLIC_KEY, Some(CKK_ML_DSA)) => &[KEY, PUBLIC_KEY, ML_DSA_PUBLIC],
         (CKO_PRIVATE_KEY, Some(CKK_ML_DSA)) => &[KEY, PRIVATE_KEY, ML_DSA_PRIVATE],
+        (CKO_PUBLIC_KEY, Some(CKK_B4AE_DILITHIUM5)) => &[KEY, PUBLIC_KEY, DILITHIUM5_PUBLIC],
+        (CKO_PRIVATE_KEY, Some(CKK_B4AE_DILITHIUM5)) => &[KEY, PRIVATE_KEY, DILITHIUM5_PRIVATE],
         (CKO_SECRET_KEY, Some(CKK_GENERIC_SECRET | CKK_AES)) => &[KEY, SECRET_KEY],
         _ => return None,
     };

@@ -124,6 +124,10 @@ impl Session {
                 mechanism.expect_no_param()?;
                 factory::generate_ml_dsa(public, private)?
             }
+            crate::consts::CKM_B4AE_DILITHIUM5_KEY_PAIR_GEN => {
+                mechanism.expect_no_param()?;
+                factory::generate_dilithium5(public, private)?
+            }
             _ => return Err(Error::MECHANISM_INVALID),
         };
         match self

@@ -156,6 +156,18 @@ impl ForwardToken {
         self.real_mechanisms.contains(&mechanism)
     }
 
+    /// Whether keys of this type are this module's sealed records here (the HSM cannot make
+    /// them itself).
+    pub fn holds_as_records(&self, key_type: Option<CK_KEY_TYPE>) -> bool {
+        match key_type {
+            Some(CKK_ML_DSA) => !self.native(CKM_ML_DSA_KEY_PAIR_GEN),
+            Some(crate::consts::CKK_B4AE_DILITHIUM5) => {
+                !self.native(crate::consts::CKM_B4AE_DILITHIUM5_KEY_PAIR_GEN)
+            }
+            _ => false,
+        }
+    }
+
     /// Our mechanism for this type, when the HSM lacks it.
     pub fn ours(&self, mechanism: CK_MECHANISM_TYPE) -> Option<&'static MechanismInfo> {
         if self.native(mechanism) {
@@ -187,8 +199,7 @@ impl ForwardToken {
         real_session: CK_SESSION_HANDLE,
         template: &Attributes,
     ) -> Result<Vec<CK_OBJECT_HANDLE>> {
-        let key_type = template.ulong(CKA_KEY_TYPE).ok().flatten();
-        let records_only = key_type == Some(CKK_ML_DSA) && !self.native(CKM_ML_DSA_KEY_PAIR_GEN);
+        let records_only = self.holds_as_records(template.ulong(CKA_KEY_TYPE).ok().flatten());
         let mut found = self.keys.find(template);
         // Another process may have destroyed or rotated a key since the index was read: the
         // handles found are checked against the HSM, and the index read again if one is gone.
