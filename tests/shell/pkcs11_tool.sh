@@ -254,7 +254,11 @@ check "-M shows ML-DSA with sign and verify" \
 check "-M lists ML-DSA key pair generation (0x1C)" \
     "$(grep -Eqi '^[[:space:]]+(ML-DSA-KEY-PAIR-GEN|mechtype-0x0*1C)(,|$)' "$WORK/mechs"; echo $?)"
 check "-M lists SHA256" "$(grep -Eq '^[[:space:]]+SHA256(,|$)' "$WORK/mechs"; echo $?)"
-# The vendor mechanisms (0xB4AE0001..4) join this list with the Dilithium5 / hybrid issue.
+missing=""
+for m in B4AE0001 B4AE0002; do # the hybrid's 0xB4AE0003/4 join this list with the hybrid
+    grep -Eqi "^[[:space:]]+mechtype-0x$m(,|$)" "$WORK/mechs" || missing="$missing 0x$m"
+done
+check "-M lists the Dilithium5 vendor mechanisms" "$([ -z "$missing" ]; echo $?)" "missing:$missing"
 has_mech() { grep -Eqi "^[[:space:]]+($1)(,|\$)" "$WORK/mechs"; }
 if has_mech 'ML-KEM|mechtype-0x0*17'; then
     echo "# note: ML-KEM (0x17) is listed"
