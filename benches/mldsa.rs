@@ -1,11 +1,12 @@
-//! ML-DSA-87 through the module's C ABI beside `pqcrypto-mldsa` called directly, in one run.
+//! ML-DSA-87 (and round-3 Dilithium5) through the module's C ABI beside `pqcrypto-mldsa`
+//! (`pqcrypto-dilithium`) called directly, in one run.
 //!
 //! `cargo bench --bench mldsa` builds the release module and prints ops/s for each path and
 //! their ratio, then the time of token key generation. Each figure is the median of several
 //! rounds; the machine's other load shows up as spread between rounds, so look at both.
 
 use cryptoki_sys::*;
-use pqcrypto_traits::sign::{DetachedSignature as _, PublicKey as _};
+use pqcrypto_traits::sign::{DetachedSignature as _, PublicKey as _, SecretKey as _};
 use std::ptr;
 use std::time::Instant;
 
@@ -168,6 +169,117 @@ fn main() {
         );
     }
     println!("key pair generation, mean of 200: token object {token_keygen:?}, session object {session_keygen:?}");
+
+    // Round-3 Dilithium5 (vendor mechanisms) beside pqcrypto-dilithium called directly. Round-3
+    // signing is deterministic, so both sides must sign with the same key and message (the
+    // number of rejection rounds depends on both): the raw key pair is imported.
+    let (raw_dpk, raw_dsk) = pqcrypto_dilithium::dilithium5::keypair();
+    let yes: CK_BBOOL = CK_TRUE;
+    let key_type: CK_KEY_TYPE = 0xB4AE_0001;
+    let import = |class: CK_OBJECT_CLASS, usage: CK_ATTRIBUTE_TYPE, value: &[u8]| {
+        let mut t = [
+            attr(CKA_CLASS, &class),
+            attr(CKA_KEY_TYPE, &key_type),
+            attr(usage, &yes),
+            CK_ATTRIBUTE {
+                type_: CKA_VALUE,
+                pValue: value.as_ptr() as *mut _,
+                ulValueLen: value.len() as CK_ULONG,
+            },
+        ];
+        let mut handle = 0;
+        rv(
+            "C_CreateObject",
+            call!(m, C_CreateObject(s, t.as_mut_ptr(), 4, &mut handle)),
+        );
+        handle
+    };
+    let dsk = import(CKO_PRIVATE_KEY, CKA_SIGN, raw_dsk.as_bytes());
+    let dpk = import(CKO_PUBLIC_KEY, CKA_VERIFY, raw_dpk.as_bytes());
+    let dilithium = || CK_MECHANISM {
+        mechanism: 0xB4AE_0002,
+        pParameter: ptr::null_mut(),
+        ulParameterLen: 0,
+    };
+    let mut dsig = vec![0u8; 4595];
+    let (dil_sign, dil_raw_sign) = side_by_side(
+        || {
+            let mut len = dsig.len() as CK_ULONG;
+            rv("C_SignInit", call!(m, C_SignInit(s, &mut dilithium(), dsk)));
+            rv(
+                "C_Sign",
+                call!(
+                    m,
+                    C_Sign(
+                        s,
+                        MESSAGE.as_ptr() as *mut _,
+                        32,
+                        dsig.as_mut_ptr(),
+                        &mut len
+                    )
+                ),
+            );
+        },
+        || {
+            std::hint::black_box(pqcrypto_dilithium::dilithium5::detached_sign(
+                MESSAGE, &raw_dsk,
+            ));
+        },
+    );
+    let raw_dsig = pqcrypto_dilithium::dilithium5::detached_sign(MESSAGE, &raw_dsk);
+    let mut len = dsig.len() as CK_ULONG;
+    rv("C_SignInit", call!(m, C_SignInit(s, &mut dilithium(), dsk)));
+    rv(
+        "C_Sign",
+        call!(
+            m,
+            C_Sign(
+                s,
+                MESSAGE.as_ptr() as *mut _,
+                32,
+                dsig.as_mut_ptr(),
+                &mut len
+            )
+        ),
+    );
+    let (dil_verify, dil_raw_verify) = side_by_side(
+        || {
+            rv(
+                "C_VerifyInit",
+                call!(m, C_VerifyInit(s, &mut dilithium(), dpk)),
+            );
+            rv(
+                "C_Verify",
+                call!(
+                    m,
+                    C_Verify(s, MESSAGE.as_ptr() as *mut _, 32, dsig.as_mut_ptr(), 4595)
+                ),
+            );
+        },
+        || {
+            let pk = pqcrypto_dilithium::dilithium5::PublicKey::from_bytes(raw_dpk.as_bytes())
+                .expect("pk");
+            let sig =
+                pqcrypto_dilithium::dilithium5::DetachedSignature::from_bytes(raw_dsig.as_bytes())
+                    .expect("sig");
+            pqcrypto_dilithium::dilithium5::verify_detached_signature(&sig, MESSAGE, &pk)
+                .expect("verify");
+        },
+    );
+    println!("round-3 Dilithium5, 32-byte message (ops/s)");
+    println!(
+        "{:<10} {:>14} {:>18} {:>8}",
+        "operation", "module C ABI", "pqcrypto-dilithium", "ratio"
+    );
+    for (name, module, raw) in [
+        ("sign", dil_sign, dil_raw_sign),
+        ("verify", dil_verify, dil_raw_verify),
+    ] {
+        println!(
+            "{name:<10} {module:>14.0} {raw:>18.0} {:>8.3}",
+            module / raw
+        );
+    }
 
     rv("C_Finalize", call!(m, C_Finalize(ptr::null_mut())));
 }
