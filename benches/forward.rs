@@ -24,26 +24,6 @@ const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const HASH: [u8; 32] = [7; 32];
 const P256_OID: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 
-fn mechanism<T>(mechanism: CK_MECHANISM_TYPE, param: Option<&mut T>) -> CK_MECHANISM {
-    let (ptr, len) = match param {
-        Some(p) => (p as *mut T as *mut _, std::mem::size_of::<T>() as CK_ULONG),
-        None => (ptr::null_mut(), 0),
-    };
-    CK_MECHANISM {
-        mechanism,
-        pParameter: ptr,
-        ulParameterLen: len,
-    }
-}
-
-fn bytes(kind: CK_ATTRIBUTE_TYPE, value: &[u8]) -> CK_ATTRIBUTE {
-    CK_ATTRIBUTE {
-        type_: kind,
-        pValue: value.as_ptr() as *mut _,
-        ulValueLen: value.len() as CK_ULONG,
-    }
-}
-
 fn open(m: &Module, slot: CK_SLOT_ID) -> CK_SESSION_HANDLE {
     let mut s = 0;
     let flags = CKF_SERIAL_SESSION | CKF_RW_SESSION;
@@ -139,32 +119,6 @@ fn mldsa_key(
     ];
     let (_, k) = key_pair(m, s, CKM_ML_DSA_KEY_PAIR_GEN, &mut public, &mut private);
     k
-}
-
-fn sign(
-    m: &Module,
-    s: CK_SESSION_HANDLE,
-    mech: CK_MECHANISM_TYPE,
-    key: CK_OBJECT_HANDLE,
-    data: &[u8],
-    out: &mut [u8],
-) {
-    let mut mech = mechanism::<()>(mech, None);
-    let mut len = out.len() as CK_ULONG;
-    rv("C_SignInit", call!(m, C_SignInit(s, &mut mech, key)));
-    rv(
-        "C_Sign",
-        call!(
-            m,
-            C_Sign(
-                s,
-                data.as_ptr() as *mut _,
-                data.len() as CK_ULONG,
-                out.as_mut_ptr(),
-                &mut len
-            )
-        ),
-    );
 }
 
 fn encrypt_gcm(

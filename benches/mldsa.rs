@@ -108,43 +108,20 @@ fn main() {
     let session_keygen = keygen_time(false);
     let (pk, sk) = generate(true);
 
-    let ml_dsa = || CK_MECHANISM {
-        mechanism: CKM_ML_DSA,
-        pParameter: ptr::null_mut(),
-        ulParameterLen: 0,
-    };
-    let module_sign = |sig: &mut [u8]| {
-        let mut len = sig.len() as CK_ULONG;
-        let message = MESSAGE.as_ptr() as *mut _;
-        rv("C_SignInit", call!(m, C_SignInit(s, &mut ml_dsa(), sk)));
-        rv(
-            "C_Sign",
-            call!(m, C_Sign(s, message, 32, sig.as_mut_ptr(), &mut len)),
-        );
-    };
     let mut sig = vec![0u8; 4627];
     let (raw_pk, raw_sk) = pqcrypto_mldsa::mldsa87::keypair();
-    let (module_sign_rate, raw_sign) = side_by_side(
-        || module_sign(&mut sig),
+    let (module_sign, raw_sign) = side_by_side(
+        || sign(&m, s, CKM_ML_DSA, sk, MESSAGE, &mut sig),
         || {
             std::hint::black_box(pqcrypto_mldsa::mldsa87::detached_sign_ctx(
                 MESSAGE, b"", &raw_sk,
             ));
         },
     );
-    module_sign(&mut sig);
+    sign(&m, s, CKM_ML_DSA, sk, MESSAGE, &mut sig);
     let raw_sig = pqcrypto_mldsa::mldsa87::detached_sign_ctx(MESSAGE, b"", &raw_sk);
     let (module_verify, raw_verify) = side_by_side(
-        || {
-            rv("C_VerifyInit", call!(m, C_VerifyInit(s, &mut ml_dsa(), pk)));
-            rv(
-                "C_Verify",
-                call!(
-                    m,
-                    C_Verify(s, MESSAGE.as_ptr() as *mut _, 32, sig.as_mut_ptr(), 4627)
-                ),
-            );
-        },
+        || verify(&m, s, CKM_ML_DSA, pk, MESSAGE, &sig),
         || {
             let pk = pqcrypto_mldsa::mldsa87::PublicKey::from_bytes(raw_pk.as_bytes()).expect("pk");
             let sig = pqcrypto_mldsa::mldsa87::DetachedSignature::from_bytes(raw_sig.as_bytes())
@@ -153,21 +130,14 @@ fn main() {
                 .expect("verify");
         },
     );
-
-    println!("ML-DSA-87, 32-byte message, median of {ROUNDS} rounds (ops/s)");
-    println!(
-        "{:<10} {:>14} {:>18} {:>8}",
-        "operation", "module C ABI", "pqcrypto-mldsa", "ratio"
+    print_table(
+        &format!("ML-DSA-87, 32-byte message, median of {ROUNDS} rounds (ops/s)"),
+        "pqcrypto-mldsa",
+        &[
+            ("sign", module_sign, raw_sign),
+            ("verify", module_verify, raw_verify),
+        ],
     );
-    for (name, module, raw) in [
-        ("sign", module_sign_rate, raw_sign),
-        ("verify", module_verify, raw_verify),
-    ] {
-        println!(
-            "{name:<10} {module:>14.0} {raw:>18.0} {:>8.3}",
-            module / raw
-        );
-    }
     println!("key pair generation, mean of 200: token object {token_keygen:?}, session object {session_keygen:?}");
 
     // Round-3 Dilithium5 (vendor mechanisms) beside pqcrypto-dilithium called directly. Round-3
@@ -181,11 +151,7 @@ fn main() {
             attr(CKA_CLASS, &class),
             attr(CKA_KEY_TYPE, &key_type),
             attr(usage, &yes),
-            CK_ATTRIBUTE {
-                type_: CKA_VALUE,
-                pValue: value.as_ptr() as *mut _,
-                ulValueLen: value.len() as CK_ULONG,
-            },
+            bytes(CKA_VALUE, value),
         ];
         let mut handle = 0;
         rv(
@@ -196,66 +162,20 @@ fn main() {
     };
     let dsk = import(CKO_PRIVATE_KEY, CKA_SIGN, raw_dsk.as_bytes());
     let dpk = import(CKO_PUBLIC_KEY, CKA_VERIFY, raw_dpk.as_bytes());
-    let dilithium = || CK_MECHANISM {
-        mechanism: 0xB4AE_0002,
-        pParameter: ptr::null_mut(),
-        ulParameterLen: 0,
-    };
+    const CKM_B4AE_DILITHIUM5: CK_MECHANISM_TYPE = 0xB4AE_0002;
     let mut dsig = vec![0u8; 4595];
     let (dil_sign, dil_raw_sign) = side_by_side(
-        || {
-            let mut len = dsig.len() as CK_ULONG;
-            rv("C_SignInit", call!(m, C_SignInit(s, &mut dilithium(), dsk)));
-            rv(
-                "C_Sign",
-                call!(
-                    m,
-                    C_Sign(
-                        s,
-                        MESSAGE.as_ptr() as *mut _,
-                        32,
-                        dsig.as_mut_ptr(),
-                        &mut len
-                    )
-                ),
-            );
-        },
+        || sign(&m, s, CKM_B4AE_DILITHIUM5, dsk, MESSAGE, &mut dsig),
         || {
             std::hint::black_box(pqcrypto_dilithium::dilithium5::detached_sign(
                 MESSAGE, &raw_dsk,
             ));
         },
     );
+    sign(&m, s, CKM_B4AE_DILITHIUM5, dsk, MESSAGE, &mut dsig);
     let raw_dsig = pqcrypto_dilithium::dilithium5::detached_sign(MESSAGE, &raw_dsk);
-    let mut len = dsig.len() as CK_ULONG;
-    rv("C_SignInit", call!(m, C_SignInit(s, &mut dilithium(), dsk)));
-    rv(
-        "C_Sign",
-        call!(
-            m,
-            C_Sign(
-                s,
-                MESSAGE.as_ptr() as *mut _,
-                32,
-                dsig.as_mut_ptr(),
-                &mut len
-            )
-        ),
-    );
     let (dil_verify, dil_raw_verify) = side_by_side(
-        || {
-            rv(
-                "C_VerifyInit",
-                call!(m, C_VerifyInit(s, &mut dilithium(), dpk)),
-            );
-            rv(
-                "C_Verify",
-                call!(
-                    m,
-                    C_Verify(s, MESSAGE.as_ptr() as *mut _, 32, dsig.as_mut_ptr(), 4595)
-                ),
-            );
-        },
+        || verify(&m, s, CKM_B4AE_DILITHIUM5, dpk, MESSAGE, &dsig),
         || {
             let pk = pqcrypto_dilithium::dilithium5::PublicKey::from_bytes(raw_dpk.as_bytes())
                 .expect("pk");
@@ -266,20 +186,14 @@ fn main() {
                 .expect("verify");
         },
     );
-    println!("round-3 Dilithium5, 32-byte message (ops/s)");
-    println!(
-        "{:<10} {:>14} {:>18} {:>8}",
-        "operation", "module C ABI", "pqcrypto-dilithium", "ratio"
+    print_table(
+        "round-3 Dilithium5, 32-byte message (ops/s)",
+        "pqcrypto-dilithium",
+        &[
+            ("sign", dil_sign, dil_raw_sign),
+            ("verify", dil_verify, dil_raw_verify),
+        ],
     );
-    for (name, module, raw) in [
-        ("sign", dil_sign, dil_raw_sign),
-        ("verify", dil_verify, dil_raw_verify),
-    ] {
-        println!(
-            "{name:<10} {module:>14.0} {raw:>18.0} {:>8.3}",
-            module / raw
-        );
-    }
 
     rv("C_Finalize", call!(m, C_Finalize(ptr::null_mut())));
 }

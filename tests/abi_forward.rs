@@ -785,21 +785,18 @@ fn a_device_error_of_the_hsm_is_answered_logged_and_loses_no_key() {
 
 fn device_error_child() {
     let trigger = PathBuf::from(std::env::var_os(TRIGGER_VAR).expect(TRIGGER_VAR));
-    let module = load_module();
-    initialize(&module);
-    let slot = ok(module.get_all_slots())[0];
-    let login = || {
-        let session = ok(module.open_rw_session(slot));
-        ok(session.login(UserType::User, Some(&pin(HSM_PIN))));
-        session
-    };
-    let session = login();
-    let digest = Sha256::digest(MESSAGE);
-    let (ec_public, ec_private) = ec_keypair(&session, "fault-ec");
-    let signature = ok(session.sign(&Mechanism::Ecdsa, ec_private, &digest));
-    ok(session.verify(&Mechanism::Ecdsa, ec_public, &digest, &signature));
-    let (pq_public, pq_private) = pq_keypair(&session, Ps::P65, "fault-pq", false);
-    let pk = sign_and_check(&session, Ps::P65, pq_public, pq_private);
+    let ChildKeys {
+        module,
+        slot,
+        session,
+        digest,
+        ec_public,
+        ec_private,
+        pq_public,
+        pq_private,
+        pk,
+    } = ChildKeys::new("fault", Ps::P65);
+    let login = || child_login(&module, slot);
     let aes = aes_key(&session, "fault-aes", true);
 
     std::fs::write(&trigger, b"fault").expect("creating the trigger");
@@ -997,21 +994,17 @@ fn answers_within(
 
 fn vanishing_token_child() {
     let tokens = PathBuf::from(std::env::var_os(TOKENDIR_VAR).expect(TOKENDIR_VAR));
-    let module = load_module();
-    initialize(&module);
-    let slot = ok(module.get_all_slots())[0];
-    let login = || {
-        let session = ok(module.open_rw_session(slot));
-        ok(session.login(UserType::User, Some(&pin(HSM_PIN))));
-        session
-    };
-    let session = login();
-    let digest = Sha256::digest(MESSAGE);
-    let (ec_public, ec_private) = ec_keypair(&session, "vanish-ec");
-    let signature = ok(session.sign(&Mechanism::Ecdsa, ec_private, &digest));
-    ok(session.verify(&Mechanism::Ecdsa, ec_public, &digest, &signature));
-    let (pq_public, pq_private) = pq_keypair(&session, Ps::P44, "vanish-pq", false);
-    let pk = sign_and_check(&session, Ps::P44, pq_public, pq_private);
+    let ChildKeys {
+        module,
+        slot,
+        session,
+        digest,
+        ec_private,
+        pq_private,
+        pk,
+        ..
+    } = ChildKeys::new("vanish", Ps::P44);
+    let login = || child_login(&module, slot);
 
     let token_dir = only_token_dir(&tokens);
     let aside = tokens.with_file_name("token-moved-away");
@@ -1132,4 +1125,51 @@ fn dilithium5_keys_are_sealed_records_too() {
     let hsm = f.hsm_session(TOKENS[DILITHIUM5]);
     let records = f.records(&hsm);
     assert_eq!(records.len(), 2, "one record per half of the pair");
+}
+
+/// A fault test's child: its own module instance on slot 0, logged in, with an EC pair
+/// `<prefix>-ec` and an ML-DSA pair `<prefix>-pq` made and checked.
+struct ChildKeys {
+    module: cryptoki::context::Pkcs11,
+    slot: cryptoki::slot::Slot,
+    session: Session,
+    digest: Vec<u8>,
+    ec_public: ObjectHandle,
+    ec_private: ObjectHandle,
+    pq_public: ObjectHandle,
+    pq_private: ObjectHandle,
+    pk: Vec<u8>,
+}
+
+impl ChildKeys {
+    fn new(prefix: &str, ps: Ps) -> Self {
+        let module = load_module();
+        initialize(&module);
+        let slot = ok(module.get_all_slots())[0];
+        let session = child_login(&module, slot);
+        let digest = Sha256::digest(MESSAGE).to_vec();
+        let (ec_public, ec_private) = ec_keypair(&session, &format!("{prefix}-ec"));
+        let signature = ok(session.sign(&Mechanism::Ecdsa, ec_private, &digest));
+        ok(session.verify(&Mechanism::Ecdsa, ec_public, &digest, &signature));
+        let (pq_public, pq_private) = pq_keypair(&session, ps, &format!("{prefix}-pq"), false);
+        let pk = sign_and_check(&session, ps, pq_public, pq_private);
+        ChildKeys {
+            module,
+            slot,
+            session,
+            digest,
+            ec_public,
+            ec_private,
+            pq_public,
+            pq_private,
+            pk,
+        }
+    }
+}
+
+/// A read/write session of `module` on `slot`, logged in as the user.
+fn child_login(module: &cryptoki::context::Pkcs11, slot: cryptoki::slot::Slot) -> Session {
+    let session = ok(module.open_rw_session(slot));
+    ok(session.login(UserType::User, Some(&pin(HSM_PIN))));
+    session
 }

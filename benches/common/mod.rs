@@ -86,3 +86,83 @@ pub fn attr<T>(kind: CK_ATTRIBUTE_TYPE, value: &T) -> CK_ATTRIBUTE {
         ulValueLen: std::mem::size_of::<T>() as CK_ULONG,
     }
 }
+
+/// A `CK_MECHANISM`, with an optional parameter structure.
+pub fn mechanism<T>(mechanism: CK_MECHANISM_TYPE, param: Option<&mut T>) -> CK_MECHANISM {
+    let (ptr, len) = match param {
+        Some(p) => (p as *mut T as *mut _, std::mem::size_of::<T>() as CK_ULONG),
+        None => (ptr::null_mut(), 0),
+    };
+    CK_MECHANISM {
+        mechanism,
+        pParameter: ptr,
+        ulParameterLen: len,
+    }
+}
+
+/// A byte-string attribute.
+pub fn bytes(kind: CK_ATTRIBUTE_TYPE, value: &[u8]) -> CK_ATTRIBUTE {
+    CK_ATTRIBUTE {
+        type_: kind,
+        pValue: value.as_ptr() as *mut _,
+        ulValueLen: value.len() as CK_ULONG,
+    }
+}
+
+/// `C_SignInit` + `C_Sign` without a mechanism parameter.
+pub fn sign(
+    m: &Module,
+    s: CK_SESSION_HANDLE,
+    mech: CK_MECHANISM_TYPE,
+    key: CK_OBJECT_HANDLE,
+    data: &[u8],
+    out: &mut [u8],
+) {
+    let mut mech = mechanism::<()>(mech, None);
+    let mut len = out.len() as CK_ULONG;
+    rv("C_SignInit", call!(m, C_SignInit(s, &mut mech, key)));
+    rv(
+        "C_Sign",
+        call!(
+            m,
+            C_Sign(
+                s,
+                data.as_ptr() as *mut _,
+                data.len() as CK_ULONG,
+                out.as_mut_ptr(),
+                &mut len
+            )
+        ),
+    );
+}
+
+/// `C_VerifyInit` + `C_Verify` without a mechanism parameter.
+pub fn verify(
+    m: &Module,
+    s: CK_SESSION_HANDLE,
+    mech: CK_MECHANISM_TYPE,
+    key: CK_OBJECT_HANDLE,
+    data: &[u8],
+    signature: &[u8],
+) {
+    let mut mech = mechanism::<()>(mech, None);
+    rv("C_VerifyInit", call!(m, C_VerifyInit(s, &mut mech, key)));
+    let (d, dl) = (data.as_ptr() as *mut _, data.len() as CK_ULONG);
+    let (g, gl) = (signature.as_ptr() as *mut _, signature.len() as CK_ULONG);
+    rv("C_Verify", call!(m, C_Verify(s, d, dl, g, gl)));
+}
+
+/// Prints rows of (operation, module ops/s, raw ops/s) with their ratio.
+pub fn print_table(title: &str, raw_name: &str, rows: &[(&str, f64, f64)]) {
+    println!("{title}");
+    println!(
+        "{:<10} {:>14} {:>18} {:>8}",
+        "operation", "module C ABI", raw_name, "ratio"
+    );
+    for (name, module, raw) in rows {
+        println!(
+            "{name:<10} {module:>14.0} {raw:>18.0} {:>8.3}",
+            module / raw
+        );
+    }
+}

@@ -207,7 +207,7 @@ impl KeyStore {
         private: Attributes,
     ) -> Result<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
         let key_id: [u8; 16] = random_bytes()?;
-        let public_value = records::prefix(Kind::Public, 0, &key_id, &[0; 12], &public);
+        let public_value = public_value(&key_id, &public);
         let public_template = record_template(
             public_value,
             public.bool_or(CKA_TOKEN, false),
@@ -256,10 +256,7 @@ impl KeyStore {
             self.seal(&key_id, attrs)?
         } else {
             let object = Object::new(attrs);
-            (
-                records::prefix(Kind::Public, 0, &key_id, &[0; 12], &object.attrs),
-                object,
-            )
+            (public_value(&key_id, &object.attrs), object)
         };
         let template = record_template(
             value.clone(),
@@ -291,10 +288,7 @@ impl KeyStore {
             Kind::Private => self.seal(&key_id, attrs)?,
             Kind::Public => {
                 let object = Object::new(attrs);
-                (
-                    records::prefix(Kind::Public, 0, &key_id, &[0; 12], &object.attrs),
-                    object,
-                )
+                (public_value(&key_id, &object.attrs), object)
             }
         };
         let mut change = Attributes::new();
@@ -317,19 +311,32 @@ impl KeyStore {
     /// complete object (with its secrets) for the cache.
     fn seal(&self, key_id: &[u8; 16], mut attrs: Attributes) -> Result<(Vec<u8>, Object)> {
         attrs.set_ulong(CKA_B4AE_CUSTODY, B4AE_CUSTODY_HSM_WRAPPED);
-        let full = Object::new(attrs.clone());
-        let secret = attrs.split_off(|t| full.is_secret_attribute(t));
-        attrs.remove(CKA_B4AE_CUSTODY);
-        let iv: [u8; 12] = random_bytes()?;
+        let full = Object::new(attrs);
         self.with_internal(|s| {
             let stk = hierarchy::current_stk(&self.lib, s, self.hkdf)?;
-            let mut value = records::prefix(Kind::Private, stk.epoch, key_id, &iv, &attrs);
-            let sealed =
-                self.lib
-                    .aes_gcm(s, stk.handle, &iv, &value, &secret.serialize(), false)?;
-            value.extend_from_slice(&sealed);
-            Ok((value, full))
+            Ok((self.private_value(s, &stk, key_id, &full)?, full))
         })
+    }
+
+    /// A private record's bytes: the object's secret attributes sealed by the HSM under `stk`,
+    /// everything else (but the custody, which the record's kind implies) as its public part.
+    fn private_value(
+        &self,
+        s: CK_SESSION_HANDLE,
+        stk: &Stk,
+        key_id: &[u8; 16],
+        object: &Object,
+    ) -> Result<Vec<u8>> {
+        let mut attrs = object.attrs.clone();
+        attrs.remove(CKA_B4AE_CUSTODY);
+        let secret = attrs.split_off(|t| object.is_secret_attribute(t));
+        let iv: [u8; 12] = random_bytes()?;
+        let mut value = records::prefix(Kind::Private, stk.epoch, key_id, &iv, &attrs);
+        let sealed = self
+            .lib
+            .aes_gcm(s, stk.handle, &iv, &value, &secret.serialize(), false)?;
+        value.extend_from_slice(&sealed);
+        Ok(value)
     }
 
     fn remember(&self, handle: CK_OBJECT_HANDLE, object: Arc<Object>) {
@@ -485,15 +492,8 @@ impl KeyStore {
         key_id: &[u8; 16],
         object: Object,
     ) -> Result<()> {
-        let mut attrs = object.attrs.clone();
-        attrs.remove(CKA_B4AE_CUSTODY);
-        let secret = attrs.split_off(|t| object.is_secret_attribute(t));
-        let iv: [u8; 12] = random_bytes()?;
-        let mut value = records::prefix(Kind::Private, stk.epoch, key_id, &iv, &attrs);
-        let sealed = self
-            .lib
-            .aes_gcm(s, stk.handle, &iv, &value, &secret.serialize(), false)?;
-        value.extend_from_slice(&sealed);
+        let value = self.private_value(s, stk, key_id, &object)?;
+        let attrs = &object.attrs;
         let template = record_template(
             value.clone(),
             true,
@@ -506,4 +506,9 @@ impl KeyStore {
             .insert(handle, Self::present(Record::parse(&value)?));
         Ok(())
     }
+}
+
+/// A public record's bytes: everything is public, nothing sealed.
+fn public_value(key_id: &[u8; 16], attrs: &Attributes) -> Vec<u8> {
+    records::prefix(Kind::Public, 0, key_id, &[0; 12], attrs)
 }
