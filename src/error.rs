@@ -35,6 +35,7 @@ impl Error {
     pub const KEY_FUNCTION_NOT_PERMITTED: Error = Error(CKR_KEY_FUNCTION_NOT_PERMITTED);
     pub const FUNCTION_NOT_SUPPORTED: Error = Error(CKR_FUNCTION_NOT_SUPPORTED);
     pub const DATA_LEN_RANGE: Error = Error(CKR_DATA_LEN_RANGE);
+    pub const ENCRYPTED_DATA_LEN_RANGE: Error = Error(CKR_ENCRYPTED_DATA_LEN_RANGE);
     pub const PIN_INCORRECT: Error = Error(CKR_PIN_INCORRECT);
     pub const PIN_LOCKED: Error = Error(CKR_PIN_LOCKED);
     pub const PIN_LEN_RANGE: Error = Error(CKR_PIN_LEN_RANGE);

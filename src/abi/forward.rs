@@ -6,10 +6,11 @@
 use super::{attribute_array, input, output, template, MAX_DATA_LEN, MAX_PARAM_LEN};
 use crate::backend::pkcs11::{ForwardSession, ForwardToken};
 use crate::error::{Error, Result};
-use crate::mechanism::signing;
+use crate::mechanism::{signing, Mechanism};
 use crate::module;
 use crate::token::attributes::Attributes;
 use crate::token::factory;
+use crate::token::object::Object;
 use cryptoki_sys::*;
 use std::sync::Arc;
 
@@ -392,17 +393,7 @@ pub(super) unsafe fn generate_key_pair(
     }
     // SAFETY: forwarded contract.
     let decoded = unsafe { super::mechanism(mech) }?;
-    let (public, private) = match decoded.mechanism {
-        CKM_ML_DSA_KEY_PAIR_GEN => {
-            decoded.expect_no_param()?;
-            factory::generate_ml_dsa(public, private)?
-        }
-        crate::consts::CKM_B4AE_DILITHIUM5_KEY_PAIR_GEN => {
-            decoded.expect_no_param()?;
-            factory::generate_dilithium5(public, private)?
-        }
-        _ => return Err(Error::MECHANISM_INVALID),
-    };
+    let (public, private) = factory::generate_pair(&decoded, public, private)?;
     if (public.bool_or(CKA_TOKEN, false) || private.bool_or(CKA_TOKEN, false)) && !f.rw {
         return Err(Error::SESSION_READ_ONLY);
     }
@@ -452,6 +443,75 @@ pub(super) unsafe fn verify_init(
     let decoded = unsafe { super::mechanism(mech) }?;
     f.ops
         .verify_init(|| signing::verify_init(&decoded, &entry.object))
+}
+
+// ---- key encapsulation ----
+
+/// The ML-KEM key record behind `key` (the HSM itself is never asked to encapsulate: the
+/// module loads only its 2.40 functions).
+fn kem_record(f: &ForwardSession, key: CK_OBJECT_HANDLE) -> Result<std::sync::Arc<Object>> {
+    if !f.token.keys.is_record(key) {
+        return Err(Error::KEY_HANDLE_INVALID);
+    }
+    f.token.keys.open(key)
+}
+
+pub(super) fn ciphertext_len(
+    f: &ForwardSession,
+    mechanism: &Mechanism,
+    key: CK_OBJECT_HANDLE,
+) -> Result<usize> {
+    crate::mechanism::kem::ciphertext_len(mechanism, &*kem_record(f, key)?)
+}
+
+pub(super) fn encapsulate(
+    f: &ForwardSession,
+    mechanism: &Mechanism,
+    key: CK_OBJECT_HANDLE,
+    template: Attributes,
+) -> Result<(Vec<u8>, CK_OBJECT_HANDLE)> {
+    let caller = template.clone();
+    let (ciphertext, made) =
+        crate::mechanism::kem::encapsulate(mechanism, &*kem_record(f, key)?, template)?;
+    Ok((ciphertext, place_secret(f, caller, &made)?))
+}
+
+pub(super) fn decapsulate(
+    f: &ForwardSession,
+    mechanism: &Mechanism,
+    key: CK_OBJECT_HANDLE,
+    template: Attributes,
+    ciphertext: &[u8],
+) -> Result<CK_OBJECT_HANDLE> {
+    let caller = template.clone();
+    let made =
+        crate::mechanism::kem::decapsulate(mechanism, &*kem_record(f, key)?, template, ciphertext)?;
+    place_secret(f, caller, &made)
+}
+
+/// Creates the shared-secret key inside the HSM: the caller's template with the class, key
+/// type, value and protection the module worked out (so the HSM's own defaults, which may
+/// leave a created key readable, do not apply).
+fn place_secret(
+    f: &ForwardSession,
+    mut caller: Attributes,
+    made: &Attributes,
+) -> Result<CK_OBJECT_HANDLE> {
+    for attr in [
+        CKA_CLASS,
+        CKA_KEY_TYPE,
+        CKA_VALUE,
+        CKA_PRIVATE,
+        CKA_SENSITIVE,
+        CKA_EXTRACTABLE,
+    ] {
+        caller.set(attr, made.get(attr).ok_or(Error::GENERAL)?.to_vec());
+    }
+    caller.remove(CKA_VALUE_LEN);
+    if caller.bool_or(CKA_TOKEN, false) && !f.rw {
+        return Err(Error::SESSION_READ_ONLY);
+    }
+    f.token.lib.create(f.real, &caller)
 }
 
 /// `CKA_B4AE_CUSTODY` of an object the HSM holds: 1 for a post-quantum private key it holds

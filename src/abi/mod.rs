@@ -15,6 +15,7 @@ mod crypto;
 mod forward;
 mod general;
 pub mod hsm;
+mod kem;
 mod objects;
 mod passthrough;
 mod sessions;
@@ -235,23 +236,22 @@ unsafe fn mechanism(ptr: *const CK_MECHANISM) -> Result<Mechanism> {
         _ if !has_param => Param::None,
         ParamShape::Empty => return Err(Error::MECHANISM_PARAM_INVALID),
         ParamShape::SignContext => {
-            if m.pParameter.is_null()
-                || m.ulParameterLen as usize != std::mem::size_of::<CK_SIGN_ADDITIONAL_CONTEXT>()
-            {
-                return Err(Error::MECHANISM_PARAM_INVALID);
-            }
-            // SAFETY: non-NULL and exactly the structure's size, as checked above.
-            let p = unsafe { &*(m.pParameter as *const CK_SIGN_ADDITIONAL_CONTEXT) };
-            if p.ulContextLen > crate::mechanism::mldsa::MAX_CONTEXT_LEN as CK_ULONG
-                || (p.ulContextLen > 0 && p.pContext.is_null())
-            {
-                return Err(Error::MECHANISM_PARAM_INVALID);
-            }
-            // SAFETY: non-NULL when non-empty, at most 255 bytes, caller's promise.
-            let context = unsafe { input(p.pContext, p.ulContextLen) }?.to_vec();
+            // SAFETY: forwarded contract.
+            let p = unsafe { param_struct::<CK_SIGN_ADDITIONAL_CONTEXT>(m) }?;
             Param::SignContext {
                 hedge: p.hedgeVariant,
-                context,
+                // SAFETY: the structure's own pointer and length (PKCS#11 contract).
+                context: unsafe { context(p.pContext, p.ulContextLen) }?,
+            }
+        }
+        ParamShape::HashSignContext => {
+            // SAFETY: forwarded contract.
+            let p = unsafe { param_struct::<CK_HASH_SIGN_ADDITIONAL_CONTEXT>(m) }?;
+            Param::HashSignContext {
+                hedge: p.hedgeVariant,
+                // SAFETY: the structure's own pointer and length (PKCS#11 contract).
+                context: unsafe { context(p.pContext, p.ulContextLen) }?,
+                hash: p.hash,
             }
         }
         ParamShape::Opaque => {
@@ -267,6 +267,30 @@ unsafe fn mechanism(ptr: *const CK_MECHANISM) -> Result<Mechanism> {
         mechanism: m.mechanism,
         param,
     })
+}
+
+/// A mechanism parameter that must be exactly one `T`.
+///
+/// # Safety
+/// `m.pParameter` must be NULL or valid for `m.ulParameterLen` bytes.
+unsafe fn param_struct<T>(m: &CK_MECHANISM) -> Result<&T> {
+    if m.pParameter.is_null() || m.ulParameterLen as usize != std::mem::size_of::<T>() {
+        return Err(Error::MECHANISM_PARAM_INVALID);
+    }
+    // SAFETY: non-NULL and exactly the structure's size, as checked above.
+    Ok(unsafe { &*(m.pParameter as *const T) })
+}
+
+/// A signature context string: at most 255 bytes (FIPS 204).
+///
+/// # Safety
+/// `ptr` must be NULL or valid for `len` bytes.
+unsafe fn context(ptr: *const CK_BYTE, len: CK_ULONG) -> Result<Vec<u8>> {
+    if len > crate::mechanism::mldsa::MAX_CONTEXT_LEN as CK_ULONG || (len > 0 && ptr.is_null()) {
+        return Err(Error::MECHANISM_PARAM_INVALID);
+    }
+    // SAFETY: non-NULL when non-empty, at most 255 bytes, caller's promise.
+    Ok(unsafe { input(ptr, len) }?.to_vec())
 }
 
 /// Copies `text` into a blank-padded fixed field.

@@ -4,6 +4,7 @@
 use super::crypto::*;
 use super::entry_points;
 use super::general::*;
+use super::kem::*;
 use super::objects::*;
 use super::passthrough::*;
 use super::sessions::*;

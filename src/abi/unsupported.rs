@@ -90,14 +90,6 @@ entry_points! {
         Err(Error::FUNCTION_NOT_SUPPORTED)
     }
 
-    fn C_EncapsulateKey(_a1: CK_SESSION_HANDLE, _a2: *mut CK_MECHANISM, _a3: CK_OBJECT_HANDLE, _a4: *mut CK_ATTRIBUTE, _a5: CK_ULONG, _a6: *mut CK_BYTE, _a7: *mut CK_ULONG, _a8: *mut CK_OBJECT_HANDLE) {
-        Err(Error::FUNCTION_NOT_SUPPORTED)
-    }
-
-    fn C_DecapsulateKey(_a1: CK_SESSION_HANDLE, _a2: *mut CK_MECHANISM, _a3: CK_OBJECT_HANDLE, _a4: *mut CK_ATTRIBUTE, _a5: CK_ULONG, _a6: *mut CK_BYTE, _a7: CK_ULONG, _a8: *mut CK_OBJECT_HANDLE) {
-        Err(Error::FUNCTION_NOT_SUPPORTED)
-    }
-
     fn C_VerifySignatureInit(_a1: CK_SESSION_HANDLE, _a2: *mut CK_MECHANISM, _a3: CK_OBJECT_HANDLE, _a4: *mut CK_BYTE, _a5: CK_ULONG) {
         Err(Error::FUNCTION_NOT_SUPPORTED)
     }

@@ -3,10 +3,17 @@
 
 pub mod digest;
 pub mod dilithium5;
+pub mod hash_mldsa;
+pub mod hybrid;
+pub mod kem;
 pub mod mldsa;
+pub mod mlkem;
 pub mod signing;
 
-use crate::consts::{CKM_B4AE_DILITHIUM5, CKM_B4AE_DILITHIUM5_KEY_PAIR_GEN};
+use crate::consts::{
+    CKM_B4AE_DILITHIUM5, CKM_B4AE_DILITHIUM5_KEY_PAIR_GEN, CKM_B4AE_HYBRID,
+    CKM_B4AE_HYBRID_KEY_PAIR_GEN,
+};
 use crate::error::{Error, Result};
 use cryptoki_sys::*;
 use zeroize::Zeroizing;
@@ -34,8 +41,9 @@ const fn info(
     }
 }
 
-/// Every mechanism this module performs itself. ML-DSA key sizes are given as the range of
-/// parameter sets (`CKP_ML_DSA_44`..`CKP_ML_DSA_87`); Dilithium5's as its public key's bytes.
+/// Every mechanism this module performs itself. ML-DSA and ML-KEM key sizes are given as the
+/// range of parameter sets (`CKP_*_44/512`..`CKP_*_87/1024`); Dilithium5's and the hybrid's as
+/// their public keys' bytes.
 pub const REGISTRY: &[MechanismInfo] = &[
     info(CKM_SHA256, 0, 0, CKF_DIGEST),
     info(CKM_SHA384, 0, 0, CKF_DIGEST),
@@ -59,7 +67,51 @@ pub const REGISTRY: &[MechanismInfo] = &[
         CKF_GENERATE_KEY_PAIR,
     ),
     info(CKM_B4AE_DILITHIUM5, 2592, 2592, CKF_SIGN | CKF_VERIFY),
+    info(
+        CKM_B4AE_HYBRID_KEY_PAIR_GEN,
+        hybrid::PUBLIC_KEY_LEN as CK_ULONG,
+        hybrid::PUBLIC_KEY_LEN as CK_ULONG,
+        CKF_GENERATE_KEY_PAIR,
+    ),
+    info(
+        CKM_B4AE_HYBRID,
+        hybrid::PUBLIC_KEY_LEN as CK_ULONG,
+        hybrid::PUBLIC_KEY_LEN as CK_ULONG,
+        CKF_SIGN | CKF_VERIFY,
+    ),
+    info(
+        CKM_HASH_ML_DSA,
+        CKP_ML_DSA_44,
+        CKP_ML_DSA_87,
+        CKF_SIGN | CKF_VERIFY,
+    ),
+    hash_ml_dsa(CKM_HASH_ML_DSA_SHA224),
+    hash_ml_dsa(CKM_HASH_ML_DSA_SHA256),
+    hash_ml_dsa(CKM_HASH_ML_DSA_SHA384),
+    hash_ml_dsa(CKM_HASH_ML_DSA_SHA512),
+    hash_ml_dsa(CKM_HASH_ML_DSA_SHA3_224),
+    hash_ml_dsa(CKM_HASH_ML_DSA_SHA3_256),
+    hash_ml_dsa(CKM_HASH_ML_DSA_SHA3_384),
+    hash_ml_dsa(CKM_HASH_ML_DSA_SHA3_512),
+    hash_ml_dsa(CKM_HASH_ML_DSA_SHAKE128),
+    hash_ml_dsa(CKM_HASH_ML_DSA_SHAKE256),
+    info(
+        CKM_ML_KEM_KEY_PAIR_GEN,
+        CKP_ML_KEM_512,
+        CKP_ML_KEM_1024,
+        CKF_GENERATE_KEY_PAIR,
+    ),
+    info(
+        CKM_ML_KEM,
+        CKP_ML_KEM_512,
+        CKP_ML_KEM_1024,
+        CKF_ENCAPSULATE | CKF_DECAPSULATE,
+    ),
 ];
+
+const fn hash_ml_dsa(mechanism: CK_MECHANISM_TYPE) -> MechanismInfo {
+    info(mechanism, CKP_ML_DSA_44, CKP_ML_DSA_87, CKF_SIGN | CKF_VERIFY)
+}
 
 /// Looks a mechanism up in the registry.
 pub fn lookup(mechanism: CK_MECHANISM_TYPE) -> Result<&'static MechanismInfo> {
@@ -76,6 +128,8 @@ pub enum ParamShape {
     Empty,
     /// Optional `CK_SIGN_ADDITIONAL_CONTEXT`.
     SignContext,
+    /// `CK_HASH_SIGN_ADDITIONAL_CONTEXT`.
+    HashSignContext,
     /// Opaque bytes (mechanisms this module does not interpret).
     Opaque,
 }
@@ -84,6 +138,8 @@ pub enum ParamShape {
 pub fn param_shape(mechanism: CK_MECHANISM_TYPE) -> ParamShape {
     match mechanism {
         CKM_ML_DSA => ParamShape::SignContext,
+        CKM_HASH_ML_DSA => ParamShape::HashSignContext,
+        m if hash_mldsa::PreHash::of_mechanism(m).is_some() => ParamShape::SignContext,
         m if lookup(m).is_ok() => ParamShape::Empty,
         _ => ParamShape::Opaque,
     }
@@ -104,6 +160,12 @@ pub enum Param {
     SignContext {
         hedge: CK_ULONG,
         context: Vec<u8>,
+    },
+    /// `CK_HASH_SIGN_ADDITIONAL_CONTEXT`: as above, plus the pre-hash mechanism.
+    HashSignContext {
+        hedge: CK_ULONG,
+        context: Vec<u8>,
+        hash: CK_MECHANISM_TYPE,
     },
     Opaque(Zeroizing<Vec<u8>>),
 }

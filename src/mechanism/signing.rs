@@ -1,9 +1,10 @@
 //! Sign and verify operations: what `C_SignInit`/`C_VerifyInit` start and the later calls drive.
 
-use crate::consts::{CKK_B4AE_DILITHIUM5, CKM_B4AE_DILITHIUM5};
+use crate::consts::{CKK_B4AE_DILITHIUM5, CKK_B4AE_HYBRID, CKM_B4AE_DILITHIUM5, CKM_B4AE_HYBRID};
 use crate::error::{Error, Result};
-use crate::mechanism::dilithium5;
+use crate::mechanism::hash_mldsa::{self, Hasher, PreHash};
 use crate::mechanism::mldsa::{ParamSet, SigningKey, MAX_CONTEXT_LEN};
+use crate::mechanism::{dilithium5, hybrid};
 use crate::mechanism::{Mechanism, Param};
 use crate::token::object::Object;
 use cryptoki_sys::*;
@@ -31,7 +32,59 @@ pub trait VerifyOperation: Send {
 
 /// `C_SignInit`: checks the key against the mechanism and starts the operation.
 pub fn sign_init(mechanism: &Mechanism, key: &Object) -> Result<Box<dyn SignOperation>> {
+    sign_init_with(mechanism, key, None)
+}
+
+/// `C_SignInit` where the HSM holds a hybrid key's Ed25519 half (`ed25519`).
+pub fn sign_init_with(
+    mechanism: &Mechanism,
+    key: &Object,
+    ed25519: Option<std::sync::Arc<dyn hybrid::Ed25519Signer>>,
+) -> Result<Box<dyn SignOperation>> {
     match mechanism.mechanism {
+        CKM_B4AE_HYBRID => {
+            mechanism.expect_no_param()?;
+            check_key(
+                key,
+                CKO_PRIVATE_KEY,
+                CKK_B4AE_HYBRID,
+                CKA_SIGN,
+                mechanism.mechanism,
+            )?;
+            let key = match ed25519 {
+                Some(ed) => {
+                    let value = key.attrs.get(CKA_VALUE).ok_or(Error::USER_NOT_LOGGED_IN)?;
+                    Arc::new(hybrid::SigningKey::with_ed25519(ed, value)?)
+                }
+                None => key.hybrid_key()?,
+            };
+            Ok(Box::new(HybridSigner {
+                key,
+                message: Multipart::default(),
+            }))
+        }
+        CKM_HASH_ML_DSA => {
+            let (options, hash) = SignOptions::from_hash_param(&mechanism.param)?;
+            check_key(
+                key,
+                CKO_PRIVATE_KEY,
+                CKK_ML_DSA,
+                CKA_SIGN,
+                mechanism.mechanism,
+            )?;
+            Ok(Box::new(HashMlDsaSigner::new(key, options, hash, None)?))
+        }
+        m if PreHash::of_mechanism(m).is_some() => {
+            let hash = PreHash::of_mechanism(m).ok_or(Error::MECHANISM_INVALID)?;
+            let options = SignOptions::from_param(&mechanism.param)?;
+            check_key(key, CKO_PRIVATE_KEY, CKK_ML_DSA, CKA_SIGN, m)?;
+            Ok(Box::new(HashMlDsaSigner::new(
+                key,
+                options,
+                hash,
+                Some(hash.hasher()),
+            )?))
+        }
         CKM_B4AE_DILITHIUM5 => {
             mechanism.expect_no_param()?;
             check_key(
@@ -80,6 +133,42 @@ pub fn sign_init(mechanism: &Mechanism, key: &Object) -> Result<Box<dyn SignOper
 /// `C_VerifyInit`.
 pub fn verify_init(mechanism: &Mechanism, key: &Object) -> Result<Box<dyn VerifyOperation>> {
     match mechanism.mechanism {
+        CKM_B4AE_HYBRID => {
+            mechanism.expect_no_param()?;
+            check_key(
+                key,
+                CKO_PUBLIC_KEY,
+                CKK_B4AE_HYBRID,
+                CKA_VERIFY,
+                mechanism.mechanism,
+            )?;
+            Ok(Box::new(HybridVerifier {
+                public_key: key.attrs.get(CKA_VALUE).ok_or(Error::GENERAL)?.to_vec(),
+                message: Multipart::default(),
+            }))
+        }
+        CKM_HASH_ML_DSA => {
+            let (options, hash) = SignOptions::from_hash_param(&mechanism.param)?;
+            check_key(
+                key,
+                CKO_PUBLIC_KEY,
+                CKK_ML_DSA,
+                CKA_VERIFY,
+                mechanism.mechanism,
+            )?;
+            Ok(Box::new(HashMlDsaVerifier::new(key, options, hash, None)?))
+        }
+        m if PreHash::of_mechanism(m).is_some() => {
+            let hash = PreHash::of_mechanism(m).ok_or(Error::MECHANISM_INVALID)?;
+            let options = SignOptions::from_param(&mechanism.param)?;
+            check_key(key, CKO_PUBLIC_KEY, CKK_ML_DSA, CKA_VERIFY, m)?;
+            Ok(Box::new(HashMlDsaVerifier::new(
+                key,
+                options,
+                hash,
+                Some(hash.hasher()),
+            )?))
+        }
         CKM_B4AE_DILITHIUM5 => {
             mechanism.expect_no_param()?;
             check_key(
@@ -129,13 +218,8 @@ fn check_key(
     if !key.attrs.bool_or(usage, false) {
         return Err(Error::KEY_FUNCTION_NOT_PERMITTED);
     }
-    if let Some(allowed) = key.attrs.get(CKA_ALLOWED_MECHANISMS) {
-        let allowed = allowed
-            .chunks_exact(std::mem::size_of::<CK_ULONG>())
-            .map(|c| CK_ULONG::from_ne_bytes(c.try_into().expect("chunk of CK_ULONG size")));
-        if !allowed.into_iter().any(|m| m == mechanism) {
-            return Err(Error::MECHANISM_INVALID);
-        }
+    if !key.permits(mechanism) {
+        return Err(Error::MECHANISM_INVALID);
     }
     Ok(())
 }
@@ -167,7 +251,26 @@ impl SignOptions {
                     context: context.clone(),
                 })
             }
-            Param::Opaque(_) => Err(Error::MECHANISM_PARAM_INVALID),
+            _ => Err(Error::MECHANISM_PARAM_INVALID),
+        }
+    }
+
+    /// `CKM_HASH_ML_DSA`'s parameter: required, since it names the hash.
+    fn from_hash_param(param: &Param) -> Result<(Self, PreHash)> {
+        match param {
+            Param::HashSignContext {
+                hedge,
+                context,
+                hash,
+            } => {
+                let hash = PreHash::of_hash_mechanism(*hash).ok_or(Error::MECHANISM_PARAM_INVALID)?;
+                let options = Self::from_param(&Param::SignContext {
+                    hedge: *hedge,
+                    context: context.clone(),
+                })?;
+                Ok((options, hash))
+            }
+            _ => Err(Error::MECHANISM_PARAM_INVALID),
         }
     }
 }
@@ -304,5 +407,195 @@ impl VerifyOperation for Dilithium5Verifier {
     fn finish(&mut self, signature: &[u8]) -> Result<()> {
         let message = std::mem::take(&mut self.message.data);
         dilithium5::verify(&self.public_key, &message, signature)
+    }
+}
+
+/// HashML-DSA signing: `hasher` hashes the message (`CKM_HASH_ML_DSA_<hash>`, multi-part);
+/// without one the data is the digest itself (`CKM_HASH_ML_DSA`, single-part only).
+struct HashMlDsaSigner {
+    set: ParamSet,
+    private_key: Zeroizing<Vec<u8>>,
+    deterministic: bool,
+    context: Vec<u8>,
+    hash: PreHash,
+    hasher: Option<Hasher>,
+    started: bool,
+}
+
+impl HashMlDsaSigner {
+    fn new(key: &Object, options: SignOptions, hash: PreHash, hasher: Option<Hasher>) -> Result<Self> {
+        Ok(HashMlDsaSigner {
+            set: ParamSet::from_ck(key.ulong(CKA_PARAMETER_SET)?)?,
+            private_key: Zeroizing::new(
+                key.attrs
+                    .get(CKA_VALUE)
+                    .ok_or(Error::USER_NOT_LOGGED_IN)?
+                    .to_vec(),
+            ),
+            deterministic: options.hedge == CKH_DETERMINISTIC_REQUIRED,
+            context: options.context,
+            hash,
+            hasher,
+            started: false,
+        })
+    }
+
+    fn sign_digest(&self, digest: &[u8]) -> Result<Vec<u8>> {
+        let rnd = if self.deterministic {
+            Zeroizing::new([0u8; 32])
+        } else {
+            Zeroizing::new(crate::backend::random_bytes::<32>()?)
+        };
+        hash_mldsa::sign(
+            self.set,
+            &self.private_key,
+            self.hash,
+            digest,
+            &self.context,
+            &rnd,
+        )
+    }
+}
+
+impl SignOperation for HashMlDsaSigner {
+    fn signature_len(&self) -> usize {
+        self.set.signature_len()
+    }
+
+    fn update(&mut self, data: &[u8]) -> Result<()> {
+        self.started = true;
+        self.hasher
+            .as_mut()
+            .ok_or(Error::FUNCTION_NOT_SUPPORTED)?
+            .update(data);
+        Ok(())
+    }
+
+    fn sign(&mut self, data: &[u8]) -> Result<Vec<u8>> {
+        if self.started {
+            return Err(Error::OPERATION_ACTIVE);
+        }
+        match self.hasher.take() {
+            Some(mut hasher) => {
+                hasher.update(data);
+                self.sign_digest(&hasher.finish())
+            }
+            None => self.sign_digest(data),
+        }
+    }
+
+    fn finish(&mut self) -> Result<Vec<u8>> {
+        let hasher = self.hasher.take().ok_or(Error::FUNCTION_NOT_SUPPORTED)?;
+        self.sign_digest(&hasher.finish())
+    }
+}
+
+struct HashMlDsaVerifier {
+    set: ParamSet,
+    public_key: Vec<u8>,
+    context: Vec<u8>,
+    hash: PreHash,
+    hasher: Option<Hasher>,
+    started: bool,
+}
+
+impl HashMlDsaVerifier {
+    fn new(key: &Object, options: SignOptions, hash: PreHash, hasher: Option<Hasher>) -> Result<Self> {
+        Ok(HashMlDsaVerifier {
+            set: ParamSet::from_ck(key.ulong(CKA_PARAMETER_SET)?)?,
+            public_key: key.attrs.get(CKA_VALUE).ok_or(Error::GENERAL)?.to_vec(),
+            context: options.context,
+            hash,
+            hasher,
+            started: false,
+        })
+    }
+
+    fn check(&self, digest: &[u8], signature: &[u8]) -> Result<()> {
+        hash_mldsa::verify(
+            self.set,
+            &self.public_key,
+            self.hash,
+            digest,
+            &self.context,
+            signature,
+        )
+    }
+}
+
+impl VerifyOperation for HashMlDsaVerifier {
+    fn update(&mut self, data: &[u8]) -> Result<()> {
+        self.started = true;
+        self.hasher
+            .as_mut()
+            .ok_or(Error::FUNCTION_NOT_SUPPORTED)?
+            .update(data);
+        Ok(())
+    }
+
+    fn verify(&mut self, data: &[u8], signature: &[u8]) -> Result<()> {
+        if self.started {
+            return Err(Error::OPERATION_ACTIVE);
+        }
+        match self.hasher.take() {
+            Some(mut hasher) => {
+                hasher.update(data);
+                self.check(&hasher.finish(), signature)
+            }
+            None => self.check(data, signature),
+        }
+    }
+
+    fn finish(&mut self, signature: &[u8]) -> Result<()> {
+        let hasher = self.hasher.take().ok_or(Error::FUNCTION_NOT_SUPPORTED)?;
+        self.check(&hasher.finish(), signature)
+    }
+}
+
+struct HybridSigner {
+    key: Arc<hybrid::SigningKey>,
+    message: Multipart,
+}
+
+impl SignOperation for HybridSigner {
+    fn signature_len(&self) -> usize {
+        hybrid::SIGNATURE_LEN
+    }
+
+    fn update(&mut self, data: &[u8]) -> Result<()> {
+        self.message.update(data);
+        Ok(())
+    }
+
+    fn sign(&mut self, data: &[u8]) -> Result<Vec<u8>> {
+        self.message.single_part_allowed()?;
+        self.key.sign(data)
+    }
+
+    fn finish(&mut self) -> Result<Vec<u8>> {
+        let message = std::mem::take(&mut self.message.data);
+        self.key.sign(&message)
+    }
+}
+
+struct HybridVerifier {
+    public_key: Vec<u8>,
+    message: Multipart,
+}
+
+impl VerifyOperation for HybridVerifier {
+    fn update(&mut self, data: &[u8]) -> Result<()> {
+        self.message.update(data);
+        Ok(())
+    }
+
+    fn verify(&mut self, data: &[u8], signature: &[u8]) -> Result<()> {
+        self.message.single_part_allowed()?;
+        hybrid::verify(&self.public_key, data, signature)
+    }
+
+    fn finish(&mut self, signature: &[u8]) -> Result<()> {
+        let message = std::mem::take(&mut self.message.data);
+        hybrid::verify(&self.public_key, &message, signature)
     }
 }

@@ -4,8 +4,8 @@
 
 use crate::consts::*;
 use crate::error::{Error, Result};
-use crate::mechanism::dilithium5;
 use crate::mechanism::mldsa::{ParamSet, SEED_LEN};
+use crate::mechanism::{dilithium5, hybrid, mlkem};
 use crate::token::attributes::Attributes;
 use crate::token::object::Object;
 use crate::token::rules::{self, Access, Rule};
@@ -18,6 +18,8 @@ use zeroize::Zeroizing;
 pub enum Origin {
     Created,
     Generated(CK_MECHANISM_TYPE),
+    /// Made inside the token from another key (a decapsulated or encapsulated secret).
+    Derived,
 }
 
 /// `C_CreateObject`: a complete object from the caller's template.
@@ -40,6 +42,22 @@ pub fn create(template: Attributes) -> Result<Attributes> {
     Ok(attrs)
 }
 
+/// `C_GenerateKeyPair` with one of this module's mechanisms: (public, private) objects.
+pub fn generate_pair(
+    mechanism: &crate::mechanism::Mechanism,
+    public: Attributes,
+    private: Attributes,
+) -> Result<(Attributes, Attributes)> {
+    mechanism.expect_no_param()?;
+    match mechanism.mechanism {
+        CKM_ML_DSA_KEY_PAIR_GEN => generate_ml_dsa(public, private),
+        CKM_ML_KEM_KEY_PAIR_GEN => generate_ml_kem(public, private),
+        CKM_B4AE_DILITHIUM5_KEY_PAIR_GEN => generate_dilithium5(public, private),
+        CKM_B4AE_HYBRID_KEY_PAIR_GEN => generate_hybrid(public, private),
+        _ => Err(Error::MECHANISM_INVALID),
+    }
+}
+
 /// `C_GenerateKeyPair` with `CKM_ML_DSA_KEY_PAIR_GEN`: (public, private) objects.
 pub fn generate_ml_dsa(
     public: Attributes,
@@ -48,19 +66,7 @@ pub fn generate_ml_dsa(
     let mechanism = CKM_ML_DSA_KEY_PAIR_GEN;
     let mut public = pair_half(public, CKO_PUBLIC_KEY, CKK_ML_DSA)?;
     let mut private = pair_half(private, CKO_PRIVATE_KEY, CKK_ML_DSA)?;
-    let set = match (
-        public.ulong(CKA_PARAMETER_SET)?,
-        private.ulong(CKA_PARAMETER_SET)?,
-    ) {
-        (Some(a), Some(b)) if a != b => return Err(Error::TEMPLATE_INCONSISTENT),
-        (Some(a), _) | (None, Some(a)) => ParamSet::from_ck(a)?,
-        (None, None) => return Err(Error::TEMPLATE_INCOMPLETE),
-    };
-    for half in [&public, &private] {
-        if half.contains(CKA_VALUE) || half.contains(CKA_SEED) {
-            return Err(Error::TEMPLATE_INCONSISTENT);
-        }
-    }
+    let set = ParamSet::from_ck(pair_parameter_set(&public, &private)?)?;
     let mut seed = Zeroizing::new([0u8; SEED_LEN]);
     getrandom::getrandom(seed.as_mut()).map_err(|_| Error::DEVICE)?;
     let (pk, sk) = set.keygen_from_seed(&seed)?;
@@ -111,6 +117,113 @@ pub fn generate_dilithium5(
         origin,
     );
     Ok((public, private))
+}
+
+/// `C_GenerateKeyPair` with `CKM_ML_KEM_KEY_PAIR_GEN`: (public, private) objects.
+pub fn generate_ml_kem(
+    public: Attributes,
+    private: Attributes,
+) -> Result<(Attributes, Attributes)> {
+    let mut public = pair_half(public, CKO_PUBLIC_KEY, CKK_ML_KEM)?;
+    let mut private = pair_half(private, CKO_PRIVATE_KEY, CKK_ML_KEM)?;
+    let set = mlkem::ParamSet::from_ck(pair_parameter_set(&public, &private)?)?;
+    let seed = Zeroizing::new(crate::backend::random_bytes::<{ mlkem::SEED_LEN }>()?);
+    let (ek, dk) = set.keygen_from_seed(&seed);
+    public.set_ulong(CKA_PARAMETER_SET, set.ck());
+    public.set(CKA_VALUE, ek);
+    private.set_ulong(CKA_PARAMETER_SET, set.ck());
+    private.set(CKA_VALUE, dk.to_vec());
+    private.set(CKA_SEED, seed.to_vec());
+    let origin = Origin::Generated(CKM_ML_KEM_KEY_PAIR_GEN);
+    apply_defaults(CKO_PUBLIC_KEY, Some(CKK_ML_KEM), &mut public, origin);
+    apply_defaults(CKO_PRIVATE_KEY, Some(CKK_ML_KEM), &mut private, origin);
+    Ok((public, private))
+}
+
+/// `C_GenerateKeyPair` with `CKM_B4AE_HYBRID_KEY_PAIR_GEN`, both halves held by this module.
+pub fn generate_hybrid(
+    public: Attributes,
+    private: Attributes,
+) -> Result<(Attributes, Attributes)> {
+    let (pk, sk) = hybrid::keypair()?;
+    hybrid_pair(public, private, pk, sk.to_vec())
+}
+
+/// A hybrid pair from its key material; `private_value` is whatever this module keeps of the
+/// private key (both halves, or only ML-DSA-87's when the HSM holds the Ed25519 half).
+pub fn hybrid_pair(
+    public: Attributes,
+    private: Attributes,
+    public_value: Vec<u8>,
+    private_value: Vec<u8>,
+) -> Result<(Attributes, Attributes)> {
+    let mut public = pair_half(public, CKO_PUBLIC_KEY, CKK_B4AE_HYBRID)?;
+    let mut private = pair_half(private, CKO_PRIVATE_KEY, CKK_B4AE_HYBRID)?;
+    if public.contains(CKA_VALUE) || private.contains(CKA_VALUE) {
+        return Err(Error::TEMPLATE_INCONSISTENT);
+    }
+    set_hybrid_halves(&mut public, &public_value)?;
+    set_hybrid_halves(&mut private, &public_value)?;
+    public.set(CKA_VALUE, public_value);
+    private.set(CKA_VALUE, private_value);
+    let origin = Origin::Generated(CKM_B4AE_HYBRID_KEY_PAIR_GEN);
+    apply_defaults(CKO_PUBLIC_KEY, Some(CKK_B4AE_HYBRID), &mut public, origin);
+    apply_defaults(CKO_PRIVATE_KEY, Some(CKK_B4AE_HYBRID), &mut private, origin);
+    Ok((public, private))
+}
+
+/// The readable halves of a hybrid public key, on either object of the pair.
+fn set_hybrid_halves(attrs: &mut Attributes, public_value: &[u8]) -> Result<()> {
+    let (ed, ml) = hybrid::split_public(public_value)?;
+    attrs.set(CKA_B4AE_ED25519_PUBLIC, ed.to_vec());
+    attrs.set(CKA_B4AE_MLDSA_PUBLIC, ml.to_vec());
+    Ok(())
+}
+
+/// The secret key `C_EncapsulateKey` / `C_DecapsulateKey` make from a shared secret and the
+/// caller's template: generic secret by default, as long as `CKA_VALUE_LEN` (default: all of
+/// the secret), taken from the front of the secret.
+pub fn shared_secret_key(mut template: Attributes, secret: &[u8]) -> Result<Attributes> {
+    if template.ulong(CKA_CLASS)?.is_some_and(|c| c != CKO_SECRET_KEY) {
+        return Err(Error::TEMPLATE_INCONSISTENT);
+    }
+    let key_type = template.ulong(CKA_KEY_TYPE)?.unwrap_or(CKK_GENERIC_SECRET);
+    let tables = rules::tables(CKO_SECRET_KEY, Some(key_type))
+        .ok_or(Error(CKR_KEY_TYPE_INCONSISTENT))?;
+    check_template(&tables, &template, |a| a != Access::ReadOnly)?;
+    if template.contains(CKA_VALUE) {
+        return Err(Error::TEMPLATE_INCONSISTENT);
+    }
+    let len = match template.ulong(CKA_VALUE_LEN)? {
+        Some(len) => len as usize,
+        None => secret.len(),
+    };
+    if len == 0 || len > secret.len() || (key_type == CKK_AES && !matches!(len, 16 | 24 | 32)) {
+        return Err(Error::ATTRIBUTE_VALUE_INVALID);
+    }
+    template.set_ulong(CKA_CLASS, CKO_SECRET_KEY);
+    template.set_ulong(CKA_KEY_TYPE, key_type);
+    template.set_ulong(CKA_VALUE_LEN, len as CK_ULONG);
+    template.set(CKA_VALUE, secret[..len].to_vec());
+    apply_defaults(CKO_SECRET_KEY, Some(key_type), &mut template, Origin::Derived);
+    Ok(template)
+}
+
+/// The parameter set a key-pair template names: in either half, the same in both if in both.
+fn pair_parameter_set(public: &Attributes, private: &Attributes) -> Result<CK_ULONG> {
+    for half in [public, private] {
+        if half.contains(CKA_VALUE) || half.contains(CKA_SEED) {
+            return Err(Error::TEMPLATE_INCONSISTENT);
+        }
+    }
+    match (
+        public.ulong(CKA_PARAMETER_SET)?,
+        private.ulong(CKA_PARAMETER_SET)?,
+    ) {
+        (Some(a), Some(b)) if a != b => Err(Error::TEMPLATE_INCONSISTENT),
+        (Some(a), _) | (None, Some(a)) => Ok(a),
+        (None, None) => Err(Error::TEMPLATE_INCOMPLETE),
+    }
 }
 
 /// One half of a key-pair template: checked, with its class and key type filled in.
@@ -263,6 +376,53 @@ fn complete_key_material(
                 return Err(Error::ATTRIBUTE_VALUE_INVALID);
             }
         }
+        (CKO_PUBLIC_KEY, Some(CKK_ML_KEM)) => {
+            let value = attrs.get(CKA_VALUE).ok_or(Error::TEMPLATE_INCOMPLETE)?;
+            let implied = mlkem::ParamSet::by_public_key_len(value.len());
+            let set = mlkem_parameter_set(attrs, implied)?;
+            // Parsing applies FIPS 203's input check to the key.
+            set.encap_key(attrs.get(CKA_VALUE).unwrap_or_default())?;
+            attrs.set_ulong(CKA_PARAMETER_SET, set.ck());
+        }
+        (CKO_PRIVATE_KEY, Some(CKK_ML_KEM)) => {
+            let implied = attrs
+                .get(CKA_VALUE)
+                .and_then(|v| mlkem::ParamSet::by_private_key_len(v.len()));
+            let set = mlkem_parameter_set(attrs, implied)?;
+            match attrs.get(CKA_SEED) {
+                Some(seed) => {
+                    let seed: &[u8; mlkem::SEED_LEN] = seed
+                        .try_into()
+                        .map_err(|_| Error::ATTRIBUTE_VALUE_INVALID)?;
+                    let (_, expanded) = set.keygen_from_seed(seed);
+                    match attrs.get(CKA_VALUE) {
+                        Some(value) if value != expanded.as_slice() => {
+                            return Err(Error::TEMPLATE_INCONSISTENT)
+                        }
+                        Some(_) => {}
+                        None => attrs.set(CKA_VALUE, expanded.to_vec()),
+                    }
+                }
+                None => {
+                    let value = attrs.get(CKA_VALUE).ok_or(Error::TEMPLATE_INCOMPLETE)?;
+                    set.decap_key(value)?;
+                }
+            }
+            attrs.set_ulong(CKA_PARAMETER_SET, set.ck());
+        }
+        (CKO_PUBLIC_KEY, Some(CKK_B4AE_HYBRID)) => {
+            let value = attrs.get(CKA_VALUE).ok_or(Error::TEMPLATE_INCOMPLETE)?;
+            if value.len() != hybrid::PUBLIC_KEY_LEN {
+                return Err(Error::ATTRIBUTE_VALUE_INVALID);
+            }
+            let value = value.to_vec();
+            set_hybrid_halves(attrs, &value)?;
+        }
+        (CKO_PRIVATE_KEY, Some(CKK_B4AE_HYBRID)) => {
+            let value = attrs.get(CKA_VALUE).ok_or(Error::TEMPLATE_INCOMPLETE)?;
+            let public = hybrid::public_of_private(value)?;
+            set_hybrid_halves(attrs, &public)?;
+        }
         (CKO_SECRET_KEY, Some(key_type)) => {
             if attrs.contains(CKA_VALUE_LEN) {
                 return Err(Error::TEMPLATE_INCONSISTENT);
@@ -291,6 +451,25 @@ fn parameter_set(attrs: &Attributes, implied: Option<ParamSet>) -> Result<ParamS
     }
 }
 
+/// The ML-KEM parameter set named by the template, or implied by the key length.
+fn mlkem_parameter_set(
+    attrs: &Attributes,
+    implied: Option<mlkem::ParamSet>,
+) -> Result<mlkem::ParamSet> {
+    match (attrs.ulong(CKA_PARAMETER_SET)?, implied) {
+        (Some(v), _) => {
+            let set = mlkem::ParamSet::from_ck(v)?;
+            if attrs.contains(CKA_VALUE) && implied != Some(set) {
+                return Err(Error::ATTRIBUTE_VALUE_INVALID);
+            }
+            Ok(set)
+        }
+        (None, Some(set)) => Ok(set),
+        (None, None) if attrs.contains(CKA_VALUE) => Err(Error::ATTRIBUTE_VALUE_INVALID),
+        (None, None) => Err(Error::TEMPLATE_INCOMPLETE),
+    }
+}
+
 fn default(attrs: &mut Attributes, attr: CK_ATTRIBUTE_TYPE, value: Vec<u8>) {
     if !attrs.contains(attr) {
         attrs.set(attr, value);
@@ -311,8 +490,12 @@ fn apply_defaults(
     origin: Origin,
 ) {
     let secret_bearing = matches!(class, CKO_PRIVATE_KEY | CKO_SECRET_KEY);
-    let post_quantum = matches!(key_type, Some(CKK_ML_DSA | CKK_B4AE_DILITHIUM5));
-    let signs = post_quantum;
+    let post_quantum = matches!(
+        key_type,
+        Some(CKK_ML_DSA | CKK_B4AE_DILITHIUM5 | CKK_B4AE_HYBRID | CKK_ML_KEM)
+    );
+    let signs = post_quantum && key_type != Some(CKK_ML_KEM);
+    let encapsulates = key_type == Some(CKK_ML_KEM);
     default_bool(attrs, CKA_TOKEN, false);
     default_bool(attrs, CKA_PRIVATE, secret_bearing);
     default_bool(attrs, CKA_MODIFIABLE, true);
@@ -333,35 +516,31 @@ fn apply_defaults(
     default(attrs, CKA_START_DATE, Vec::new());
     default(attrs, CKA_END_DATE, Vec::new());
     default_bool(attrs, CKA_DERIVE, false);
-    attrs.set_bool(CKA_LOCAL, origin != Origin::Created);
+    attrs.set_bool(CKA_LOCAL, matches!(origin, Origin::Generated(_)));
     attrs.set_ulong(
         CKA_KEY_GEN_MECHANISM,
         match origin {
             Origin::Generated(m) => m,
-            Origin::Created => CK_UNAVAILABLE_INFORMATION,
+            Origin::Created | Origin::Derived => CK_UNAVAILABLE_INFORMATION,
         },
     );
     match class {
         CKO_PUBLIC_KEY => {
             default(attrs, CKA_SUBJECT, Vec::new());
-            for attr in [
-                CKA_ENCRYPT,
-                CKA_VERIFY_RECOVER,
-                CKA_WRAP,
-                CKA_TRUSTED,
-                CKA_ENCAPSULATE,
-            ] {
+            for attr in [CKA_ENCRYPT, CKA_VERIFY_RECOVER, CKA_WRAP, CKA_TRUSTED] {
                 default_bool(attrs, attr, false);
             }
             default_bool(attrs, CKA_VERIFY, signs);
+            default_bool(attrs, CKA_ENCAPSULATE, encapsulates);
         }
         _ => {
             if class == CKO_PRIVATE_KEY {
                 default(attrs, CKA_SUBJECT, Vec::new());
-                for attr in [CKA_SIGN_RECOVER, CKA_ALWAYS_AUTHENTICATE, CKA_DECAPSULATE] {
+                for attr in [CKA_SIGN_RECOVER, CKA_ALWAYS_AUTHENTICATE] {
                     default_bool(attrs, attr, false);
                 }
                 default_bool(attrs, CKA_SIGN, signs);
+                default_bool(attrs, CKA_DECAPSULATE, encapsulates);
             } else {
                 for attr in [CKA_ENCRYPT, CKA_SIGN, CKA_VERIFY, CKA_WRAP, CKA_TRUSTED] {
                     default_bool(attrs, attr, false);

@@ -1,8 +1,8 @@
 //! An object as the token holds it: its attributes, plus a lazily loaded signing key.
 
 use crate::error::{Error, Result};
-use crate::mechanism::dilithium5;
 use crate::mechanism::mldsa::{ParamSet, SigningKey};
+use crate::mechanism::{dilithium5, hybrid, mlkem};
 use crate::token::attributes::Attributes;
 use crate::token::rules::{self, Rule};
 use cryptoki_sys::*;
@@ -15,6 +15,9 @@ pub struct Object {
     pub attrs: Attributes,
     signing_key: OnceCell<Arc<SigningKey>>,
     dilithium5_key: OnceCell<Arc<dilithium5::SigningKey>>,
+    hybrid_key: OnceCell<Arc<hybrid::SigningKey>>,
+    decap_key: OnceCell<Arc<mlkem::DecapKey>>,
+    encap_key: OnceCell<Arc<mlkem::EncapKey>>,
 }
 
 /// What `C_GetAttributeValue` may reveal of one attribute.
@@ -30,6 +33,9 @@ impl Object {
             attrs,
             signing_key: OnceCell::new(),
             dilithium5_key: OnceCell::new(),
+            hybrid_key: OnceCell::new(),
+            decap_key: OnceCell::new(),
+            encap_key: OnceCell::new(),
         }
     }
 
@@ -68,6 +74,17 @@ impl Object {
 
     pub fn is_destroyable(&self) -> bool {
         self.attrs.bool_or(CKA_DESTROYABLE, true)
+    }
+
+    /// Whether `CKA_ALLOWED_MECHANISMS` (absent: any) lets this key be used with `mechanism`.
+    pub fn permits(&self, mechanism: CK_MECHANISM_TYPE) -> bool {
+        match self.attrs.get(CKA_ALLOWED_MECHANISMS) {
+            None => true,
+            Some(allowed) => allowed
+                .chunks_exact(std::mem::size_of::<CK_ULONG>())
+                .filter_map(|c| c.try_into().ok().map(CK_ULONG::from_ne_bytes))
+                .any(|m| m == mechanism),
+        }
     }
 
     /// The attribute tables of this object's kind.
@@ -116,6 +133,38 @@ impl Object {
             .get_or_try_init(|| {
                 let value = self.attrs.get(CKA_VALUE).ok_or(Error::USER_NOT_LOGGED_IN)?;
                 dilithium5::SigningKey::new(value).map(Arc::new)
+            })
+            .cloned()
+    }
+
+    /// The hybrid signing key (both halves held here), loaded on first use.
+    pub fn hybrid_key(&self) -> Result<Arc<hybrid::SigningKey>> {
+        self.hybrid_key
+            .get_or_try_init(|| {
+                let value = self.attrs.get(CKA_VALUE).ok_or(Error::USER_NOT_LOGGED_IN)?;
+                hybrid::SigningKey::new(value).map(Arc::new)
+            })
+            .cloned()
+    }
+
+    /// The ML-KEM decapsulation key, parsed on first use.
+    pub fn decap_key(&self) -> Result<Arc<mlkem::DecapKey>> {
+        self.decap_key
+            .get_or_try_init(|| {
+                let set = mlkem::ParamSet::from_ck(self.ulong(CKA_PARAMETER_SET)?)?;
+                let value = self.attrs.get(CKA_VALUE).ok_or(Error::USER_NOT_LOGGED_IN)?;
+                set.decap_key(value).map(Arc::new)
+            })
+            .cloned()
+    }
+
+    /// The ML-KEM encapsulation key, parsed on first use.
+    pub fn encap_key(&self) -> Result<Arc<mlkem::EncapKey>> {
+        self.encap_key
+            .get_or_try_init(|| {
+                let set = mlkem::ParamSet::from_ck(self.ulong(CKA_PARAMETER_SET)?)?;
+                let value = self.attrs.get(CKA_VALUE).ok_or(Error::GENERAL)?;
+                set.encap_key(value).map(Arc::new)
             })
             .cloned()
     }

@@ -154,6 +154,18 @@ const DILITHIUM5_PRIVATE: &[Rule] = &[
     r(CKA_B4AE_CUSTODY, Ulong, ReadOnly),
 ];
 
+const ML_KEM_PUBLIC: &[Rule] = ML_DSA_PUBLIC;
+const ML_KEM_PRIVATE: &[Rule] = ML_DSA_PRIVATE;
+
+const HYBRID_HALVES: &[Rule] = &[
+    r(CKA_B4AE_ED25519_PUBLIC, Bytes, ReadOnly),
+    r(CKA_B4AE_MLDSA_PUBLIC, Bytes, ReadOnly),
+];
+
+const HYBRID_PUBLIC: &[Rule] = &[r(CKA_VALUE, Bytes, CreateOnly)];
+
+const HYBRID_PRIVATE: &[Rule] = DILITHIUM5_PRIVATE;
+
 /// The attribute tables that apply to an object of this class and key type, most general
 /// first. `None` when the module does not hold such objects.
 pub fn tables(
@@ -166,6 +178,14 @@ pub fn tables(
         (CKO_PRIVATE_KEY, Some(CKK_ML_DSA)) => &[KEY, PRIVATE_KEY, ML_DSA_PRIVATE],
         (CKO_PUBLIC_KEY, Some(CKK_B4AE_DILITHIUM5)) => &[KEY, PUBLIC_KEY, DILITHIUM5_PUBLIC],
         (CKO_PRIVATE_KEY, Some(CKK_B4AE_DILITHIUM5)) => &[KEY, PRIVATE_KEY, DILITHIUM5_PRIVATE],
+        (CKO_PUBLIC_KEY, Some(CKK_ML_KEM)) => &[KEY, PUBLIC_KEY, ML_KEM_PUBLIC],
+        (CKO_PRIVATE_KEY, Some(CKK_ML_KEM)) => &[KEY, PRIVATE_KEY, ML_KEM_PRIVATE],
+        (CKO_PUBLIC_KEY, Some(CKK_B4AE_HYBRID)) => {
+            &[KEY, PUBLIC_KEY, HYBRID_HALVES, HYBRID_PUBLIC]
+        }
+        (CKO_PRIVATE_KEY, Some(CKK_B4AE_HYBRID)) => {
+            &[KEY, PRIVATE_KEY, HYBRID_HALVES, HYBRID_PRIVATE]
+        }
         (CKO_SECRET_KEY, Some(CKK_GENERIC_SECRET | CKK_AES)) => &[KEY, SECRET_KEY],
         _ => return None,
     };

@@ -1,7 +1,7 @@
 //! A session of an embedded token: its token, its read/write flag, its operations.
 
 use crate::error::{Error, Result};
-use crate::mechanism::signing;
+use crate::mechanism::{kem, signing};
 use crate::mechanism::{self, Mechanism};
 use crate::token::attributes::Attributes;
 use crate::token::factory;
@@ -119,17 +119,7 @@ impl Session {
         private: Attributes,
     ) -> Result<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
         mechanism::lookup(mechanism.mechanism)?;
-        let (public, private) = match mechanism.mechanism {
-            CKM_ML_DSA_KEY_PAIR_GEN => {
-                mechanism.expect_no_param()?;
-                factory::generate_ml_dsa(public, private)?
-            }
-            crate::consts::CKM_B4AE_DILITHIUM5_KEY_PAIR_GEN => {
-                mechanism.expect_no_param()?;
-                factory::generate_dilithium5(public, private)?
-            }
-            _ => return Err(Error::MECHANISM_INVALID),
-        };
+        let (public, private) = factory::generate_pair(mechanism, public, private)?;
         match self
             .token
             .add_objects(self.handle, self.rw, vec![public, private])?[..]
@@ -144,5 +134,40 @@ impl Session {
             .add_objects(self.handle, self.rw, vec![attrs])?
             .pop()
             .ok_or(Error::GENERAL)
+    }
+
+    // ---- key encapsulation ----
+
+    /// `C_EncapsulateKey`: (ciphertext, handle of the new secret key).
+    pub fn encapsulate(
+        &self,
+        mechanism: &Mechanism,
+        key: CK_OBJECT_HANDLE,
+        template: Attributes,
+    ) -> Result<(Vec<u8>, CK_OBJECT_HANDLE)> {
+        let key = self.key(key)?;
+        let (ciphertext, attrs) = kem::encapsulate(mechanism, &key, template)?;
+        Ok((ciphertext, self.add_one(attrs)?))
+    }
+
+    /// The ciphertext length `C_EncapsulateKey` would produce with this key.
+    pub fn ciphertext_len(&self, mechanism: &Mechanism, key: CK_OBJECT_HANDLE) -> Result<usize> {
+        kem::ciphertext_len(mechanism, &*self.key(key)?)
+    }
+
+    /// `C_DecapsulateKey`: the handle of the new secret key.
+    pub fn decapsulate(
+        &self,
+        mechanism: &Mechanism,
+        key: CK_OBJECT_HANDLE,
+        template: Attributes,
+        ciphertext: &[u8],
+    ) -> Result<CK_OBJECT_HANDLE> {
+        let key = self.key(key)?;
+        if key.is_private() && self.token.login_state() != Login::User {
+            return Err(Error::USER_NOT_LOGGED_IN);
+        }
+        let attrs = kem::decapsulate(mechanism, &key, template, ciphertext)?;
+        self.add_one(attrs)
     }
 }

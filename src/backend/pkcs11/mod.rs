@@ -151,9 +151,11 @@ impl ForwardToken {
         }
     }
 
-    /// Whether the real HSM performs this mechanism itself.
+    /// Whether the real HSM performs this mechanism itself. ML-KEM is always this module's:
+    /// encapsulation is a 3.x function, and only the HSM's 2.40 functions are loaded.
     pub fn native(&self, mechanism: CK_MECHANISM_TYPE) -> bool {
-        self.real_mechanisms.contains(&mechanism)
+        !matches!(mechanism, CKM_ML_KEM | CKM_ML_KEM_KEY_PAIR_GEN)
+            && self.real_mechanisms.contains(&mechanism)
     }
 
     /// Whether keys of this type are this module's sealed records here (the HSM cannot make
@@ -164,6 +166,10 @@ impl ForwardToken {
             Some(crate::consts::CKK_B4AE_DILITHIUM5) => {
                 !self.native(crate::consts::CKM_B4AE_DILITHIUM5_KEY_PAIR_GEN)
             }
+            Some(crate::consts::CKK_B4AE_HYBRID) => {
+                !self.native(crate::consts::CKM_B4AE_HYBRID_KEY_PAIR_GEN)
+            }
+            Some(CKK_ML_KEM) => true,
             _ => false,
         }
     }
@@ -180,7 +186,12 @@ impl ForwardToken {
 
     /// The slot's mechanism list: the real one plus ours.
     pub fn mechanisms(&self) -> Vec<CK_MECHANISM_TYPE> {
-        let mut all = self.real_mechanisms.clone();
+        let mut all: Vec<CK_MECHANISM_TYPE> = self
+            .real_mechanisms
+            .iter()
+            .copied()
+            .filter(|m| self.native(*m))
+            .collect();
         all.extend(
             mechanism::REGISTRY
                 .iter()
