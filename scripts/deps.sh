@@ -10,6 +10,10 @@ have make || need_pkgs+=(make)
 have pkcs11-tool || need_pkgs+=(opensc)
 [ -e /usr/lib/softhsm/libsofthsm2.so ] || need_pkgs+=(softhsm2)
 have python3 || need_pkgs+=(python3)
+# scripts/python-env.sh: a venv, and what pip needs to build PyKCS11 (C++, SWIG) where it finds no wheel.
+dpkg -s python3-venv python3-dev >/dev/null 2>&1 || need_pkgs+=(python3-venv python3-dev)
+have c++ || need_pkgs+=(g++)
+have swig || need_pkgs+=(swig)
 dpkg -s p11-kit >/dev/null 2>&1 || need_pkgs+=(p11-kit)
 
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -35,6 +35,8 @@ suite "C program against include/b4ae_pkcs11.h" bash -c "
     printf '[[token]]\nlabel = \"B4AE-Slot-0\"\npath = \"%s/token\"\npin_kdf = \"test-only-fast\"\n' \"\$work\" > \"\$work/b4ae.toml\"
     B4AE_PKCS11_CONF=\"\$work/b4ae.toml\" \"\$work/abi_smoke\" $module
 "
+suite "python cross-checks (independent implementations)" bash -c \
+    "scripts/python-env.sh && .venv/bin/python tests/python/crosscheck.py $module"
 suite "pkcs11-tool (OpenSC)" bash tests/shell/pkcs11_tool.sh "$module"
 suite "pkcs11-tool over SoftHSM2 through the module" bash tests/shell/pkcs11_tool_hsm.sh "$module"
 

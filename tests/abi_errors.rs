@@ -486,7 +486,11 @@ fn unsupported_functions_answer_function_not_supported() {
     assert_ck!(CKR_FUNCTION_NOT_SUPPORTED;
         C_EncryptInit(h, &mut aes, none),
         C_WrapKey(h, &mut aes, none, none, null(), &mut len),
+    );
+    // Encapsulation landed: a missing key is now the answer.
+    assert_ck!(CKR_KEY_HANDLE_INVALID;
         C_EncapsulateKey(h, &mut kem, none, null(), 0, null(), &mut len, &mut handle),
+        C_DecapsulateKey(h, &mut kem, none, null(), 0, part, 16, &mut handle),
     );
     // Not planned.
     assert_ck!(CKR_FUNCTION_NOT_SUPPORTED;

@@ -256,7 +256,10 @@ fn ml_kem_key_pairs_encapsulate_and_decapsulate() {
                 Mechanism::AesGcm(params.expect("GCM parameters"))
             }
             let sealed = ok(s.encrypt(&gcm(&mut iv1), sent, b"over ML-KEM"));
-            assert_eq!(ok(s.decrypt(&gcm(&mut iv2), received, &sealed)), b"over ML-KEM");
+            assert_eq!(
+                ok(s.decrypt(&gcm(&mut iv2), received, &sealed)),
+                b"over ML-KEM"
+            );
         }
         // A 16-byte AES key is the front of the secret.
         let (ct, short) = ok(s.encapsulate_key(
@@ -300,7 +303,9 @@ fn ml_kem_interoperates_with_aws_lc_both_ways() {
             ]));
             assert_eq!(attr_ulong(s, imported, CKA_PARAMETER_SET), kem.ckp);
             let (ct, key) = ok(s.encapsulate_key(&Mechanism::MlKem, imported, &template));
-            let secret = dk.decapsulate(ct.as_slice().into()).expect("AWS-LC decapsulates");
+            let secret = dk
+                .decapsulate(ct.as_slice().into())
+                .expect("AWS-LC decapsulates");
             assert_eq!(secret_value(s, key), secret.as_ref());
         }
     });
@@ -324,7 +329,7 @@ fn ml_kem_reproduces_nist_acvp_vectors() {
                 Attribute::Token(false),
                 Attribute::Sensitive(false),
                 Attribute::Extractable(true),
-                Attribute::Seed(seed.into()),
+                Attribute::Seed(seed),
             ]));
             assert_eq!(attr_bytes(s, private, CKA_VALUE), hex(&case["dk"]));
         }
@@ -337,8 +342,14 @@ fn ml_kem_reproduces_nist_acvp_vectors() {
                 Attribute::Decapsulate(true),
                 Attribute::Value(hex(&case["dk"])),
             ]));
-            let key = ok(s.decapsulate_key(&Mechanism::MlKem, private, &template, &hex(&case["c"])));
-            assert_eq!(secret_value(s, key), hex(&case["k"]), "tcId {}", case["tcId"]);
+            let key =
+                ok(s.decapsulate_key(&Mechanism::MlKem, private, &template, &hex(&case["c"])));
+            assert_eq!(
+                secret_value(s, key),
+                hex(&case["k"]),
+                "tcId {}",
+                case["tcId"]
+            );
         }
     });
 }
@@ -351,7 +362,10 @@ fn ml_kem_refuses_bad_input_and_keeps_the_length_convention() {
         let template = readable_secret(KeyType::GENERIC_SECRET, None);
         let (h, mut raw_template) = (
             s.handle(),
-            vec![raw_attr(CKA_CLASS, &CKO_SECRET_KEY), raw_attr(CKA_KEY_TYPE, &CKK_GENERIC_SECRET)],
+            vec![
+                raw_attr(CKA_CLASS, &CKO_SECRET_KEY),
+                raw_attr(CKA_KEY_TYPE, &CKK_GENERIC_SECRET),
+            ],
         );
         let mut kem_mech = mech(CKM_ML_KEM);
         let before = object_count(s);
@@ -383,7 +397,11 @@ fn ml_kem_refuses_bad_input_and_keeps_the_length_convention() {
         ));
         assert_rv(rv, CKR_BUFFER_TOO_SMALL);
         assert_eq!(len as usize, kem.ct);
-        assert_eq!(object_count(s), before, "no key for a length query or short buffer");
+        assert_eq!(
+            object_count(s),
+            before,
+            "no key for a length query or short buffer"
+        );
         // NULL output pointers.
         buf.resize(kem.ct, 0);
         let rv = ck!(C_EncapsulateKey(
@@ -484,70 +502,108 @@ fn ml_kem_refuses_bad_input_and_keeps_the_length_convention() {
 // HashML-DSA
 
 /// (mechanism, the hash `CKM_HASH_ML_DSA` names, digest of MESSAGE, fips204's name for it).
-fn prehashes() -> Vec<(CK_MECHANISM_TYPE, CK_MECHANISM_TYPE, Vec<u8>, Option<fips204::Ph>)> {
+fn prehashes() -> Vec<(
+    CK_MECHANISM_TYPE,
+    CK_MECHANISM_TYPE,
+    Vec<u8>,
+    Option<fips204::Ph>,
+)> {
     use sha2::Digest;
     use sha3::digest::{ExtendableOutput, Update};
-    let shake = |n: usize, mut h: Box<dyn FnMut(&[u8], &mut [u8])>| {
+    let shake128 = |n: usize| {
         let mut out = vec![0; n];
-        h(MESSAGE, &mut out);
+        sha3::Shake128::default()
+            .chain(MESSAGE)
+            .finalize_xof_into(&mut out);
+        out
+    };
+    let shake256 = |n: usize| {
+        let mut out = vec![0; n];
+        sha3::Shake256::default()
+            .chain(MESSAGE)
+            .finalize_xof_into(&mut out);
         out
     };
     vec![
-        (CKM_HASH_ML_DSA_SHA224, CKM_SHA224, sha2::Sha224::digest(MESSAGE).to_vec(), None),
+        (
+            CKM_HASH_ML_DSA_SHA224,
+            CKM_SHA224,
+            sha2::Sha224::digest(MESSAGE).to_vec(),
+            None,
+        ),
         (
             CKM_HASH_ML_DSA_SHA256,
             CKM_SHA256,
             sha2::Sha256::digest(MESSAGE).to_vec(),
             Some(fips204::Ph::SHA256),
         ),
-        (CKM_HASH_ML_DSA_SHA384, CKM_SHA384, sha2::Sha384::digest(MESSAGE).to_vec(), None),
+        (
+            CKM_HASH_ML_DSA_SHA384,
+            CKM_SHA384,
+            sha2::Sha384::digest(MESSAGE).to_vec(),
+            None,
+        ),
         (
             CKM_HASH_ML_DSA_SHA512,
             CKM_SHA512,
             sha2::Sha512::digest(MESSAGE).to_vec(),
             Some(fips204::Ph::SHA512),
         ),
-        (CKM_HASH_ML_DSA_SHA3_224, CKM_SHA3_224, sha3::Sha3_224::digest(MESSAGE).to_vec(), None),
-        (CKM_HASH_ML_DSA_SHA3_256, CKM_SHA3_256, sha3::Sha3_256::digest(MESSAGE).to_vec(), None),
-        (CKM_HASH_ML_DSA_SHA3_384, CKM_SHA3_384, sha3::Sha3_384::digest(MESSAGE).to_vec(), None),
-        (CKM_HASH_ML_DSA_SHA3_512, CKM_SHA3_512, sha3::Sha3_512::digest(MESSAGE).to_vec(), None),
+        (
+            CKM_HASH_ML_DSA_SHA3_224,
+            CKM_SHA3_224,
+            sha3::Sha3_224::digest(MESSAGE).to_vec(),
+            None,
+        ),
+        (
+            CKM_HASH_ML_DSA_SHA3_256,
+            CKM_SHA3_256,
+            sha3::Sha3_256::digest(MESSAGE).to_vec(),
+            None,
+        ),
+        (
+            CKM_HASH_ML_DSA_SHA3_384,
+            CKM_SHA3_384,
+            sha3::Sha3_384::digest(MESSAGE).to_vec(),
+            None,
+        ),
+        (
+            CKM_HASH_ML_DSA_SHA3_512,
+            CKM_SHA3_512,
+            sha3::Sha3_512::digest(MESSAGE).to_vec(),
+            None,
+        ),
         (
             CKM_HASH_ML_DSA_SHAKE128,
             CKM_SHAKE_128_KEY_DERIVATION,
-            shake(
-                32,
-                Box::new(|m, o| sha3::Shake128::default().chain(m).finalize_xof_into(o)),
-            ),
+            shake128(32),
             Some(fips204::Ph::SHAKE128),
         ),
         (
             CKM_HASH_ML_DSA_SHAKE256,
             CKM_SHAKE_256_KEY_DERIVATION,
-            shake(
-                64,
-                Box::new(|m, o| sha3::Shake256::default().chain(m).finalize_xof_into(o)),
-            ),
+            shake256(64),
             None,
         ),
     ]
 }
 
-/// A raw `CK_MECHANISM` for a `CKM_HASH_ML_DSA_<hash>` with a `CK_SIGN_ADDITIONAL_CONTEXT`.
+/// `CKM_HASH_ML_DSA_<hash>` with a `CK_SIGN_ADDITIONAL_CONTEXT`.
 fn hash_mechanism<'a>(
     mechanism: CK_MECHANISM_TYPE,
     params: &'a SignAdditionalContext<'a>,
 ) -> Mechanism<'a> {
     match mechanism {
-        CKM_HASH_ML_DSA_SHA224 => Mechanism::HashMlDsaSha224(params.clone()),
-        CKM_HASH_ML_DSA_SHA256 => Mechanism::HashMlDsaSha256(params.clone()),
-        CKM_HASH_ML_DSA_SHA384 => Mechanism::HashMlDsaSha384(params.clone()),
-        CKM_HASH_ML_DSA_SHA512 => Mechanism::HashMlDsaSha512(params.clone()),
-        CKM_HASH_ML_DSA_SHA3_224 => Mechanism::HashMlDsaSha3_224(params.clone()),
-        CKM_HASH_ML_DSA_SHA3_256 => Mechanism::HashMlDsaSha3_256(params.clone()),
-        CKM_HASH_ML_DSA_SHA3_384 => Mechanism::HashMlDsaSha3_384(params.clone()),
-        CKM_HASH_ML_DSA_SHA3_512 => Mechanism::HashMlDsaSha3_512(params.clone()),
-        CKM_HASH_ML_DSA_SHAKE128 => Mechanism::HashMlDsaShake128(params.clone()),
-        _ => Mechanism::HashMlDsaShake256(params.clone()),
+        CKM_HASH_ML_DSA_SHA224 => Mechanism::HashMlDsaSha224(*params),
+        CKM_HASH_ML_DSA_SHA256 => Mechanism::HashMlDsaSha256(*params),
+        CKM_HASH_ML_DSA_SHA384 => Mechanism::HashMlDsaSha384(*params),
+        CKM_HASH_ML_DSA_SHA512 => Mechanism::HashMlDsaSha512(*params),
+        CKM_HASH_ML_DSA_SHA3_224 => Mechanism::HashMlDsaSha3_224(*params),
+        CKM_HASH_ML_DSA_SHA3_256 => Mechanism::HashMlDsaSha3_256(*params),
+        CKM_HASH_ML_DSA_SHA3_384 => Mechanism::HashMlDsaSha3_384(*params),
+        CKM_HASH_ML_DSA_SHA3_512 => Mechanism::HashMlDsaSha3_512(*params),
+        CKM_HASH_ML_DSA_SHAKE128 => Mechanism::HashMlDsaShake128(*params),
+        _ => Mechanism::HashMlDsaShake256(*params),
     }
 }
 
@@ -564,7 +620,11 @@ fn hash_ml_dsa_signs_every_prehash_and_verifies_independently() {
                 let det = hash_mechanism(mechanism, &deterministic);
                 let signature = ok(s.sign(&det, private, MESSAGE));
                 assert_eq!(signature.len(), ps.sig_len());
-                assert_eq!(ok(s.sign(&det, private, MESSAGE)), signature, "{mechanism:#x}");
+                assert_eq!(
+                    ok(s.sign(&det, private, MESSAGE)),
+                    signature,
+                    "{mechanism:#x}"
+                );
                 ok(s.verify(&det, public, MESSAGE, &signature));
                 // Multi-part equals single-part.
                 ok(s.sign_init(&det, private));
@@ -582,14 +642,22 @@ fn hash_ml_dsa_signs_every_prehash_and_verifies_independently() {
                 ok(s.verify(&det, public, MESSAGE, &h1));
                 // Not the pure ML-DSA signature, and a changed message fails.
                 let pure = ml_dsa_with(HedgeType::Preferred, context);
-                assert_rv(s.verify(&pure, public, MESSAGE, &signature), CKR_SIGNATURE_INVALID);
-                assert_rv(s.verify(&det, public, b"other", &signature), CKR_SIGNATURE_INVALID);
+                assert_rv(
+                    s.verify(&pure, public, MESSAGE, &signature),
+                    CKR_SIGNATURE_INVALID,
+                );
+                assert_rv(
+                    s.verify(&det, public, b"other", &signature),
+                    CKR_SIGNATURE_INVALID,
+                );
                 if let Some(ph) = fips {
                     assert!(
                         fips204_hash_verify(ps, &pk, MESSAGE, &signature, context, &ph),
                         "fips204 rejects {mechanism:#x}"
                     );
-                    assert!(!fips204_hash_verify(ps, &pk, b"other", &signature, context, &ph));
+                    assert!(!fips204_hash_verify(
+                        ps, &pk, b"other", &signature, context, &ph
+                    ));
                 }
             }
         }
@@ -697,7 +765,10 @@ fn hash_ml_dsa_refuses_bad_parameters_lengths_and_keys() {
         assert_rv(truncated, CKR_SIGNATURE_LEN_RANGE);
         let mut altered = signature.clone();
         altered[40] ^= 4;
-        assert_rv(s.verify(&m, public, &digest, &altered), CKR_SIGNATURE_INVALID);
+        assert_rv(
+            s.verify(&m, public, &digest, &altered),
+            CKR_SIGNATURE_INVALID,
+        );
         // Wrong key types and halves.
         let (d5_public, d5_private) = ok(s.generate_key_pair(
             &vendor(0xB4AE_0001),
@@ -776,7 +847,10 @@ fn hybrid_signatures_verify_with_the_b4ae_library_and_each_half_matters() {
         assert_eq!(signature.len(), 4695);
         assert_eq!(&signature[..4], &[0, 0, 0, 64]);
         ok(s.verify(&m, public, MESSAGE, &signature));
-        assert_eq!(independent_checks(&value, MESSAGE, &signature), (true, true, true));
+        assert_eq!(
+            independent_checks(&value, MESSAGE, &signature),
+            (true, true, true)
+        );
         // Multi-part signs the concatenation; the Ed25519 half is deterministic.
         ok(s.sign_init(&m, private));
         for part in MESSAGE.chunks(7) {
@@ -800,7 +874,10 @@ fn hybrid_signatures_verify_with_the_b4ae_library_and_each_half_matters() {
         }
         let mut bad_prefix = signature.clone();
         bad_prefix[3] = 63;
-        assert_rv(s.verify(&m, public, MESSAGE, &bad_prefix), CKR_SIGNATURE_INVALID);
+        assert_rv(
+            s.verify(&m, public, MESSAGE, &bad_prefix),
+            CKR_SIGNATURE_INVALID,
+        );
         assert_rv(
             s.verify(&m, public, MESSAGE, &signature[..4694]),
             CKR_SIGNATURE_LEN_RANGE,
@@ -812,7 +889,10 @@ fn hybrid_signatures_verify_with_the_b4ae_library_and_each_half_matters() {
             s.verify(&m, dsa_public, MESSAGE, &signature),
             CKR_KEY_TYPE_INCONSISTENT,
         );
-        assert_rv(s.sign(&pure_ml_dsa(), private, MESSAGE), CKR_KEY_TYPE_INCONSISTENT);
+        assert_rv(
+            s.sign(&pure_ml_dsa(), private, MESSAGE),
+            CKR_KEY_TYPE_INCONSISTENT,
+        );
         let mut with_param = mech(CKM_B4AE_HYBRID);
         let mut junk = [0u8; 8];
         with_param.pParameter = junk.as_mut_ptr().cast();
@@ -825,14 +905,51 @@ fn hybrid_signatures_verify_with_the_b4ae_library_and_each_half_matters() {
             Attribute::KeyType(KeyType::new_vendor_defined(CKK_B4AE_HYBRID).unwrap()),
         ]));
         assert_eq!(found, vec![private]);
+        if backend == Backend::Hsm {
+            hsm_holds_the_ed25519_half(s, private);
+        }
     });
+}
+
+/// SoftHSM has CKM_EDDSA: the Ed25519 half is a real HSM key, sensitive and never extractable,
+/// the hybrid key cannot be made extractable, and destroying it destroys the half.
+fn hsm_holds_the_ed25519_half(s: &Session, private: ObjectHandle) {
+    let ed_keys = || {
+        ok(s.find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::KeyType(KeyType::EC_EDWARDS),
+        ]))
+    };
+    let halves = ed_keys();
+    assert_eq!(halves.len(), 1, "one Ed25519 key in the HSM");
+    let label = attr_bytes(s, halves[0], CKA_LABEL);
+    assert!(label.starts_with(b"B4AE-v1-ED-"), "{label:?}");
+    assert!(attr_bool(s, halves[0], CKA_SENSITIVE));
+    assert!(!attr_bool(s, halves[0], CKA_EXTRACTABLE));
+    assert!(attr_bool(s, halves[0], CKA_NEVER_EXTRACTABLE));
+    assert_sensitive(s, halves[0], CKA_VALUE);
+    let exportable = s.generate_key_pair(
+        &vendor(CKM_B4AE_HYBRID_KEY_PAIR_GEN),
+        &[],
+        &[Attribute::Sensitive(false), Attribute::Extractable(true)],
+    );
+    assert_rv(exportable, CKR_TEMPLATE_INCONSISTENT);
+    ok(s.destroy_object(private));
+    assert!(
+        ed_keys().is_empty(),
+        "the Ed25519 half went with its hybrid key"
+    );
 }
 
 #[test]
 fn hybrid_keys_import_and_refuse_bad_material() {
-    // An exportable pair made on an embedded token is imported on both backends.
+    // An exportable pair made on an embedded token is imported on both backends (on SoftHSM
+    // the Ed25519 seed goes into the HSM, where it stays).
     let source = session(Backend::Embedded, HYBRID_SOURCE);
-    let (public, private) = hybrid_keypair(&source, &[Attribute::Sensitive(false), Attribute::Extractable(true)]);
+    let (public, private) = hybrid_keypair(
+        &source,
+        &[Attribute::Sensitive(false), Attribute::Extractable(true)],
+    );
     let private_value = attr_bytes(&source, private, CKA_VALUE);
     let public_value = attr_bytes(&source, public, CKA_VALUE);
     assert_eq!(private_value.len(), 4928);
@@ -849,7 +966,10 @@ fn hybrid_keys_import_and_refuse_bad_material() {
         assert!(matches!(&ml[0], Attribute::VendorDefined((_, v)) if v[..] == public_value[32..]));
         let m = vendor(CKM_B4AE_HYBRID);
         let signature = ok(s.sign(&m, imported, b"imported"));
-        assert_eq!(independent_checks(&public_value, b"imported", &signature), (true, true, true));
+        assert_eq!(
+            independent_checks(&public_value, b"imported", &signature),
+            (true, true, true)
+        );
         let verifier = ok(s.create_object(&[
             Attribute::Class(ObjectClass::PUBLIC_KEY),
             Attribute::KeyType(key_type),
@@ -858,7 +978,10 @@ fn hybrid_keys_import_and_refuse_bad_material() {
             Attribute::Value(public_value.clone()),
         ]));
         ok(s.verify(&m, verifier, b"imported", &signature));
-        for bad in [&private_value[..4927], &[&private_value[..], &[0]].concat()[..]] {
+        for bad in [
+            &private_value[..4927],
+            &[&private_value[..], &[0]].concat()[..],
+        ] {
             let refused = s.create_object(&[
                 Attribute::Class(ObjectClass::PRIVATE_KEY),
                 Attribute::KeyType(key_type),

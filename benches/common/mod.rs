@@ -36,13 +36,44 @@ pub fn side_by_side(mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64) {
     (ra[ROUNDS / 2], rb[ROUNDS / 2])
 }
 
+/// As [`side_by_side`], running `cleanup` after every round, outside the timing.
+pub fn rounds_with_cleanup(
+    mut a: impl FnMut(),
+    mut b: impl FnMut(),
+    cleanup: &mut impl FnMut(),
+) -> (f64, f64) {
+    for _ in 0..50 {
+        a();
+        b();
+    }
+    cleanup();
+    let (mut ra, mut rb): (Vec<f64>, Vec<f64>) = (0..ROUNDS)
+        .map(|_| {
+            let r = (round(&mut a), round(&mut b));
+            cleanup();
+            r
+        })
+        .unzip();
+    ra.sort_by(|x, y| x.total_cmp(y));
+    rb.sort_by(|x, y| x.total_cmp(y));
+    (ra[ROUNDS / 2], rb[ROUNDS / 2])
+}
+
 pub fn rv(what: &str, rv: CK_RV) {
     assert_eq!(rv, CKR_OK, "{what} failed: {rv:#x}");
 }
 
 pub struct Module {
-    _lib: libloading::Library,
+    lib: libloading::Library,
     pub f: &'static CK_FUNCTION_LIST,
+}
+
+impl Module {
+    /// An exported function outside the 2.40 table (`C_EncapsulateKey`...).
+    pub fn symbol<T: Copy>(&self, name: &[u8]) -> T {
+        // SAFETY: the caller names the symbol's true type; the library stays loaded.
+        unsafe { *self.lib.get::<T>(name).expect("exported symbol") }
+    }
 }
 
 /// The release module, or `$B4AE_PKCS11_MODULE`.
@@ -69,7 +100,7 @@ pub fn load(path: &str) -> Module {
     }
     // SAFETY: the table is a static inside the library, which stays loaded.
     let f = unsafe { &*list };
-    Module { _lib: lib, f }
+    Module { lib, f }
 }
 
 macro_rules! call {

@@ -4,9 +4,9 @@
 //! on the real session. Post-quantum keys kept as records are handled by this module instead.
 
 use super::{attribute_array, input, output, template, MAX_DATA_LEN, MAX_PARAM_LEN};
-use crate::backend::pkcs11::{ForwardSession, ForwardToken};
+use crate::backend::pkcs11::{ed25519, ForwardSession, ForwardToken};
 use crate::error::{Error, Result};
-use crate::mechanism::{signing, Mechanism};
+use crate::mechanism::{hybrid, signing, Mechanism};
 use crate::module;
 use crate::token::attributes::Attributes;
 use crate::token::factory;
@@ -253,6 +253,17 @@ pub(super) unsafe fn create_object(
         return real!(f.token.lib, C_CreateObject(f.real, attrs, count, out));
     }
     let mut made = factory::create(template)?;
+    let hybrid_private = made.ulong(CKA_CLASS)? == Some(CKO_PRIVATE_KEY)
+        && made.ulong(CKA_KEY_TYPE)? == Some(crate::consts::CKK_B4AE_HYBRID);
+    if hybrid_private && f.token.hsm_ed25519() {
+        refuse_extractable_hybrid(&made)?;
+        let value = made.get(CKA_VALUE).ok_or(Error::GENERAL)?.to_vec();
+        let (seed, ml_private) = value.split_at(hybrid::ED25519_SEED_LEN);
+        let token = made.bool_or(CKA_TOKEN, false);
+        let label = ed25519::import(&f.token.lib, f.real, token, seed)?;
+        made.set(CKA_VALUE, ml_private.to_vec());
+        made.set(ed25519::HSM_KEY_LABEL, label);
+    }
     made.set_ulong(
         crate::consts::CKA_B4AE_CUSTODY,
         crate::consts::B4AE_CUSTODY_HSM_WRAPPED,
@@ -262,8 +273,21 @@ pub(super) unsafe fn create_object(
 }
 
 pub(super) fn destroy_object(f: &ForwardSession, object: CK_OBJECT_HANDLE) -> Result<()> {
+    let label = f.token.keys.indexed(object).and_then(|e| {
+        e.object
+            .attrs
+            .get(ed25519::HSM_KEY_LABEL)
+            .map(<[u8]>::to_vec)
+    });
     real!(f.token.lib, C_DestroyObject(f.real, object))?;
     f.token.keys.removed(object);
+    if let Some(label) = label {
+        // The hybrid key is gone; so is its Ed25519 half.
+        f.token.keys.ed25519_removed(&label);
+        if let Err(e) = ed25519::destroy(&f.token.lib, f.real, &label) {
+            tracing::warn!("a destroyed hybrid key's Ed25519 half stays in the HSM: {e:?}");
+        }
+    }
     Ok(())
 }
 
@@ -393,13 +417,64 @@ pub(super) unsafe fn generate_key_pair(
     }
     // SAFETY: forwarded contract.
     let decoded = unsafe { super::mechanism(mech) }?;
-    let (public, private) = factory::generate_pair(&decoded, public, private)?;
+    let hybrid_in_hsm =
+        decoded.mechanism == crate::consts::CKM_B4AE_HYBRID_KEY_PAIR_GEN && f.token.hsm_ed25519();
+    let (public, private) = if hybrid_in_hsm {
+        decoded.expect_no_param()?;
+        hybrid_with_hsm_ed25519(f, public, private)?
+    } else {
+        factory::generate_pair(&decoded, public, private)?
+    };
     if (public.bool_or(CKA_TOKEN, false) || private.bool_or(CKA_TOKEN, false)) && !f.rw {
         return Err(Error::SESSION_READ_ONLY);
     }
-    let (p, s) = f.token.keys.store_pair(f.real, public, private)?;
+    let label = private.get(ed25519::HSM_KEY_LABEL).map(<[u8]>::to_vec);
+    let (p, s) = match f.token.keys.store_pair(f.real, public, private) {
+        Ok(pair) => pair,
+        Err(e) => {
+            if let Some(label) = label {
+                let _ = ed25519::destroy(&f.token.lib, f.real, &label);
+            }
+            return Err(e);
+        }
+    };
     *public_out = p;
     *private_out = s;
+    Ok(())
+}
+
+/// A hybrid pair whose Ed25519 half the HSM generates and keeps; the record holds the ML-DSA-87
+/// half and the label of the HSM's key.
+fn hybrid_with_hsm_ed25519(
+    f: &ForwardSession,
+    public: Attributes,
+    private: Attributes,
+) -> Result<(Attributes, Attributes)> {
+    refuse_extractable_hybrid(&private)?;
+    let token = private.bool_or(CKA_TOKEN, false);
+    if token && !f.rw {
+        return Err(Error::SESSION_READ_ONLY);
+    }
+    let (ml_public, ml_private) = hybrid::mldsa_keypair()?;
+    let (label, ed_public) = ed25519::generate(&f.token.lib, f.real, token)?;
+    let value = [&ed_public[..], &ml_public].concat();
+    match factory::hybrid_pair(public, private, value, ml_private.to_vec()) {
+        Ok((public, mut private)) => {
+            private.set(ed25519::HSM_KEY_LABEL, label);
+            Ok((public, private))
+        }
+        Err(e) => {
+            let _ = ed25519::destroy(&f.token.lib, f.real, &label);
+            Err(e)
+        }
+    }
+}
+
+/// The HSM's Ed25519 half never leaves it, so neither may the hybrid key.
+fn refuse_extractable_hybrid(private: &Attributes) -> Result<()> {
+    if private.bool_or(CKA_EXTRACTABLE, false) || !private.bool_or(CKA_SENSITIVE, true) {
+        return Err(Error::TEMPLATE_INCONSISTENT);
+    }
     Ok(())
 }
 
@@ -420,8 +495,21 @@ pub(super) unsafe fn sign_init(
     }
     // SAFETY: forwarded contract.
     let decoded = unsafe { super::mechanism(mech) }?;
-    f.ops
-        .sign_init(|| signing::sign_init(&decoded, &*f.token.keys.open(key)?))
+    f.ops.sign_init(|| {
+        let object = f.token.keys.open(key)?;
+        let in_hsm = match object.attrs.get(ed25519::HSM_KEY_LABEL) {
+            Some(label) if decoded.mechanism == crate::consts::CKM_B4AE_HYBRID => {
+                let signer = ed25519::HsmEd25519 {
+                    lib: f.token.lib.clone(),
+                    session: f.real,
+                    key: f.token.ed25519_key(f.real, label)?,
+                };
+                Some(Arc::new(signer) as Arc<dyn hybrid::Ed25519Signer>)
+            }
+            _ => None,
+        };
+        signing::sign_init_with(&decoded, &object, in_hsm)
+    })
 }
 
 /// # Safety

@@ -341,6 +341,68 @@ impl HsmLibrary {
         Ok(key)
     }
 
+    /// A key pair generated inside the HSM: (public, private) handles.
+    pub fn generate_key_pair(
+        &self,
+        session: CK_SESSION_HANDLE,
+        mechanism: CK_MECHANISM_TYPE,
+        public: &Attributes,
+        private: &Attributes,
+    ) -> Result<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
+        let mut mech = CK_MECHANISM {
+            mechanism,
+            pParameter: ptr::null_mut(),
+            ulParameterLen: 0,
+        };
+        let (mut public, mut private) = (raw_template(public), raw_template(private));
+        let (mut public_key, mut private_key) = (CK_INVALID_HANDLE, CK_INVALID_HANDLE);
+        call!(
+            self,
+            C_GenerateKeyPair(
+                session,
+                &mut mech,
+                public.as_mut_ptr(),
+                public.len() as CK_ULONG,
+                private.as_mut_ptr(),
+                private.len() as CK_ULONG,
+                &mut public_key,
+                &mut private_key
+            )
+        )?;
+        Ok((public_key, private_key))
+    }
+
+    /// A signature made inside the HSM with a mechanism that takes no parameter.
+    pub fn sign(
+        &self,
+        session: CK_SESSION_HANDLE,
+        mechanism: CK_MECHANISM_TYPE,
+        key: CK_OBJECT_HANDLE,
+        data: &[u8],
+        max_len: usize,
+    ) -> Result<Vec<u8>> {
+        let mut mech = CK_MECHANISM {
+            mechanism,
+            pParameter: ptr::null_mut(),
+            ulParameterLen: 0,
+        };
+        call!(self, C_SignInit(session, &mut mech, key))?;
+        let mut out = vec![0u8; max_len];
+        let mut len = out.len() as CK_ULONG;
+        call!(
+            self,
+            C_Sign(
+                session,
+                data.as_ptr() as *mut _,
+                data.len() as CK_ULONG,
+                out.as_mut_ptr(),
+                &mut len
+            )
+        )?;
+        out.truncate(len as usize);
+        Ok(out)
+    }
+
     /// Derives a key inside the HSM: HKDF (SHA-256, expand only) where `hkdf`, else
     /// AES-ECB-encrypt-data of `info` (which must then be a multiple of 16 bytes).
     pub fn derive(

@@ -114,7 +114,8 @@ impl PreHash {
         if digest.len() != self.output_len() {
             return Err(Error::DATA_LEN_RANGE);
         }
-        let context_len = u8::try_from(context.len()).map_err(|_| Error::MECHANISM_PARAM_INVALID)?;
+        let context_len =
+            u8::try_from(context.len()).map_err(|_| Error::MECHANISM_PARAM_INVALID)?;
         let mut m = Vec::with_capacity(2 + context.len() + 11 + digest.len());
         m.extend_from_slice(&[1, context_len]);
         m.extend_from_slice(context);
@@ -225,8 +226,7 @@ pub fn verify(
     }
     let m = hash.message_prime(digest, context)?;
     let valid = per_set!(set, |P| {
-        let encoded: &EncodedVerifyingKey<P> =
-            public_key.try_into().map_err(|_| Error::GENERAL)?;
+        let encoded: &EncodedVerifyingKey<P> = public_key.try_into().map_err(|_| Error::GENERAL)?;
         let key = VerifyingKey::<P>::decode(encoded);
         match Signature::<P>::try_from(signature) {
             Ok(sig) => key.verify_internal(&m, &sig),
@@ -249,8 +249,8 @@ mod tests {
     #[test]
     fn fips204_accepts_sha256_sha512_shake128() {
         let (pk, sk) = ParamSet::MlDsa65.keygen_from_seed(&[9u8; 32]).unwrap();
-        let fips_pk = fips204::ml_dsa_65::PublicKey::try_from_bytes(pk.clone().try_into().unwrap())
-            .unwrap();
+        let fips_pk =
+            fips204::ml_dsa_65::PublicKey::try_from_bytes(pk.clone().try_into().unwrap()).unwrap();
         for (hash, ph) in [
             (PreHash::Sha256, fips204::Ph::SHA256),
             (PreHash::Sha512, fips204::Ph::SHA512),
@@ -262,7 +262,10 @@ mod tests {
             let sig = sign(ParamSet::MlDsa65, &sk, hash, &digest, b"ctx", &[0; 32]).unwrap();
             verify(ParamSet::MlDsa65, &pk, hash, &digest, b"ctx", &sig).unwrap();
             let sig: [u8; 3309] = sig.try_into().unwrap();
-            assert!(fips_pk.hash_verify(b"message", &sig, b"ctx", &ph), "{hash:?}");
+            assert!(
+                fips_pk.hash_verify(b"message", &sig, b"ctx", &ph),
+                "{hash:?}"
+            );
             assert!(!fips_pk.hash_verify(b"messagf", &sig, b"ctx", &ph));
         }
     }

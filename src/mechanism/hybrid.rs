@@ -181,10 +181,7 @@ mod tests {
         for at in [2, 4 + 10, 4 + 64 + 100] {
             let mut bad = sig.clone();
             bad[at] ^= 1;
-            assert_eq!(
-                verify(&public, b"msg", &bad),
-                Err(Error::SIGNATURE_INVALID)
-            );
+            assert_eq!(verify(&public, b"msg", &bad), Err(Error::SIGNATURE_INVALID));
         }
         assert_eq!(
             verify(&public, b"msg", &sig[1..]),

@@ -110,7 +110,12 @@ pub const REGISTRY: &[MechanismInfo] = &[
 ];
 
 const fn hash_ml_dsa(mechanism: CK_MECHANISM_TYPE) -> MechanismInfo {
-    info(mechanism, CKP_ML_DSA_44, CKP_ML_DSA_87, CKF_SIGN | CKF_VERIFY)
+    info(
+        mechanism,
+        CKP_ML_DSA_44,
+        CKP_ML_DSA_87,
+        CKF_SIGN | CKF_VERIFY,
+    )
 }
 
 /// Looks a mechanism up in the registry.

@@ -263,7 +263,8 @@ impl SignOptions {
                 context,
                 hash,
             } => {
-                let hash = PreHash::of_hash_mechanism(*hash).ok_or(Error::MECHANISM_PARAM_INVALID)?;
+                let hash =
+                    PreHash::of_hash_mechanism(*hash).ok_or(Error::MECHANISM_PARAM_INVALID)?;
                 let options = Self::from_param(&Param::SignContext {
                     hedge: *hedge,
                     context: context.clone(),
@@ -423,7 +424,12 @@ struct HashMlDsaSigner {
 }
 
 impl HashMlDsaSigner {
-    fn new(key: &Object, options: SignOptions, hash: PreHash, hasher: Option<Hasher>) -> Result<Self> {
+    fn new(
+        key: &Object,
+        options: SignOptions,
+        hash: PreHash,
+        hasher: Option<Hasher>,
+    ) -> Result<Self> {
         Ok(HashMlDsaSigner {
             set: ParamSet::from_ck(key.ulong(CKA_PARAMETER_SET)?)?,
             private_key: Zeroizing::new(
@@ -500,7 +506,12 @@ struct HashMlDsaVerifier {
 }
 
 impl HashMlDsaVerifier {
-    fn new(key: &Object, options: SignOptions, hash: PreHash, hasher: Option<Hasher>) -> Result<Self> {
+    fn new(
+        key: &Object,
+        options: SignOptions,
+        hash: PreHash,
+        hasher: Option<Hasher>,
+    ) -> Result<Self> {
         Ok(HashMlDsaVerifier {
             set: ParamSet::from_ck(key.ulong(CKA_PARAMETER_SET)?)?,
             public_key: key.attrs.get(CKA_VALUE).ok_or(Error::GENERAL)?.to_vec(),

@@ -184,12 +184,15 @@ fn set_hybrid_halves(attrs: &mut Attributes, public_value: &[u8]) -> Result<()> 
 /// caller's template: generic secret by default, as long as `CKA_VALUE_LEN` (default: all of
 /// the secret), taken from the front of the secret.
 pub fn shared_secret_key(mut template: Attributes, secret: &[u8]) -> Result<Attributes> {
-    if template.ulong(CKA_CLASS)?.is_some_and(|c| c != CKO_SECRET_KEY) {
+    if template
+        .ulong(CKA_CLASS)?
+        .is_some_and(|c| c != CKO_SECRET_KEY)
+    {
         return Err(Error::TEMPLATE_INCONSISTENT);
     }
     let key_type = template.ulong(CKA_KEY_TYPE)?.unwrap_or(CKK_GENERIC_SECRET);
-    let tables = rules::tables(CKO_SECRET_KEY, Some(key_type))
-        .ok_or(Error(CKR_KEY_TYPE_INCONSISTENT))?;
+    let tables =
+        rules::tables(CKO_SECRET_KEY, Some(key_type)).ok_or(Error(CKR_KEY_TYPE_INCONSISTENT))?;
     check_template(&tables, &template, |a| a != Access::ReadOnly)?;
     if template.contains(CKA_VALUE) {
         return Err(Error::TEMPLATE_INCONSISTENT);
@@ -205,7 +208,12 @@ pub fn shared_secret_key(mut template: Attributes, secret: &[u8]) -> Result<Attr
     template.set_ulong(CKA_KEY_TYPE, key_type);
     template.set_ulong(CKA_VALUE_LEN, len as CK_ULONG);
     template.set(CKA_VALUE, secret[..len].to_vec());
-    apply_defaults(CKO_SECRET_KEY, Some(key_type), &mut template, Origin::Derived);
+    apply_defaults(
+        CKO_SECRET_KEY,
+        Some(key_type),
+        &mut template,
+        Origin::Derived,
+    );
     Ok(template)
 }
 

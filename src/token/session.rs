@@ -1,8 +1,8 @@
 //! A session of an embedded token: its token, its read/write flag, its operations.
 
 use crate::error::{Error, Result};
-use crate::mechanism::{kem, signing};
 use crate::mechanism::{self, Mechanism};
+use crate::mechanism::{kem, signing};
 use crate::token::attributes::Attributes;
 use crate::token::factory;
 use crate::token::object::Object;

@@ -255,10 +255,21 @@ check "-M lists ML-DSA key pair generation (0x1C)" \
     "$(grep -Eqi '^[[:space:]]+(ML-DSA-KEY-PAIR-GEN|mechtype-0x0*1C)(,|$)' "$WORK/mechs"; echo $?)"
 check "-M lists SHA256" "$(grep -Eq '^[[:space:]]+SHA256(,|$)' "$WORK/mechs"; echo $?)"
 missing=""
-for m in B4AE0001 B4AE0002; do # the hybrid's 0xB4AE0003/4 join this list with the hybrid
+for m in B4AE0001 B4AE0002 B4AE0003 B4AE0004; do
     grep -Eqi "^[[:space:]]+mechtype-0x$m(,|$)" "$WORK/mechs" || missing="$missing 0x$m"
 done
-check "-M lists the Dilithium5 vendor mechanisms" "$([ -z "$missing" ]; echo $?)" "missing:$missing"
+check "-M lists the Dilithium5 and hybrid vendor mechanisms" "$([ -z "$missing" ]; echo $?)" "missing:$missing"
+missing=""
+# 0.23 names none of these: ML-KEM 0x0F/0x17, HashML-DSA 0x1F and 0x23..0x2C.
+for m in F 17 1F 23 24 25 26 27 28 29 2A 2B 2C; do
+    grep -Eqi "^[[:space:]]+mechtype-0x0*$m(,|$)" "$WORK/mechs" || missing="$missing 0x$m"
+done
+check "-M lists ML-KEM and every HashML-DSA mechanism" "$([ -z "$missing" ]; echo $?)" "missing:$missing"
+kem_line=$(grep -Ei '^[[:space:]]+mechtype-0x0*17(,|$)' "$WORK/mechs" || true)
+# 0.23 has no names for CKF_ENCAPSULATE | CKF_DECAPSULATE and prints them as other flags.
+check "-M shows ML-KEM with encapsulate and decapsulate" \
+    "$(grep -Eqi 'encapsulate.*decapsulate|other flags=0x30000000' <<<"$kem_line"; echo $?)" \
+    "line: $kem_line"
 has_mech() { grep -Eqi "^[[:space:]]+($1)(,|\$)" "$WORK/mechs"; }
 if has_mech 'ML-KEM|mechtype-0x0*17'; then
     echo "# note: ML-KEM (0x17) is listed"

@@ -68,6 +68,8 @@ pub struct KeyStore {
     real_slot: CK_SLOT_ID,
     index: RwLock<Index>,
     cache: RwLock<HashMap<CK_OBJECT_HANDLE, Cached>>,
+    /// Handles of hybrid keys' Ed25519 halves in the HSM, by label, for the current login.
+    ed25519: RwLock<HashMap<Vec<u8>, CK_OBJECT_HANDLE>>,
 }
 
 /// A record's template in the HSM.
@@ -92,6 +94,7 @@ impl KeyStore {
             real_slot,
             index: RwLock::new(Index::default()),
             cache: RwLock::new(HashMap::new()),
+            ed25519: RwLock::new(HashMap::new()),
         }
     }
 
@@ -134,6 +137,28 @@ impl KeyStore {
         if let Some(mut index) = self.index.try_write() {
             index.retain(|_, e| !e.object.is_private());
         }
+        if let Some(mut handles) = self.ed25519.try_write() {
+            handles.clear();
+        }
+    }
+
+    /// A cached HSM handle for an Ed25519 half, else the one `find` gives.
+    pub fn ed25519_handle(
+        &self,
+        label: &[u8],
+        find: impl FnOnce() -> Result<CK_OBJECT_HANDLE>,
+    ) -> Result<CK_OBJECT_HANDLE> {
+        if let Some(handle) = self.ed25519.read().get(label) {
+            return Ok(*handle);
+        }
+        let handle = find()?;
+        self.ed25519.write().insert(label.to_vec(), handle);
+        Ok(handle)
+    }
+
+    /// Forgets an Ed25519 half that was destroyed.
+    pub fn ed25519_removed(&self, label: &[u8]) {
+        self.ed25519.write().remove(label);
     }
 
     pub fn indexed(&self, handle: CK_OBJECT_HANDLE) -> Option<Indexed> {

@@ -3,6 +3,7 @@
 //! hold natively are sealed records inside it ([`keystore`]), under a storage key that never
 //! leaves it ([`hierarchy`]).
 
+pub mod ed25519;
 pub mod hierarchy;
 mod index;
 pub mod keystore;
@@ -172,6 +173,22 @@ impl ForwardToken {
             Some(CKK_ML_KEM) => true,
             _ => false,
         }
+    }
+
+    /// Whether hybrid keys get their Ed25519 half from the HSM (it has `CKM_EDDSA`).
+    pub fn hsm_ed25519(&self) -> bool {
+        ed25519::available(&self.real_mechanisms)
+    }
+
+    /// The HSM's handle of a hybrid key's Ed25519 half, in `real_session` (cached per login:
+    /// some HSMs hand out new handles at each login, and finding an object can be slow).
+    pub fn ed25519_key(
+        &self,
+        real_session: CK_SESSION_HANDLE,
+        label: &[u8],
+    ) -> Result<CK_OBJECT_HANDLE> {
+        self.keys
+            .ed25519_handle(label, || ed25519::find(&self.lib, real_session, label))
     }
 
     /// Our mechanism for this type, when the HSM lacks it.
