@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// One SoftHSM token (and module slot, by index) per test; the native slot comes after them.
-const TOKENS: [&str; 10] = [
+const TOKENS: [&str; 12] = [
     "fwd-info",
     "fwd-pass",
     "fwd-hard",
@@ -39,6 +39,8 @@ const TOKENS: [&str; 10] = [
     "fwd-held",
     "fwd-threads",
     "fwd-dilithium5",
+    "fwd-repair",
+    "fwd-lookup",
 ];
 const INFO: usize = 0;
 const PASS: usize = 1;
@@ -50,6 +52,8 @@ const RESUME: usize = 6;
 const HELD: usize = 7;
 const THREADS: usize = 8;
 const DILITHIUM5: usize = 9;
+const REPAIR: usize = 10;
+const LOOKUP: usize = 11;
 const NATIVE: usize = TOKENS.len();
 
 /// What src/mechanism/mod.rs REGISTRY offers; a pkcs11 slot adds those its HSM lacks.
@@ -480,6 +484,65 @@ fn the_module_keeps_no_state_of_its_own() {
     let (public, private) = find_pq_pair(&session, "child-key");
     assert_eq!(attr_ulong(&session, private, CKA_B4AE_CUSTODY), 2);
     sign_and_check(&session, Ps::P44, public, private);
+}
+
+#[test]
+fn a_new_process_finds_sealed_public_keys_by_class_and_id_before_any_login() {
+    let name = test_name!();
+    let by_id = |session: &Session, class: Option<ObjectClass>| {
+        let mut template = vec![Attribute::Id(b"repair-id".to_vec())];
+        template.extend(class.map(Attribute::Class));
+        ok(session.find_objects(&template))
+    };
+    if is_child(name) {
+        // No login, and the first search names neither key type nor label.
+        let f = fwd();
+        let session = ok(f.module.open_ro_session(f.slots[LOOKUP]));
+        let public = by_id(&session, Some(ObjectClass::PUBLIC_KEY));
+        assert_eq!(public.len(), 1, "the sealed public key, by class and id");
+        assert_eq!(attr_ulong(&session, public[0], CKA_KEY_TYPE), CKK_ML_DSA);
+        assert_eq!(by_id(&session, None), public, "private keys need a login");
+        return;
+    }
+    let f = fwd();
+    let session = f.module_session(LOOKUP);
+    let (mut public, mut private) = pq_templates(Ps::P44, "lookup-key", false);
+    public.push(Attribute::Id(b"repair-id".to_vec()));
+    private.push(Attribute::Id(b"repair-id".to_vec()));
+    ok(session.generate_key_pair(&Mechanism::MlDsaKeyPairGen, &public, &private));
+    // SoftHSM2 keeps a data object's CKA_VALUE read-only, so a sealed key's attributes cannot
+    // be rewritten in place: the HSM's answer is passed on.
+    let (public, _) = find_pq_pair(&session, "lookup-key");
+    let relabel = session.update_attributes(public, &[Attribute::Label(b"other".to_vec())]);
+    assert_rv(relabel, CKR_ATTRIBUTE_READ_ONLY);
+    drop(session);
+    f.child(name);
+}
+
+#[test]
+fn a_deleted_storage_key_is_derived_again_and_the_root_keys_cannot_be_deleted() {
+    let f = fwd();
+    let session = f.module_session(REPAIR);
+    let (public, private) = pq_keypair(&session, Ps::P65, "stk-loss", false);
+    sign_and_check(&session, Ps::P65, public, private);
+    let key = |label: &str| {
+        let found = find_by_label(&session, label);
+        assert_eq!(found.len(), 1, "{label}");
+        found[0]
+    };
+    // What a Java KeyStore user could do with `keytool -delete`: the root refuses, and the
+    // derived keys come back.
+    assert_rv(session.destroy_object(key(MIK_LABEL)), CKR_ACTION_PROHIBITED);
+    ok(session.destroy_object(key(DMK_LABEL)));
+    ok(session.destroy_object(key("B4AE-v1-STK-1")));
+    // A new login drops the decrypted key: the record is opened again, under a storage key
+    // derived again from the MIK.
+    ok(session.logout());
+    ok(session.login(UserType::User, Some(&pin(HSM_PIN))));
+    let (public, private) = find_pq_pair(&session, "stk-loss");
+    sign_and_check(&session, Ps::P65, public, private);
+    assert_eq!(find_by_label(&session, "B4AE-v1-STK-1").len(), 1);
+    assert_eq!(find_by_label(&session, DMK_LABEL).len(), 1);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ fn info(label: &[u8], epoch: Option<u32>) -> [u8; 32] {
     out
 }
 
+/// The template of a hierarchy key.
 fn protected_key_template(
     label: &str,
     key_type: CK_KEY_TYPE,
@@ -109,7 +110,12 @@ fn device_key(
             } else {
                 CKM_AES_KEY_GEN
             };
-            let template = protected_key_template(MIK_LABEL, root_type, true, false);
+            // The root cannot be deleted by an application that lists the token's keys (a
+            // Java KeyStore, `keytool -delete`): every record depends on it. The keys below
+            // it are derived (SoftHSM2 refuses CKA_DESTROYABLE when deriving), and a deleted
+            // one is derived again.
+            let mut template = protected_key_template(MIK_LABEL, root_type, true, false);
+            template.set_bool(CKA_DESTROYABLE, false);
             tracing::info!("creating the master key {MIK_LABEL} in the HSM");
             lib.generate_key(session, generator, &template)?
         }
@@ -126,6 +132,32 @@ pub fn derive_stk(
     epoch: u32,
 ) -> Result<Stk> {
     let dmk = device_key(lib, session, hkdf)?;
+    derive_from(lib, session, hkdf, dmk, epoch)
+}
+
+/// Derives a storage key that was deleted while records still need it (derivation is
+/// deterministic: the same MIK and epoch give the same DMK and key). Never makes a new MIK.
+pub fn restore_stk(
+    lib: &HsmLibrary,
+    session: CK_SESSION_HANDLE,
+    hkdf: bool,
+    epoch: u32,
+) -> Result<Option<Stk>> {
+    if find_one(lib, session, MIK_LABEL)?.is_none() {
+        return Ok(None);
+    }
+    tracing::warn!("storage key epoch {epoch} was deleted from the HSM; deriving it again");
+    let dmk = device_key(lib, session, hkdf)?;
+    derive_from(lib, session, hkdf, dmk, epoch).map(Some)
+}
+
+fn derive_from(
+    lib: &HsmLibrary,
+    session: CK_SESSION_HANDLE,
+    hkdf: bool,
+    dmk: CK_OBJECT_HANDLE,
+    epoch: u32,
+) -> Result<Stk> {
     let mut template =
         protected_key_template(&format!("{STK_LABEL_PREFIX}{epoch}"), CKK_AES, false, true);
     template.set(CKA_ID, STK_ID.to_vec());

@@ -68,6 +68,8 @@ pub struct KeyStore {
     real_slot: CK_SLOT_ID,
     index: RwLock<Index>,
     cache: RwLock<HashMap<CK_OBJECT_HANDLE, Cached>>,
+    /// Whether the index has been read from the HSM since this process started.
+    loaded: std::sync::atomic::AtomicBool,
     /// Handles of hybrid keys' Ed25519 halves in the HSM, by label, for the current login.
     ed25519: RwLock<HashMap<Vec<u8>, CK_OBJECT_HANDLE>>,
 }
@@ -95,6 +97,7 @@ impl KeyStore {
             index: RwLock::new(Index::default()),
             cache: RwLock::new(HashMap::new()),
             ed25519: RwLock::new(HashMap::new()),
+            loaded: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -207,7 +210,13 @@ impl KeyStore {
         index.retain(|h, _| handles.contains(h));
         index.extend(fresh);
         self.cache.write().retain(|h, _| index.contains_key(h));
+        self.loaded.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// Whether the index was ever read from the HSM in this process.
+    pub fn loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
     }
 
     /// The face of a record: its public attributes, plus its custody.
@@ -417,7 +426,7 @@ impl KeyStore {
         let secret = (|| {
             // Two processes making the first storage key at once may leave two of one epoch:
             // try each.
-            let candidates: Vec<Stk> = hierarchy::storage_keys(&self.lib, s)?
+            let mut candidates: Vec<Stk> = hierarchy::storage_keys(&self.lib, s)?
                 .into_iter()
                 .filter(|k| k.epoch == record.epoch)
                 .collect();
@@ -432,11 +441,17 @@ impl KeyStore {
                 if application.as_deref() != Some(records::APPLICATION) {
                     return Err(Error::KEY_HANDLE_INVALID);
                 }
-                tracing::error!(
-                    "no storage key of epoch {} in the HSM for a key record",
-                    record.epoch
-                );
-                return Err(Error::DEVICE);
+                // The record is live but its storage key was deleted by someone.
+                match hierarchy::restore_stk(&self.lib, s, self.hkdf, record.epoch)? {
+                    Some(stk) => candidates.push(stk),
+                    None => {
+                        tracing::error!(
+                            "no storage key of epoch {} and no MIK in the HSM for a key record",
+                            record.epoch
+                        );
+                        return Err(Error::DEVICE);
+                    }
+                }
             }
             candidates
                 .iter()

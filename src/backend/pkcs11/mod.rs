@@ -228,6 +228,11 @@ impl ForwardToken {
         template: &Attributes,
     ) -> Result<Vec<CK_OBJECT_HANDLE>> {
         let records_only = self.holds_as_records(template.ulong(CKA_KEY_TYPE).ok().flatten());
+        if !self.keys.loaded() {
+            // The first search of this process: records made by other processes are not in
+            // the index yet, and a template naming only class or id would not reveal them.
+            self.keys.refresh()?;
+        }
         let mut found = self.keys.find(template);
         // Another process may have destroyed or rotated a key since the index was read: the
         // handles found are checked against the HSM, and the index read again if one is gone.
