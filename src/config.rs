@@ -125,14 +125,26 @@ impl Config {
     /// Reads the configuration: `reserved` (from `C_Initialize`), then `$B4AE_PKCS11_CONF`,
     /// the XDG config file, `/etc`; with none, the default embedded token.
     pub fn load(reserved: Option<&str>) -> Result<Config, ConfigError> {
+        let (config, source) = Self::find(reserved)?;
+        // Which file is in force is the first question when a program behaves unexpectedly
+        // (some load modules with their own C_Initialize arguments).
+        tracing::info!("configuration: {source}; {} slot(s)", config.tokens.len());
+        Ok(config)
+    }
+
+    /// The configuration and where it came from.
+    fn find(reserved: Option<&str>) -> Result<(Config, String), ConfigError> {
         if let Some(text) = reserved.map(str::trim).filter(|t| !t.is_empty()) {
             return match text.strip_prefix("config=") {
-                Some(path) => Self::from_file(Path::new(path.trim())),
-                None => Self::parse(text, "C_Initialize pReserved"),
+                Some(path) => Self::from_file(Path::new(path.trim()))
+                    .map(|c| (c, format!("{} (C_Initialize pReserved)", path.trim()))),
+                None => Self::parse(text, "C_Initialize pReserved")
+                    .map(|c| (c, "TOML text in C_Initialize pReserved".to_owned())),
             };
         }
         if let Some(path) = std::env::var_os("B4AE_PKCS11_CONF") {
-            return Self::from_file(Path::new(&path));
+            let source = format!("{} ($B4AE_PKCS11_CONF)", Path::new(&path).display());
+            return Self::from_file(Path::new(&path)).map(|c| (c, source));
         }
         for path in [
             xdg_dir("XDG_CONFIG_HOME", ".config"),
@@ -143,19 +155,22 @@ impl Config {
         {
             let file = path.join("b4ae-pkcs11").join("b4ae-pkcs11.toml");
             if file.exists() {
-                return Self::from_file(&file);
+                let source = file.display().to_string();
+                return Self::from_file(&file).map(|c| (c, source));
             }
         }
         if let Some(library) = std::env::var_os("PKCS11_LIBRARY_PATH").filter(|l| !l.is_empty()) {
-            return Ok(Config {
+            let source = format!("no file; every token of $PKCS11_LIBRARY_PATH {library:?}");
+            let config = Config {
                 tokens: vec![TokenConfig {
                     backend: BackendKind::ForwardAll,
                     library: Some(PathBuf::from(library)),
                     ..Self::embedded_default_token(PathBuf::new())
                 }],
-            });
+            };
+            return Ok((config, source));
         }
-        Self::default_embedded()
+        Self::default_embedded().map(|c| (c, "no file; the default embedded token".to_owned()))
     }
 
     fn embedded_default_token(path: PathBuf) -> TokenConfig {

@@ -532,7 +532,10 @@ fn a_deleted_storage_key_is_derived_again_and_the_root_keys_cannot_be_deleted() 
     };
     // What a Java KeyStore user could do with `keytool -delete`: the root refuses, and the
     // derived keys come back.
-    assert_rv(session.destroy_object(key(MIK_LABEL)), CKR_ACTION_PROHIBITED);
+    assert_rv(
+        session.destroy_object(key(MIK_LABEL)),
+        CKR_ACTION_PROHIBITED,
+    );
     ok(session.destroy_object(key(DMK_LABEL)));
     ok(session.destroy_object(key("B4AE-v1-STK-1")));
     // A new login drops the decrypted key: the record is opened again, under a storage key

@@ -211,6 +211,11 @@ fn ml_kem_key_pairs_encapsulate_and_decapsulate() {
             assert!(!attr_bool(s, private, CKA_SIGN));
             assert_sensitive(s, private, CKA_VALUE);
             assert_sensitive(s, private, CKA_SEED);
+            let ids = [public, private].map(|k| attr_bytes(s, k, CKA_UNIQUE_ID));
+            assert!(
+                !ids[0].is_empty() && ids[0] != ids[1],
+                "CKA_UNIQUE_ID {ids:?}"
+            );
             let custody = attr_ulong(s, private, CKA_B4AE_CUSTODY);
             let expected = match backend {
                 Backend::Embedded => B4AE_CUSTODY_EMBEDDED,

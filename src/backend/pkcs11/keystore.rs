@@ -225,6 +225,7 @@ impl KeyStore {
         if record.kind == Kind::Private {
             attrs.set_ulong(CKA_B4AE_CUSTODY, B4AE_CUSTODY_HSM_WRAPPED);
         }
+        attrs.set(CKA_UNIQUE_ID, unique_id(&record.key_id, record.kind));
         Indexed {
             object: Arc::new(Object::new(attrs)),
             record: Arc::new(record),
@@ -345,6 +346,7 @@ impl KeyStore {
     /// complete object (with its secrets) for the cache.
     fn seal(&self, key_id: &[u8; 16], mut attrs: Attributes) -> Result<(Vec<u8>, Object)> {
         attrs.set_ulong(CKA_B4AE_CUSTODY, B4AE_CUSTODY_HSM_WRAPPED);
+        attrs.set(CKA_UNIQUE_ID, unique_id(key_id, Kind::Private));
         let full = Object::new(attrs);
         self.with_internal(|s| {
             let stk = hierarchy::current_stk(&self.lib, s, self.hkdf)?;
@@ -546,6 +548,17 @@ impl KeyStore {
             .insert(handle, Self::present(Record::parse(&value)?));
         Ok(())
     }
+}
+
+/// `CKA_UNIQUE_ID` of a record's key: stable across processes and rotations, since the key id
+/// stays with the key.
+fn unique_id(key_id: &[u8; 16], kind: Kind) -> Vec<u8> {
+    let id: String = key_id.iter().map(|b| format!("{b:02x}")).collect();
+    let half = match kind {
+        Kind::Private => "private",
+        Kind::Public => "public",
+    };
+    format!("{id}-{half}").into_bytes()
 }
 
 /// A public record's bytes: everything is public, nothing sealed.

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Builds OpenSC 0.27.1's pkcs11-tool (the first OpenSC with ML-DSA key types and -m ML-DSA) once,
+# from the upstream source tarball that Debian's archive carries, and keeps the binary outside the
+# repository:
+#
+#   ${XDG_CACHE_HOME:-$HOME/.cache}/b4ae-pkcs11/opensc-0.27.1/pkcs11-tool
+#
+# A no-op when that binary exists and runs. Prints the binary's path on its last line.
+# Debian 12 ships OpenSC 0.23, whose pkcs11-tool cannot make or use ML-DSA keys.
+# Needs (installed with apt-get when missing): gcc, make, autoconf, automake, libtool,
+# pkg-config, libssl-dev, zlib1g-dev, curl. The build takes 1-2 minutes on 2 cores.
+set -euo pipefail
+
+VERSION=0.27.1
+URL=https://deb.debian.org/debian/pool/main/o/opensc/opensc_${VERSION}.orig.tar.gz
+SHA256=fce74e68efcaa1c82c356c7c0320ed482fbb76819194d26df565b82e77727447
+home=${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}
+CACHE=${XDG_CACHE_HOME:-$home/.cache}/b4ae-pkcs11/opensc-$VERSION
+BIN=$CACHE/pkcs11-tool
+
+# The cached binary works: it runs (its usage text lists --key-type), and it knows the ML-DSA
+# key types (its usage text does not name them; the binary holds the names).
+works() {
+    local usage
+    [ -x "$BIN" ] || return 1
+    usage=$(timeout 20 "$BIN" --help 2>&1 || true)
+    grep -q -- '--key-type' <<<"$usage" && grep -aq 'ML-DSA-87' "$BIN"
+}
+if works; then
+    echo "$BIN"
+    exit 0
+fi
+
+# Build dependencies (fresh Debian 12): only what this build uses.
+missing=()
+for spec in gcc:gcc make:make autoconf:autoreconf automake:automake libtool:libtoolize \
+    pkg-config:pkg-config libssl-dev:/usr/include/openssl/evp.h zlib1g-dev:/usr/include/zlib.h \
+    curl:curl libc6-dev:/usr/include/stdio.h; do
+    pkg=${spec%%:*} file=${spec#*:}
+    [ -e "$file" ] || command -v "$file" >/dev/null 2>&1 || missing+=("$pkg")
+done
+# libtoolize alone is not enough: autoreconf needs libtool's m4 macros (libtool.m4).
+[ -e /usr/share/aclocal/libtool.m4 ] || missing+=(libtool)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "build-opensc: installing ${missing[*]}" >&2
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >&2
+fi
+
+mkdir -p "$CACHE"
+# One build at a time; a second caller waits and then finds the binary.
+exec 9>"$CACHE/.lock"
+flock 9
+if works; then
+    echo "$BIN"
+    exit 0
+fi
+src=$(mktemp -d "${TMPDIR:-/tmp}/opensc-build.XXXXXX")
+trap 'rm -rf "$src"' EXIT
+log=$CACHE/build.log
+: >"$log"
+echo "build-opensc: building pkcs11-tool $VERSION in $src (log: $log)" >&2
+
+step() { # description, command...: run it into the log; on failure show the log's end
+    local what=$1
+    shift
+    if ! "$@" >>"$log" 2>&1; then
+        echo "build-opensc: $what failed; last lines of $log:" >&2
+        tail -n 30 "$log" >&2
+        exit 1
+    fi
+}
+
+tarball=$CACHE/opensc_${VERSION}.orig.tar.gz
+if [ ! -s "$tarball" ] || ! echo "$SHA256  $tarball" | sha256sum -c --quiet - >/dev/null 2>&1; then
+    step "downloading $URL" curl -fsSL --retry 3 --max-time 300 -o "$tarball.part" "$URL"
+    mv "$tarball.part" "$tarball"
+fi
+echo "$SHA256  $tarball" | sha256sum -c --quiet - ||
+    { echo "build-opensc: $tarball does not have the expected sha256" >&2; rm -f "$tarball"; exit 1; }
+
+step "unpacking" tar -xzf "$tarball" -C "$src" --strip-components=1
+cd "$src"
+# The tarball is a git snapshot: ./bootstrap makes configure. It asks git for the version
+# when there is a .git; there is none, so it takes the numbers from configure.ac.
+step "bootstrap" ./bootstrap
+# configure wants exactly one reader driver (ctapi needs no library); no PC/SC, no docs;
+# -Werror (the default) trips on an unused function, hence --disable-strict.
+step "configure" ./configure --disable-strict --disable-shared --enable-static --disable-pcsc \
+    --enable-ctapi --disable-sm --disable-man --disable-doc --disable-notify --disable-readline \
+    --disable-tests --disable-cmocka --disable-openpace --enable-openssl --enable-zlib
+jobs=$(nproc 2>/dev/null || echo 2)
+for dir in src/common src/scconf src/ui src/pkcs15init src/sm src/libopensc; do
+    step "make in $dir" make -j"$jobs" -C "$dir"
+done
+step "make libopensc-pkcs11.la" make -j"$jobs" -C src/pkcs11 libopensc-pkcs11.la
+step "make pkcs11-tool" make -j"$jobs" -C src/tools pkcs11-tool
+
+# A libtool wrapper script would point into $src; with --disable-shared the binary is real.
+built=src/tools/pkcs11-tool
+[ -x src/tools/.libs/pkcs11-tool ] && built=src/tools/.libs/pkcs11-tool
+install -m 0755 "$built" "$BIN.new"
+mv "$BIN.new" "$BIN"
+works || { echo "build-opensc: the built $BIN does not run or does not know ML-DSA" >&2; exit 1; }
+echo "build-opensc: built $BIN" >&2
+echo "$BIN"

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Python: PyKCS11 and python-pkcs11 (the repo's .venv, pinned in tests/python/requirements.txt)
+# drive the module on both backends: ML-DSA-44/65/87, round-3 Dilithium5 and the B4AE hybrid
+# (generate, sign, verify, signature lengths, a tampered signature -> CKR_SIGNATURE_INVALID),
+# ML-KEM-768 through python-pkcs11's 3.2 support, and multi-threaded ML-DSA-65 signing after a
+# C_Initialize with CKF_OS_LOCKING_OK. Each client runs in its own process (each initialises the
+# module its own way). docs/consumers/python.md explains the code.
+set -uo pipefail
+source "$(dirname "$0")/../lib.sh"
+suite_begin "python"
+HERE=$ROOT/pkcs11-test-suite/python
+
+apt_need softhsm2:softhsm2-util
+need python3
+python3 -c 'import venv, ensurepip' 2>/dev/null || apt_need python3-venv
+if ! out=$(bash "$ROOT/scripts/python-env.sh" 2>&1); then
+    cannot_run "scripts/python-env.sh failed: $out"
+fi
+PY=$ROOT/.venv/bin/python
+"$PY" -c 'import PyKCS11, pkcs11' 2>/dev/null ||
+    cannot_run "the venv lacks PyKCS11 or python-pkcs11 (tests/python/requirements.txt)"
+echo "# $("$PY" -c 'import importlib.metadata as m; print("PyKCS11", m.version("PyKCS11"), "/ python-pkcs11", m.version("python-pkcs11"))')"
+
+make_tokens
+SLOTS="$EMBEDDED_SLOT:embedded,$HSM_SLOT:softhsm"
+
+# client script, then its extra arguments; every `ok - ` / `not ok - ` line it prints is one check,
+# and it must also end cleanly (no crash, no hang: 120 s at most).
+run_client() {
+    local script=$1 out status
+    shift
+    local started=$SECONDS
+    out=$(cd "$HERE" && timeout 120 "$PY" "$script" "$MODULE" "$SLOTS" "$@" 2>&1)
+    status=$?
+    while IFS= read -r line; do
+        case $line in
+        "ok - "*) ok "${line#ok - }" ;;
+        "not ok - "*) fail "${line#not ok - }" ;;
+        *) echo "$line" ;;
+        esac
+    done <<<"$out"
+    # exit 1 after its last line only says that some check failed, and those are counted above
+    local why="exit status $status" clean=1
+    if [ "$status" -eq 0 ] || { [ "$status" -eq 1 ] && grep -q '^# .* done$' <<<"$out"; }; then
+        clean=0
+    fi
+    [ "$status" -eq 124 ] && why="timed out after 120 s (hang?)"
+    [ "$status" -gt 128 ] && why="killed by signal $((status - 128)) (crash?)"
+    check "$script runs to its end ($((SECONDS - started)) s)" "$clean" "$why"
+}
+
+run_client pykcs11_client.py
+run_client python_pkcs11_client.py
+run_client threads_client.py 8 50
+suite_end
