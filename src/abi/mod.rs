@@ -11,6 +11,7 @@
 #![allow(clippy::missing_safety_doc)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod cipher;
 mod crypto;
 mod forward;
 mod general;
@@ -233,6 +234,7 @@ unsafe fn mechanism(ptr: *const CK_MECHANISM) -> Result<Mechanism> {
     let m = unsafe { ptr.as_ref() }.ok_or(Error::ARGUMENTS_BAD)?;
     let has_param = !m.pParameter.is_null() || m.ulParameterLen != 0;
     let param = match mechanism::param_shape(m.mechanism) {
+        ParamShape::Gcm if !has_param => return Err(Error::MECHANISM_PARAM_INVALID),
         _ if !has_param => Param::None,
         ParamShape::Empty => return Err(Error::MECHANISM_PARAM_INVALID),
         ParamShape::SignContext => {
@@ -252,6 +254,32 @@ unsafe fn mechanism(ptr: *const CK_MECHANISM) -> Result<Mechanism> {
                 // SAFETY: the structure's own pointer and length (PKCS#11 contract).
                 context: unsafe { context(p.pContext, p.ulContextLen) }?,
                 hash: p.hash,
+            }
+        }
+        ParamShape::Gcm => {
+            // SAFETY: forwarded contract.
+            let p = unsafe { param_struct::<CK_GCM_PARAMS>(m) }?;
+            let bounded = |len| len <= MAX_PARAM_LEN;
+            if !bounded(p.ulIvLen) || !bounded(p.ulAADLen) {
+                return Err(Error::MECHANISM_PARAM_INVALID);
+            }
+            // SAFETY: the structure's own pointers and lengths (PKCS#11 contract); NULL with a
+            // non-zero length is refused by `input`.
+            let (iv, aad) = unsafe { (input(p.pIv, p.ulIvLen), input(p.pAAD, p.ulAADLen)) };
+            let invalid = |_| Error::MECHANISM_PARAM_INVALID;
+            Param::Gcm(crate::mechanism::aes_gcm::GcmParams {
+                iv: iv.map_err(invalid)?.to_vec(),
+                aad: aad.map_err(invalid)?.to_vec(),
+                tag_bits: p.ulTagBits as u64,
+            })
+        }
+        ParamShape::Eddsa => {
+            // SAFETY: forwarded contract.
+            let p = unsafe { param_struct::<CK_EDDSA_PARAMS>(m) }?;
+            Param::Eddsa {
+                prehash: p.phFlag != CK_FALSE,
+                // SAFETY: the structure's own pointer and length (PKCS#11 contract).
+                context: unsafe { context(p.pContextData, p.ulContextDataLen) }?,
             }
         }
         ParamShape::Opaque => {

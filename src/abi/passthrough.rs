@@ -1,5 +1,6 @@
-//! Functions only a real HSM performs here (encryption, wrapping, derivation...): forwarded for
-//! sessions of a pkcs11 slot, `CKR_FUNCTION_NOT_SUPPORTED` on an embedded token.
+//! Functions only a real HSM performs here (wrapping, derivation, recovery, dual-function
+//! calls...): forwarded for sessions of a pkcs11 slot, `CKR_FUNCTION_NOT_SUPPORTED` on an
+//! embedded token.
 
 use super::entry_points;
 use super::forward::{
@@ -49,32 +50,8 @@ macro_rules! in_out {
     };
 }
 
-/// `C_xFinal(session, out, out_len)`.
-macro_rules! finish {
-    ($($name:ident),*) => {
-        entry_points! {
-            $(fn $name(session: CK_SESSION_HANDLE, out: CK_BYTE_PTR, out_len: CK_ULONG_PTR) {
-                let f = forwarded!(session);
-                // SAFETY: PKCS#11 contract on the buffer.
-                let check = unsafe { check_output(out, out_len) };
-                checked_or_end(check, || end_real!(f, final $name))?;
-                real!(f.token.lib, $name(f.real, out, out_len))
-            })*
-        }
-    };
-}
-
-init!(
-    C_EncryptInit,
-    C_DecryptInit,
-    C_SignRecoverInit,
-    C_VerifyRecoverInit
-);
+init!(C_SignRecoverInit, C_VerifyRecoverInit);
 in_out!(
-    C_Encrypt => [single C_Encrypt],
-    C_EncryptUpdate => [final C_EncryptFinal],
-    C_Decrypt => [single C_Decrypt],
-    C_DecryptUpdate => [final C_DecryptFinal],
     C_SignRecover => [single C_SignRecover],
     C_VerifyRecover => [single C_VerifyRecover],
     C_DigestEncryptUpdate => [final C_DigestFinal, final C_EncryptFinal],
@@ -82,7 +59,6 @@ in_out!(
     C_SignEncryptUpdate => [final C_SignFinal, final C_EncryptFinal],
     C_DecryptVerifyUpdate => [final C_DecryptFinal, verify_final C_VerifyFinal],
 );
-finish!(C_EncryptFinal, C_DecryptFinal);
 
 entry_points! {
     fn C_DigestKey(session: CK_SESSION_HANDLE, key: CK_OBJECT_HANDLE) {
@@ -90,15 +66,6 @@ entry_points! {
         real!(f.token.lib, C_DigestKey(f.real, key))
     }
 
-    fn C_GenerateKey(session: CK_SESSION_HANDLE, mech: CK_MECHANISM_PTR, attrs: CK_ATTRIBUTE_PTR, count: CK_ULONG, key: CK_OBJECT_HANDLE_PTR) {
-        let f = forwarded!(session);
-        // SAFETY: PKCS#11 contract on pMechanism / pTemplate / phKey.
-        let mut mech = unsafe { check_template(attrs, count).and_then(|()| checked_mechanism(mech)) }?;
-        if key.is_null() {
-            return Err(Error::ARGUMENTS_BAD);
-        }
-        real!(f.token.lib, C_GenerateKey(f.real, mech.as_ptr(), attrs, count, key))
-    }
 
     fn C_WrapKey(session: CK_SESSION_HANDLE, mech: CK_MECHANISM_PTR, wrapping: CK_OBJECT_HANDLE, key: CK_OBJECT_HANDLE, out: CK_BYTE_PTR, out_len: CK_ULONG_PTR) {
         let f = forwarded!(session);

@@ -1,6 +1,7 @@
 //! The function tables and the interface discovery calls: `C_GetFunctionList` (a true 2.40
 //! table), `C_GetInterfaceList` and `C_GetInterface` ("PKCS 11" at 3.2, 3.0 and 2.40).
 
+use super::cipher::*;
 use super::crypto::*;
 use super::entry_points;
 use super::general::*;

@@ -1,8 +1,10 @@
 //! Mechanisms: the registry keyed by `CKM_*` (what `C_GetMechanismList`/`Info` report) and the
 //! operations behind digesting, signing and key generation. One file per algorithm family.
 
+pub mod aes_gcm;
 pub mod digest;
 pub mod dilithium5;
+pub mod eddsa;
 pub mod hash_mldsa;
 pub mod hybrid;
 pub mod kem;
@@ -48,6 +50,10 @@ pub const REGISTRY: &[MechanismInfo] = &[
     info(CKM_SHA256, 0, 0, CKF_DIGEST),
     info(CKM_SHA384, 0, 0, CKF_DIGEST),
     info(CKM_SHA512, 0, 0, CKF_DIGEST),
+    info(CKM_AES_KEY_GEN, 16, 32, CKF_GENERATE),
+    info(CKM_AES_GCM, 16, 32, CKF_ENCRYPT | CKF_DECRYPT),
+    info(CKM_EC_EDWARDS_KEY_PAIR_GEN, 255, 255, CKF_GENERATE_KEY_PAIR),
+    info(CKM_EDDSA, 255, 255, CKF_SIGN | CKF_VERIFY),
     info(
         CKM_ML_DSA_KEY_PAIR_GEN,
         CKP_ML_DSA_44,
@@ -118,6 +124,21 @@ const fn hash_ml_dsa(mechanism: CK_MECHANISM_TYPE) -> MechanismInfo {
     )
 }
 
+/// The registry's classical mechanisms: the embedded token performs them, while on a pkcs11
+/// slot they are the HSM's business (this module seals only post-quantum keys there).
+pub fn classical(mechanism: CK_MECHANISM_TYPE) -> bool {
+    matches!(
+        mechanism,
+        CKM_SHA256
+            | CKM_SHA384
+            | CKM_SHA512
+            | CKM_AES_KEY_GEN
+            | CKM_AES_GCM
+            | CKM_EC_EDWARDS_KEY_PAIR_GEN
+            | CKM_EDDSA
+    )
+}
+
 /// Looks a mechanism up in the registry.
 pub fn lookup(mechanism: CK_MECHANISM_TYPE) -> Result<&'static MechanismInfo> {
     REGISTRY
@@ -135,6 +156,10 @@ pub enum ParamShape {
     SignContext,
     /// `CK_HASH_SIGN_ADDITIONAL_CONTEXT`.
     HashSignContext,
+    /// `CK_GCM_PARAMS` (required).
+    Gcm,
+    /// Optional `CK_EDDSA_PARAMS`.
+    Eddsa,
     /// Opaque bytes (mechanisms this module does not interpret).
     Opaque,
 }
@@ -144,6 +169,8 @@ pub fn param_shape(mechanism: CK_MECHANISM_TYPE) -> ParamShape {
     match mechanism {
         CKM_ML_DSA => ParamShape::SignContext,
         CKM_HASH_ML_DSA => ParamShape::HashSignContext,
+        CKM_AES_GCM => ParamShape::Gcm,
+        CKM_EDDSA => ParamShape::Eddsa,
         m if hash_mldsa::PreHash::of_mechanism(m).is_some() => ParamShape::SignContext,
         m if lookup(m).is_ok() => ParamShape::Empty,
         _ => ParamShape::Opaque,
@@ -171,6 +198,12 @@ pub enum Param {
         hedge: CK_ULONG,
         context: Vec<u8>,
         hash: CK_MECHANISM_TYPE,
+    },
+    Gcm(aes_gcm::GcmParams),
+    /// `CK_EDDSA_PARAMS`: pre-hash flag and context (Ed25519ph / Ed25519ctx).
+    Eddsa {
+        prehash: bool,
+        context: Vec<u8>,
     },
     Opaque(Zeroizing<Vec<u8>>),
 }

@@ -4,7 +4,7 @@ use crate::consts::{CKK_B4AE_DILITHIUM5, CKK_B4AE_HYBRID, CKM_B4AE_DILITHIUM5, C
 use crate::error::{Error, Result};
 use crate::mechanism::hash_mldsa::{self, Hasher, PreHash};
 use crate::mechanism::mldsa::{ParamSet, SigningKey, MAX_CONTEXT_LEN};
-use crate::mechanism::{dilithium5, hybrid};
+use crate::mechanism::{dilithium5, eddsa, hybrid};
 use crate::mechanism::{Mechanism, Param};
 use crate::token::object::Object;
 use cryptoki_sys::*;
@@ -42,6 +42,14 @@ pub fn sign_init_with(
     ed25519: Option<std::sync::Arc<dyn hybrid::Ed25519Signer>>,
 ) -> Result<Box<dyn SignOperation>> {
     match mechanism.mechanism {
+        CKM_EDDSA => {
+            pure_eddsa(&mechanism.param)?;
+            check_key(key, CKO_PRIVATE_KEY, CKK_EC_EDWARDS, CKA_SIGN, CKM_EDDSA)?;
+            Ok(Box::new(EddsaSigner {
+                key: key.ed25519_key()?,
+                message: Multipart::default(),
+            }))
+        }
         CKM_B4AE_HYBRID => {
             mechanism.expect_no_param()?;
             check_key(
@@ -133,6 +141,15 @@ pub fn sign_init_with(
 /// `C_VerifyInit`.
 pub fn verify_init(mechanism: &Mechanism, key: &Object) -> Result<Box<dyn VerifyOperation>> {
     match mechanism.mechanism {
+        CKM_EDDSA => {
+            pure_eddsa(&mechanism.param)?;
+            check_key(key, CKO_PUBLIC_KEY, CKK_EC_EDWARDS, CKA_VERIFY, CKM_EDDSA)?;
+            let point = key.attrs.get(CKA_EC_POINT).ok_or(Error::GENERAL)?;
+            Ok(Box::new(EddsaVerifier {
+                public_key: eddsa::decode_point(point)?,
+                message: Multipart::default(),
+            }))
+        }
         CKM_B4AE_HYBRID => {
             mechanism.expect_no_param()?;
             check_key(
@@ -202,6 +219,16 @@ pub fn verify_init(mechanism: &Mechanism, key: &Object) -> Result<Box<dyn Verify
             }))
         }
         _ => Err(Error::MECHANISM_INVALID),
+    }
+}
+
+/// Ed25519 as RFC 8032 PureEdDSA only: no `CK_EDDSA_PARAMS`, or one asking for neither
+/// pre-hashing nor a context (Ed25519ph / Ed25519ctx are not offered).
+fn pure_eddsa(param: &Param) -> Result<()> {
+    match param {
+        Param::None => Ok(()),
+        Param::Eddsa { prehash, context } if !prehash && context.is_empty() => Ok(()),
+        _ => Err(Error::MECHANISM_PARAM_INVALID),
     }
 }
 
@@ -608,5 +635,53 @@ impl VerifyOperation for HybridVerifier {
     fn finish(&mut self, signature: &[u8]) -> Result<()> {
         let message = std::mem::take(&mut self.message.data);
         hybrid::verify(&self.public_key, &message, signature)
+    }
+}
+
+struct EddsaSigner {
+    key: Arc<hybrid::LocalEd25519>,
+    message: Multipart,
+}
+
+impl SignOperation for EddsaSigner {
+    fn signature_len(&self) -> usize {
+        eddsa::SIGNATURE_LEN
+    }
+
+    fn update(&mut self, data: &[u8]) -> Result<()> {
+        self.message.update(data);
+        Ok(())
+    }
+
+    fn sign(&mut self, data: &[u8]) -> Result<Vec<u8>> {
+        self.message.single_part_allowed()?;
+        hybrid::Ed25519Signer::sign(&*self.key, data).map(|s| s.to_vec())
+    }
+
+    fn finish(&mut self) -> Result<Vec<u8>> {
+        let message = std::mem::take(&mut self.message.data);
+        hybrid::Ed25519Signer::sign(&*self.key, &message).map(|s| s.to_vec())
+    }
+}
+
+struct EddsaVerifier {
+    public_key: [u8; eddsa::PUBLIC_KEY_LEN],
+    message: Multipart,
+}
+
+impl VerifyOperation for EddsaVerifier {
+    fn update(&mut self, data: &[u8]) -> Result<()> {
+        self.message.update(data);
+        Ok(())
+    }
+
+    fn verify(&mut self, data: &[u8], signature: &[u8]) -> Result<()> {
+        self.message.single_part_allowed()?;
+        eddsa::verify(&self.public_key, data, signature)
+    }
+
+    fn finish(&mut self, signature: &[u8]) -> Result<()> {
+        let message = std::mem::take(&mut self.message.data);
+        eddsa::verify(&self.public_key, &message, signature)
     }
 }

@@ -5,7 +5,7 @@
 use crate::consts::*;
 use crate::error::{Error, Result};
 use crate::mechanism::mldsa::{ParamSet, SEED_LEN};
-use crate::mechanism::{dilithium5, hybrid, mlkem};
+use crate::mechanism::{dilithium5, eddsa, hybrid, mlkem};
 use crate::token::attributes::Attributes;
 use crate::token::object::Object;
 use crate::token::rules::{self, Access, Rule};
@@ -54,8 +54,60 @@ pub fn generate_pair(
         CKM_ML_KEM_KEY_PAIR_GEN => generate_ml_kem(public, private),
         CKM_B4AE_DILITHIUM5_KEY_PAIR_GEN => generate_dilithium5(public, private),
         CKM_B4AE_HYBRID_KEY_PAIR_GEN => generate_hybrid(public, private),
+        CKM_EC_EDWARDS_KEY_PAIR_GEN => generate_ed25519(public, private),
         _ => Err(Error::MECHANISM_INVALID),
     }
+}
+
+/// `C_GenerateKeyPair` with `CKM_EC_EDWARDS_KEY_PAIR_GEN` (Ed25519 only).
+fn generate_ed25519(public: Attributes, private: Attributes) -> Result<(Attributes, Attributes)> {
+    let mut public = pair_half(public, CKO_PUBLIC_KEY, CKK_EC_EDWARDS)?;
+    let mut private = pair_half(private, CKO_PRIVATE_KEY, CKK_EC_EDWARDS)?;
+    let params = public
+        .get(CKA_EC_PARAMS)
+        .ok_or(Error::TEMPLATE_INCOMPLETE)?
+        .to_vec();
+    eddsa::check_params(&params)?;
+    if private
+        .get(CKA_EC_PARAMS)
+        .is_some_and(|p| p != params.as_slice())
+        || public.contains(CKA_EC_POINT)
+        || private.contains(CKA_VALUE)
+    {
+        return Err(Error::TEMPLATE_INCONSISTENT);
+    }
+    let (seed, point) = eddsa::keypair()?;
+    public.set(CKA_EC_POINT, eddsa::encode_point(&point));
+    private.set(CKA_EC_PARAMS, params);
+    private.set(CKA_VALUE, seed.to_vec());
+    let origin = Origin::Generated(CKM_EC_EDWARDS_KEY_PAIR_GEN);
+    apply_defaults(CKO_PUBLIC_KEY, Some(CKK_EC_EDWARDS), &mut public, origin);
+    apply_defaults(CKO_PRIVATE_KEY, Some(CKK_EC_EDWARDS), &mut private, origin);
+    Ok((public, private))
+}
+
+/// `C_GenerateKey` with `CKM_AES_KEY_GEN`: `CKA_VALUE_LEN` 16, 24 or 32.
+pub fn generate_aes(template: Attributes) -> Result<Attributes> {
+    let mut key = pair_half(template, CKO_SECRET_KEY, CKK_AES)?;
+    if key.contains(CKA_VALUE) {
+        return Err(Error::TEMPLATE_INCONSISTENT);
+    }
+    let len = key
+        .ulong(CKA_VALUE_LEN)?
+        .ok_or(Error::TEMPLATE_INCOMPLETE)?;
+    if !matches!(len, 16 | 24 | 32) {
+        return Err(Error::ATTRIBUTE_VALUE_INVALID);
+    }
+    let mut value = Zeroizing::new(vec![0u8; len as usize]);
+    getrandom::getrandom(&mut value).map_err(|_| Error::DEVICE)?;
+    key.set(CKA_VALUE, value.to_vec());
+    apply_defaults(
+        CKO_SECRET_KEY,
+        Some(CKK_AES),
+        &mut key,
+        Origin::Generated(CKM_AES_KEY_GEN),
+    );
+    Ok(key)
 }
 
 /// `C_GenerateKeyPair` with `CKM_ML_DSA_KEY_PAIR_GEN`: (public, private) objects.
@@ -431,6 +483,16 @@ fn complete_key_material(
             let public = hybrid::public_of_private(value)?;
             set_hybrid_halves(attrs, &public)?;
         }
+        (CKO_PUBLIC_KEY, Some(CKK_EC_EDWARDS)) => {
+            eddsa::check_params(attrs.get(CKA_EC_PARAMS).ok_or(Error::TEMPLATE_INCOMPLETE)?)?;
+            let point = attrs.get(CKA_EC_POINT).ok_or(Error::TEMPLATE_INCOMPLETE)?;
+            let point = eddsa::encode_point(&eddsa::decode_point(point)?);
+            attrs.set(CKA_EC_POINT, point);
+        }
+        (CKO_PRIVATE_KEY, Some(CKK_EC_EDWARDS)) => {
+            eddsa::check_params(attrs.get(CKA_EC_PARAMS).ok_or(Error::TEMPLATE_INCOMPLETE)?)?;
+            eddsa::public_of_seed(attrs.get(CKA_VALUE).ok_or(Error::TEMPLATE_INCOMPLETE)?)?;
+        }
         (CKO_SECRET_KEY, Some(key_type)) => {
             if attrs.contains(CKA_VALUE_LEN) {
                 return Err(Error::TEMPLATE_INCONSISTENT);
@@ -502,7 +564,7 @@ fn apply_defaults(
         key_type,
         Some(CKK_ML_DSA | CKK_B4AE_DILITHIUM5 | CKK_B4AE_HYBRID | CKK_ML_KEM)
     );
-    let signs = post_quantum && key_type != Some(CKK_ML_KEM);
+    let signs = (post_quantum && key_type != Some(CKK_ML_KEM)) || key_type == Some(CKK_EC_EDWARDS);
     let encapsulates = key_type == Some(CKK_ML_KEM);
     default_bool(attrs, CKA_TOKEN, false);
     default_bool(attrs, CKA_PRIVATE, secret_bearing);

@@ -16,6 +16,7 @@ pub struct Object {
     signing_key: OnceCell<Arc<SigningKey>>,
     dilithium5_key: OnceCell<Arc<dilithium5::SigningKey>>,
     hybrid_key: OnceCell<Arc<hybrid::SigningKey>>,
+    ed25519_key: OnceCell<Arc<hybrid::LocalEd25519>>,
     decap_key: OnceCell<Arc<mlkem::DecapKey>>,
     encap_key: OnceCell<Arc<mlkem::EncapKey>>,
 }
@@ -34,6 +35,7 @@ impl Object {
             signing_key: OnceCell::new(),
             dilithium5_key: OnceCell::new(),
             hybrid_key: OnceCell::new(),
+            ed25519_key: OnceCell::new(),
             decap_key: OnceCell::new(),
             encap_key: OnceCell::new(),
         }
@@ -143,6 +145,16 @@ impl Object {
             .get_or_try_init(|| {
                 let value = self.attrs.get(CKA_VALUE).ok_or(Error::USER_NOT_LOGGED_IN)?;
                 hybrid::SigningKey::new(value).map(Arc::new)
+            })
+            .cloned()
+    }
+
+    /// The Ed25519 signing key (`CKK_EC_EDWARDS`), loaded on first use.
+    pub fn ed25519_key(&self) -> Result<Arc<hybrid::LocalEd25519>> {
+        self.ed25519_key
+            .get_or_try_init(|| {
+                let seed = self.attrs.get(CKA_VALUE).ok_or(Error::USER_NOT_LOGGED_IN)?;
+                hybrid::LocalEd25519::new(seed).map(Arc::new)
             })
             .cloned()
     }

@@ -4,6 +4,7 @@
 //! with no lock held.
 
 use crate::error::{Error, Result};
+use crate::mechanism::aes_gcm::GcmOperation;
 use crate::mechanism::digest::DigestOperation;
 use crate::mechanism::signing::{SignOperation, VerifyOperation};
 use crate::mechanism::Mechanism;
@@ -16,6 +17,15 @@ struct Slots {
     digest: Option<DigestOperation>,
     sign: Option<Box<dyn SignOperation>>,
     verify: Option<Box<dyn VerifyOperation>>,
+    encrypt: Option<GcmOperation>,
+    decrypt: Option<GcmOperation>,
+}
+
+/// Which of the two cipher operation slots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Encrypt,
+    Decrypt,
 }
 
 #[derive(Default)]
@@ -194,5 +204,61 @@ impl Operations {
 
     pub fn verify_abort(&self) {
         self.0.lock().verify = None;
+    }
+
+    // ---- encrypt / decrypt ----
+
+    fn cipher(slots: &mut Slots, direction: Direction) -> &mut Option<GcmOperation> {
+        match direction {
+            Direction::Encrypt => &mut slots.encrypt,
+            Direction::Decrypt => &mut slots.decrypt,
+        }
+    }
+
+    pub fn cipher_init(
+        &self,
+        direction: Direction,
+        make: impl FnOnce() -> Result<GcmOperation>,
+    ) -> Result<()> {
+        start(Self::cipher(&mut self.0.lock(), direction), make)
+    }
+
+    /// Output length of the single-part call on `input_len` bytes.
+    pub fn cipher_len(&self, direction: Direction, input_len: usize) -> Result<usize> {
+        step(Self::cipher(&mut self.0.lock(), direction), |op| {
+            op.output_len(input_len)
+        })
+    }
+
+    pub fn cipher_final_len(&self, direction: Direction) -> Result<usize> {
+        step(Self::cipher(&mut self.0.lock(), direction), |op| {
+            op.final_len()
+        })
+    }
+
+    /// `C_Encrypt` / `C_Decrypt`: ends the operation.
+    pub fn cipher_one_shot(&self, direction: Direction, data: &[u8]) -> Result<Vec<u8>> {
+        let mut op = Self::cipher(&mut self.0.lock(), direction)
+            .take()
+            .ok_or(Error::OPERATION_NOT_INITIALIZED)?;
+        op.one_shot(data)
+    }
+
+    pub fn cipher_update(&self, direction: Direction, data: &[u8]) -> Result<()> {
+        step(Self::cipher(&mut self.0.lock(), direction), |op| {
+            op.update(data);
+            Ok(())
+        })
+    }
+
+    pub fn cipher_final(&self, direction: Direction) -> Result<Vec<u8>> {
+        let mut op = Self::cipher(&mut self.0.lock(), direction)
+            .take()
+            .ok_or(Error::OPERATION_NOT_INITIALIZED)?;
+        op.finish()
+    }
+
+    pub fn cipher_abort(&self, direction: Direction) {
+        *Self::cipher(&mut self.0.lock(), direction) = None;
     }
 }

@@ -166,6 +166,16 @@ const HYBRID_PUBLIC: &[Rule] = &[r(CKA_VALUE, Bytes, CreateOnly)];
 
 const HYBRID_PRIVATE: &[Rule] = DILITHIUM5_PRIVATE;
 
+const EC_EDWARDS_PUBLIC: &[Rule] = &[
+    r(CKA_EC_PARAMS, Bytes, CreateOnly),
+    r(CKA_EC_POINT, Bytes, CreateOnly),
+];
+
+const EC_EDWARDS_PRIVATE: &[Rule] = &[
+    r(CKA_EC_PARAMS, Bytes, CreateOnly),
+    secret(CKA_VALUE, Bytes),
+];
+
 /// The attribute tables that apply to an object of this class and key type, most general
 /// first. `None` when the module does not hold such objects.
 pub fn tables(
@@ -184,6 +194,8 @@ pub fn tables(
         (CKO_PRIVATE_KEY, Some(CKK_B4AE_HYBRID)) => {
             &[KEY, PRIVATE_KEY, HYBRID_HALVES, HYBRID_PRIVATE]
         }
+        (CKO_PUBLIC_KEY, Some(CKK_EC_EDWARDS)) => &[KEY, PUBLIC_KEY, EC_EDWARDS_PUBLIC],
+        (CKO_PRIVATE_KEY, Some(CKK_EC_EDWARDS)) => &[KEY, PRIVATE_KEY, EC_EDWARDS_PRIVATE],
         (CKO_SECRET_KEY, Some(CKK_GENERIC_SECRET | CKK_AES)) => &[KEY, SECRET_KEY],
         _ => return None,
     };

@@ -193,7 +193,7 @@ impl ForwardToken {
 
     /// Our mechanism for this type, when the HSM lacks it.
     pub fn ours(&self, mechanism: CK_MECHANISM_TYPE) -> Option<&'static MechanismInfo> {
-        if self.native(mechanism) {
+        if self.native(mechanism) || mechanism::classical(mechanism) {
             return None;
         }
         mechanism::REGISTRY
@@ -213,7 +213,7 @@ impl ForwardToken {
             mechanism::REGISTRY
                 .iter()
                 .map(|m| m.mechanism)
-                .filter(|m| !self.native(*m)),
+                .filter(|m| !self.native(*m) && !mechanism::classical(*m)),
         );
         all
     }
