@@ -203,6 +203,10 @@ pub fn sign(
     rnd: &[u8; 32],
 ) -> Result<Vec<u8>> {
     let m = hash.message_prime(digest, context)?;
+    // `ml-dsa` panics on an out-of-range key encoding; keys are checked at import, and again
+    // here since a stored key is outside this function's control.
+    set.public_of_private(private_key)
+        .map_err(|_| Error::GENERAL)?;
     per_set!(set, |P| {
         let bytes: &ExpandedSigningKeyBytes<P> =
             private_key.try_into().map_err(|_| Error::GENERAL)?;

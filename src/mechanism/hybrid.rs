@@ -85,20 +85,8 @@ pub fn public_of_private(private: &[u8]) -> Result<Vec<u8>> {
     let ed_public = LocalEd25519::new(seed)
         .map_err(|_| Error::ATTRIBUTE_VALUE_INVALID)?
         .public_key();
-    let ml_public = mldsa_public_of_private(ml_private)?;
+    let ml_public = MLDSA.public_of_private(ml_private)?;
     Ok([&ed_public[..], &ml_public].concat())
-}
-
-/// ML-DSA-87's public key from its expanded private key (ρ ‖ t1, recomputed by `ml-dsa`).
-fn mldsa_public_of_private(ml_private: &[u8]) -> Result<Vec<u8>> {
-    #[allow(deprecated)] // the expanded form is what PKCS#11 stores
-    let key = {
-        let bytes: &ml_dsa::ExpandedSigningKeyBytes<ml_dsa::MlDsa87> = ml_private
-            .try_into()
-            .map_err(|_| Error::ATTRIBUTE_VALUE_INVALID)?;
-        ml_dsa::ExpandedSigningKey::<ml_dsa::MlDsa87>::from_expanded(bytes)
-    };
-    Ok(key.verifying_key().encode().to_vec())
 }
 
 /// The two halves of a hybrid public key.

@@ -128,6 +128,55 @@ impl ParamSet {
         ))
     }
 
+    /// Checks an expanded private key's encoding and answers its public key (recomputed by
+    /// `ml-dsa`). PQClean accepts any bytes of the right length, and `ml-dsa` panics on
+    /// out-of-range ones: every imported key passes here.
+    pub fn public_of_private(self, private_key: &[u8]) -> Result<Vec<u8>> {
+        if private_key.len() != self.private_key_len() || !self.secret_vectors_in_range(private_key)
+        {
+            return Err(Error::ATTRIBUTE_VALUE_INVALID);
+        }
+        #[allow(deprecated)] // the expanded form is what PKCS#11 stores
+        fn public<P: ml_dsa::MlDsaParams>(private_key: &[u8]) -> Result<Vec<u8>> {
+            let bytes: &ml_dsa::ExpandedSigningKeyBytes<P> = private_key
+                .try_into()
+                .map_err(|_| Error::ATTRIBUTE_VALUE_INVALID)?;
+            let key = ml_dsa::ExpandedSigningKey::<P>::from_expanded(bytes);
+            Ok(key.verifying_key().encode().to_vec())
+        }
+        match self {
+            ParamSet::MlDsa44 => public::<ml_dsa::MlDsa44>(private_key),
+            ParamSet::MlDsa65 => public::<ml_dsa::MlDsa65>(private_key),
+            ParamSet::MlDsa87 => public::<ml_dsa::MlDsa87>(private_key),
+        }
+    }
+
+    /// FIPS 204 skDecode: s1 and s2 (after ρ, K, tr) hold coefficients η − c, each packed c in
+    /// bitlen(2η) bits, and c must not exceed 2η. (t0's 13-bit range is always valid.)
+    fn secret_vectors_in_range(self, private_key: &[u8]) -> bool {
+        let (k, l, eta) = match self {
+            ParamSet::MlDsa44 => (4, 4, 2u32),
+            ParamSet::MlDsa65 => (6, 5, 4),
+            ParamSet::MlDsa87 => (8, 7, 2),
+        };
+        let bits = if eta == 2 { 3 } else { 4 };
+        let packed = &private_key[128..128 + (k + l) * 32 * bits];
+        let mut acc = 0u32;
+        let mut held = 0;
+        for byte in packed {
+            acc |= u32::from(*byte) << held;
+            held += 8;
+            while held >= bits {
+                if acc & ((1 << bits) - 1) > 2 * eta {
+                    return false;
+                }
+                acc >>= bits;
+                held -= bits;
+            }
+        }
+        true
+    }
+
     /// Verifies a pure ML-DSA signature with a context string.
     pub fn verify(
         self,
@@ -237,6 +286,13 @@ mod tests {
             let key = SigningKey::new(set, &sk).unwrap();
             let sig = key.sign_hedged(b"msg", b"ctx");
             assert_eq!(sig.len(), set.signature_len());
+            assert_eq!(set.public_of_private(&sk).unwrap(), pk);
+            let mut bad = sk.to_vec();
+            bad[128] = 0xFF;
+            assert_eq!(
+                set.public_of_private(&bad),
+                Err(Error::ATTRIBUTE_VALUE_INVALID)
+            );
             set.verify(&pk, b"msg", b"ctx", &sig).unwrap();
             assert_eq!(
                 set.verify(&pk, b"msg", b"other", &sig),

@@ -418,9 +418,7 @@ fn complete_key_material(
                 }
                 None => {
                     let value = attrs.get(CKA_VALUE).ok_or(Error::TEMPLATE_INCOMPLETE)?;
-                    if value.len() != set.private_key_len() {
-                        return Err(Error::ATTRIBUTE_VALUE_INVALID);
-                    }
+                    set.public_of_private(value)?;
                 }
             }
             attrs.set_ulong(CKA_PARAMETER_SET, set.ck());
