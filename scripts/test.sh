@@ -39,6 +39,7 @@ suite "python cross-checks (independent implementations)" bash -c \
     "scripts/python-env.sh && .venv/bin/python tests/python/crosscheck.py $module"
 suite "pkcs11-tool (OpenSC)" bash tests/shell/pkcs11_tool.sh "$module"
 suite "pkcs11-tool over SoftHSM2 through the module" bash tests/shell/pkcs11_tool_hsm.sh "$module"
+suite "pkcs11-test-suite: every real consumer, both backends" bash pkcs11-test-suite/run.sh
 
 echo
 echo "=== summary"
