@@ -3,7 +3,7 @@
 use crate::consts::{CKK_B4AE_DILITHIUM5, CKK_B4AE_HYBRID, CKM_B4AE_DILITHIUM5, CKM_B4AE_HYBRID};
 use crate::error::{Error, Result};
 use crate::mechanism::hash_mldsa::{self, Hasher, PreHash};
-use crate::mechanism::mldsa::{ParamSet, SigningKey, MAX_CONTEXT_LEN};
+use crate::mechanism::mldsa::{ParamSet, MAX_CONTEXT_LEN};
 use crate::mechanism::{dilithium5, eddsa, hybrid};
 use crate::mechanism::{Mechanism, Param};
 use crate::token::object::Object;
@@ -45,9 +45,9 @@ pub fn sign_init_with(
         CKM_EDDSA => {
             pure_eddsa(&mechanism.param)?;
             check_key(key, CKO_PRIVATE_KEY, CKK_EC_EDWARDS, CKA_SIGN, CKM_EDDSA)?;
-            Ok(Box::new(EddsaSigner {
-                key: key.ed25519_key()?,
-                message: Multipart::default(),
+            let key = key.ed25519_key()?;
+            Ok(WholeMessageSigner::boxed(eddsa::SIGNATURE_LEN, move |m| {
+                hybrid::Ed25519Signer::sign(&*key, m).map(|s| s.to_vec())
             }))
         }
         CKM_B4AE_HYBRID => {
@@ -66,9 +66,8 @@ pub fn sign_init_with(
                 }
                 None => key.hybrid_key()?,
             };
-            Ok(Box::new(HybridSigner {
-                key,
-                message: Multipart::default(),
+            Ok(WholeMessageSigner::boxed(hybrid::SIGNATURE_LEN, move |m| {
+                key.sign(m)
             }))
         }
         CKM_HASH_ML_DSA => {
@@ -102,10 +101,11 @@ pub fn sign_init_with(
                 CKA_SIGN,
                 mechanism.mechanism,
             )?;
-            Ok(Box::new(Dilithium5Signer {
-                key: key.dilithium5_key()?,
-                message: Multipart::default(),
-            }))
+            let key = key.dilithium5_key()?;
+            Ok(WholeMessageSigner::boxed(
+                dilithium5::SIGNATURE_LEN,
+                move |m| Ok(key.sign(m)),
+            ))
         }
         CKM_ML_DSA => {
             let options = SignOptions::from_param(&mechanism.param)?;
@@ -126,13 +126,15 @@ pub fn sign_init_with(
                 )),
                 _ => None,
             };
-            Ok(Box::new(MlDsaSigner {
-                set,
-                key: key.signing_key()?,
-                deterministic_key,
-                context: options.context,
-                message: Multipart::default(),
-            }))
+            let key = key.signing_key()?;
+            let context = options.context;
+            Ok(WholeMessageSigner::boxed(
+                set.signature_len(),
+                move |m| match &deterministic_key {
+                    Some(sk) => set.sign_deterministic(sk, m, &context),
+                    None => Ok(key.sign_hedged(m, &context)),
+                },
+            ))
         }
         _ => Err(Error::MECHANISM_INVALID),
     }
@@ -145,9 +147,9 @@ pub fn verify_init(mechanism: &Mechanism, key: &Object) -> Result<Box<dyn Verify
             pure_eddsa(&mechanism.param)?;
             check_key(key, CKO_PUBLIC_KEY, CKK_EC_EDWARDS, CKA_VERIFY, CKM_EDDSA)?;
             let point = key.attrs.get(CKA_EC_POINT).ok_or(Error::GENERAL)?;
-            Ok(Box::new(EddsaVerifier {
-                public_key: eddsa::decode_point(point)?,
-                message: Multipart::default(),
+            let public_key = eddsa::decode_point(point)?;
+            Ok(WholeMessageVerifier::boxed(move |m, sig| {
+                eddsa::verify(&public_key, m, sig)
             }))
         }
         CKM_B4AE_HYBRID => {
@@ -159,9 +161,9 @@ pub fn verify_init(mechanism: &Mechanism, key: &Object) -> Result<Box<dyn Verify
                 CKA_VERIFY,
                 mechanism.mechanism,
             )?;
-            Ok(Box::new(HybridVerifier {
-                public_key: key.attrs.get(CKA_VALUE).ok_or(Error::GENERAL)?.to_vec(),
-                message: Multipart::default(),
+            let public_key = key.attrs.get(CKA_VALUE).ok_or(Error::GENERAL)?.to_vec();
+            Ok(WholeMessageVerifier::boxed(move |m, sig| {
+                hybrid::verify(&public_key, m, sig)
             }))
         }
         CKM_HASH_ML_DSA => {
@@ -195,9 +197,9 @@ pub fn verify_init(mechanism: &Mechanism, key: &Object) -> Result<Box<dyn Verify
                 CKA_VERIFY,
                 mechanism.mechanism,
             )?;
-            Ok(Box::new(Dilithium5Verifier {
-                public_key: key.attrs.get(CKA_VALUE).ok_or(Error::GENERAL)?.to_vec(),
-                message: Multipart::default(),
+            let public_key = key.attrs.get(CKA_VALUE).ok_or(Error::GENERAL)?.to_vec();
+            Ok(WholeMessageVerifier::boxed(move |m, sig| {
+                dilithium5::verify(&public_key, m, sig)
             }))
         }
         CKM_ML_DSA => {
@@ -211,11 +213,9 @@ pub fn verify_init(mechanism: &Mechanism, key: &Object) -> Result<Box<dyn Verify
             )?;
             let set = ParamSet::from_ck(key.ulong(CKA_PARAMETER_SET)?)?;
             let public_key = key.attrs.get(CKA_VALUE).ok_or(Error::GENERAL)?.to_vec();
-            Ok(Box::new(MlDsaVerifier {
-                set,
-                public_key,
-                context: options.context,
-                message: Multipart::default(),
+            let context = options.context;
+            Ok(WholeMessageVerifier::boxed(move |m, sig| {
+                set.verify(&public_key, m, &context, sig)
             }))
         }
         _ => Err(Error::MECHANISM_INVALID),
@@ -303,7 +303,78 @@ impl SignOptions {
     }
 }
 
-/// Collects a multi-part message: pure ML-DSA signs the message as a whole.
+/// Signs the whole message at once: single-part, or the collected parts at `C_SignFinal`
+/// (pure ML-DSA, Dilithium5, the hybrid and PureEdDSA all sign the message itself).
+struct WholeMessageSigner<F> {
+    len: usize,
+    sign: F,
+    message: Multipart,
+}
+
+impl<F: Fn(&[u8]) -> Result<Vec<u8>> + Send + 'static> WholeMessageSigner<F> {
+    fn boxed(len: usize, sign: F) -> Box<dyn SignOperation> {
+        Box::new(WholeMessageSigner {
+            len,
+            sign,
+            message: Multipart::default(),
+        })
+    }
+}
+
+impl<F: Fn(&[u8]) -> Result<Vec<u8>> + Send> SignOperation for WholeMessageSigner<F> {
+    fn signature_len(&self) -> usize {
+        self.len
+    }
+
+    fn update(&mut self, data: &[u8]) -> Result<()> {
+        self.message.update(data);
+        Ok(())
+    }
+
+    fn sign(&mut self, data: &[u8]) -> Result<Vec<u8>> {
+        self.message.single_part_allowed()?;
+        (self.sign)(data)
+    }
+
+    fn finish(&mut self) -> Result<Vec<u8>> {
+        let message = std::mem::take(&mut self.message.data);
+        (self.sign)(&message)
+    }
+}
+
+/// Verifies a signature of the whole message, single-part or collected.
+struct WholeMessageVerifier<F> {
+    verify: F,
+    message: Multipart,
+}
+
+impl<F: Fn(&[u8], &[u8]) -> Result<()> + Send + 'static> WholeMessageVerifier<F> {
+    fn boxed(verify: F) -> Box<dyn VerifyOperation> {
+        Box::new(WholeMessageVerifier {
+            verify,
+            message: Multipart::default(),
+        })
+    }
+}
+
+impl<F: Fn(&[u8], &[u8]) -> Result<()> + Send> VerifyOperation for WholeMessageVerifier<F> {
+    fn update(&mut self, data: &[u8]) -> Result<()> {
+        self.message.update(data);
+        Ok(())
+    }
+
+    fn verify(&mut self, data: &[u8], signature: &[u8]) -> Result<()> {
+        self.message.single_part_allowed()?;
+        (self.verify)(data, signature)
+    }
+
+    fn finish(&mut self, signature: &[u8]) -> Result<()> {
+        let message = std::mem::take(&mut self.message.data);
+        (self.verify)(&message, signature)
+    }
+}
+
+/// Collects a multi-part message for the mechanisms that sign the message as a whole.
 #[derive(Default)]
 struct Multipart {
     data: Zeroizing<Vec<u8>>,
@@ -323,118 +394,6 @@ impl Multipart {
         } else {
             Ok(())
         }
-    }
-}
-
-struct MlDsaSigner {
-    set: ParamSet,
-    key: Arc<SigningKey>,
-    deterministic_key: Option<Zeroizing<Vec<u8>>>,
-    context: Vec<u8>,
-    message: Multipart,
-}
-
-impl MlDsaSigner {
-    fn sign_message(&self, message: &[u8]) -> Result<Vec<u8>> {
-        match &self.deterministic_key {
-            Some(sk) => self.set.sign_deterministic(sk, message, &self.context),
-            None => Ok(self.key.sign_hedged(message, &self.context)),
-        }
-    }
-}
-
-impl SignOperation for MlDsaSigner {
-    fn signature_len(&self) -> usize {
-        self.set.signature_len()
-    }
-
-    fn update(&mut self, data: &[u8]) -> Result<()> {
-        self.message.update(data);
-        Ok(())
-    }
-
-    fn sign(&mut self, data: &[u8]) -> Result<Vec<u8>> {
-        self.message.single_part_allowed()?;
-        self.sign_message(data)
-    }
-
-    fn finish(&mut self) -> Result<Vec<u8>> {
-        let message = std::mem::take(&mut self.message.data);
-        self.sign_message(&message)
-    }
-}
-
-struct MlDsaVerifier {
-    set: ParamSet,
-    public_key: Vec<u8>,
-    context: Vec<u8>,
-    message: Multipart,
-}
-
-impl VerifyOperation for MlDsaVerifier {
-    fn update(&mut self, data: &[u8]) -> Result<()> {
-        self.message.update(data);
-        Ok(())
-    }
-
-    fn verify(&mut self, data: &[u8], signature: &[u8]) -> Result<()> {
-        self.message.single_part_allowed()?;
-        self.set
-            .verify(&self.public_key, data, &self.context, signature)
-    }
-
-    fn finish(&mut self, signature: &[u8]) -> Result<()> {
-        let message = std::mem::take(&mut self.message.data);
-        self.set
-            .verify(&self.public_key, &message, &self.context, signature)
-    }
-}
-
-struct Dilithium5Signer {
-    key: Arc<dilithium5::SigningKey>,
-    message: Multipart,
-}
-
-impl SignOperation for Dilithium5Signer {
-    fn signature_len(&self) -> usize {
-        dilithium5::SIGNATURE_LEN
-    }
-
-    fn update(&mut self, data: &[u8]) -> Result<()> {
-        self.message.update(data);
-        Ok(())
-    }
-
-    fn sign(&mut self, data: &[u8]) -> Result<Vec<u8>> {
-        self.message.single_part_allowed()?;
-        Ok(self.key.sign(data))
-    }
-
-    fn finish(&mut self) -> Result<Vec<u8>> {
-        let message = std::mem::take(&mut self.message.data);
-        Ok(self.key.sign(&message))
-    }
-}
-
-struct Dilithium5Verifier {
-    public_key: Vec<u8>,
-    message: Multipart,
-}
-
-impl VerifyOperation for Dilithium5Verifier {
-    fn update(&mut self, data: &[u8]) -> Result<()> {
-        self.message.update(data);
-        Ok(())
-    }
-
-    fn verify(&mut self, data: &[u8], signature: &[u8]) -> Result<()> {
-        self.message.single_part_allowed()?;
-        dilithium5::verify(&self.public_key, data, signature)
-    }
-
-    fn finish(&mut self, signature: &[u8]) -> Result<()> {
-        let message = std::mem::take(&mut self.message.data);
-        dilithium5::verify(&self.public_key, &message, signature)
     }
 }
 
@@ -587,101 +546,5 @@ impl VerifyOperation for HashMlDsaVerifier {
     fn finish(&mut self, signature: &[u8]) -> Result<()> {
         let hasher = self.hasher.take().ok_or(Error::FUNCTION_NOT_SUPPORTED)?;
         self.check(&hasher.finish(), signature)
-    }
-}
-
-struct HybridSigner {
-    key: Arc<hybrid::SigningKey>,
-    message: Multipart,
-}
-
-impl SignOperation for HybridSigner {
-    fn signature_len(&self) -> usize {
-        hybrid::SIGNATURE_LEN
-    }
-
-    fn update(&mut self, data: &[u8]) -> Result<()> {
-        self.message.update(data);
-        Ok(())
-    }
-
-    fn sign(&mut self, data: &[u8]) -> Result<Vec<u8>> {
-        self.message.single_part_allowed()?;
-        self.key.sign(data)
-    }
-
-    fn finish(&mut self) -> Result<Vec<u8>> {
-        let message = std::mem::take(&mut self.message.data);
-        self.key.sign(&message)
-    }
-}
-
-struct HybridVerifier {
-    public_key: Vec<u8>,
-    message: Multipart,
-}
-
-impl VerifyOperation for HybridVerifier {
-    fn update(&mut self, data: &[u8]) -> Result<()> {
-        self.message.update(data);
-        Ok(())
-    }
-
-    fn verify(&mut self, data: &[u8], signature: &[u8]) -> Result<()> {
-        self.message.single_part_allowed()?;
-        hybrid::verify(&self.public_key, data, signature)
-    }
-
-    fn finish(&mut self, signature: &[u8]) -> Result<()> {
-        let message = std::mem::take(&mut self.message.data);
-        hybrid::verify(&self.public_key, &message, signature)
-    }
-}
-
-struct EddsaSigner {
-    key: Arc<hybrid::LocalEd25519>,
-    message: Multipart,
-}
-
-impl SignOperation for EddsaSigner {
-    fn signature_len(&self) -> usize {
-        eddsa::SIGNATURE_LEN
-    }
-
-    fn update(&mut self, data: &[u8]) -> Result<()> {
-        self.message.update(data);
-        Ok(())
-    }
-
-    fn sign(&mut self, data: &[u8]) -> Result<Vec<u8>> {
-        self.message.single_part_allowed()?;
-        hybrid::Ed25519Signer::sign(&*self.key, data).map(|s| s.to_vec())
-    }
-
-    fn finish(&mut self) -> Result<Vec<u8>> {
-        let message = std::mem::take(&mut self.message.data);
-        hybrid::Ed25519Signer::sign(&*self.key, &message).map(|s| s.to_vec())
-    }
-}
-
-struct EddsaVerifier {
-    public_key: [u8; eddsa::PUBLIC_KEY_LEN],
-    message: Multipart,
-}
-
-impl VerifyOperation for EddsaVerifier {
-    fn update(&mut self, data: &[u8]) -> Result<()> {
-        self.message.update(data);
-        Ok(())
-    }
-
-    fn verify(&mut self, data: &[u8], signature: &[u8]) -> Result<()> {
-        self.message.single_part_allowed()?;
-        eddsa::verify(&self.public_key, data, signature)
-    }
-
-    fn finish(&mut self, signature: &[u8]) -> Result<()> {
-        let message = std::mem::take(&mut self.message.data);
-        eddsa::verify(&self.public_key, &message, signature)
     }
 }
