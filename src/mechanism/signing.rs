@@ -70,27 +70,10 @@ pub fn sign_init_with(
                 key.sign(m)
             }))
         }
-        CKM_HASH_ML_DSA => {
-            let (options, hash) = SignOptions::from_hash_param(&mechanism.param)?;
-            check_key(
-                key,
-                CKO_PRIVATE_KEY,
-                CKK_ML_DSA,
-                CKA_SIGN,
-                mechanism.mechanism,
-            )?;
-            Ok(Box::new(HashMlDsaSigner::new(key, options, hash, None)?))
-        }
-        m if PreHash::of_mechanism(m).is_some() => {
-            let hash = PreHash::of_mechanism(m).ok_or(Error::MECHANISM_INVALID)?;
-            let options = SignOptions::from_param(&mechanism.param)?;
+        m if m == CKM_HASH_ML_DSA || PreHash::of_mechanism(m).is_some() => {
+            let (options, hash, hasher) = hash_ml_dsa(mechanism)?;
             check_key(key, CKO_PRIVATE_KEY, CKK_ML_DSA, CKA_SIGN, m)?;
-            Ok(Box::new(HashMlDsaSigner::new(
-                key,
-                options,
-                hash,
-                Some(hash.hasher()),
-            )?))
+            Ok(Box::new(HashMlDsaSigner::new(key, options, hash, hasher)?))
         }
         CKM_B4AE_DILITHIUM5 => {
             mechanism.expect_no_param()?;
@@ -166,26 +149,11 @@ pub fn verify_init(mechanism: &Mechanism, key: &Object) -> Result<Box<dyn Verify
                 hybrid::verify(&public_key, m, sig)
             }))
         }
-        CKM_HASH_ML_DSA => {
-            let (options, hash) = SignOptions::from_hash_param(&mechanism.param)?;
-            check_key(
-                key,
-                CKO_PUBLIC_KEY,
-                CKK_ML_DSA,
-                CKA_VERIFY,
-                mechanism.mechanism,
-            )?;
-            Ok(Box::new(HashMlDsaVerifier::new(key, options, hash, None)?))
-        }
-        m if PreHash::of_mechanism(m).is_some() => {
-            let hash = PreHash::of_mechanism(m).ok_or(Error::MECHANISM_INVALID)?;
-            let options = SignOptions::from_param(&mechanism.param)?;
+        m if m == CKM_HASH_ML_DSA || PreHash::of_mechanism(m).is_some() => {
+            let (options, hash, hasher) = hash_ml_dsa(mechanism)?;
             check_key(key, CKO_PUBLIC_KEY, CKK_ML_DSA, CKA_VERIFY, m)?;
             Ok(Box::new(HashMlDsaVerifier::new(
-                key,
-                options,
-                hash,
-                Some(hash.hasher()),
+                key, options, hash, hasher,
             )?))
         }
         CKM_B4AE_DILITHIUM5 => {
@@ -220,6 +188,18 @@ pub fn verify_init(mechanism: &Mechanism, key: &Object) -> Result<Box<dyn Verify
         }
         _ => Err(Error::MECHANISM_INVALID),
     }
+}
+
+/// HashML-DSA's options, pre-hash and, for `CKM_HASH_ML_DSA_<hash>` (which takes the message),
+/// the running hash; `CKM_HASH_ML_DSA` takes the digest itself.
+fn hash_ml_dsa(mechanism: &Mechanism) -> Result<(SignOptions, PreHash, Option<Hasher>)> {
+    if mechanism.mechanism == CKM_HASH_ML_DSA {
+        let (options, hash) = SignOptions::from_hash_param(&mechanism.param)?;
+        return Ok((options, hash, None));
+    }
+    let hash = PreHash::of_mechanism(mechanism.mechanism).ok_or(Error::MECHANISM_INVALID)?;
+    let options = SignOptions::from_param(&mechanism.param)?;
+    Ok((options, hash, Some(hash.hasher())))
 }
 
 /// Ed25519 as RFC 8032 PureEdDSA only: no `CK_EDDSA_PARAMS`, or one asking for neither

@@ -402,25 +402,11 @@ fn complete_key_material(
                 .get(CKA_VALUE)
                 .and_then(|v| ParamSet::by_private_key_len(v.len()));
             let set = parameter_set(attrs, by_len)?;
-            match attrs.get(CKA_SEED) {
-                Some(seed) => {
-                    let seed: &[u8; SEED_LEN] = seed
-                        .try_into()
-                        .map_err(|_| Error::ATTRIBUTE_VALUE_INVALID)?;
-                    let (_, expanded) = set.keygen_from_seed(seed)?;
-                    match attrs.get(CKA_VALUE) {
-                        Some(value) if value != expanded.as_slice() => {
-                            return Err(Error::TEMPLATE_INCONSISTENT)
-                        }
-                        Some(_) => {}
-                        None => attrs.set(CKA_VALUE, expanded.to_vec()),
-                    }
-                }
-                None => {
-                    let value = attrs.get(CKA_VALUE).ok_or(Error::TEMPLATE_INCOMPLETE)?;
-                    set.public_of_private(value)?;
-                }
-            }
+            private_from_seed_or_value(
+                attrs,
+                |seed: &[u8; SEED_LEN]| set.keygen_from_seed(seed).map(|(_, sk)| sk),
+                |value| set.public_of_private(value).map(drop),
+            )?;
             attrs.set_ulong(CKA_PARAMETER_SET, set.ck());
         }
         (CKO_PUBLIC_KEY | CKO_PRIVATE_KEY, Some(CKK_B4AE_DILITHIUM5)) => {
@@ -447,25 +433,11 @@ fn complete_key_material(
                 .get(CKA_VALUE)
                 .and_then(|v| mlkem::ParamSet::by_private_key_len(v.len()));
             let set = mlkem_parameter_set(attrs, implied)?;
-            match attrs.get(CKA_SEED) {
-                Some(seed) => {
-                    let seed: &[u8; mlkem::SEED_LEN] = seed
-                        .try_into()
-                        .map_err(|_| Error::ATTRIBUTE_VALUE_INVALID)?;
-                    let (_, expanded) = set.keygen_from_seed(seed);
-                    match attrs.get(CKA_VALUE) {
-                        Some(value) if value != expanded.as_slice() => {
-                            return Err(Error::TEMPLATE_INCONSISTENT)
-                        }
-                        Some(_) => {}
-                        None => attrs.set(CKA_VALUE, expanded.to_vec()),
-                    }
-                }
-                None => {
-                    let value = attrs.get(CKA_VALUE).ok_or(Error::TEMPLATE_INCOMPLETE)?;
-                    set.decap_key(value)?;
-                }
-            }
+            private_from_seed_or_value(
+                attrs,
+                |seed: &[u8; mlkem::SEED_LEN]| Ok(set.keygen_from_seed(seed).1),
+                |value| set.decap_key(value).map(drop),
+            )?;
             attrs.set_ulong(CKA_PARAMETER_SET, set.ck());
         }
         (CKO_PUBLIC_KEY, Some(CKK_B4AE_HYBRID)) => {
@@ -516,6 +488,30 @@ fn parameter_set(attrs: &Attributes, implied: Option<ParamSet>) -> Result<ParamS
         (None, Some(set)) => Ok(set),
         (None, None) if attrs.contains(CKA_VALUE) => Err(Error::ATTRIBUTE_VALUE_INVALID),
         (None, None) => Err(Error::TEMPLATE_INCOMPLETE),
+    }
+}
+
+/// A private key imported by `CKA_SEED`, `CKA_VALUE` or both: the value is derived from the
+/// seed (and must equal a given one), or checked by `check` when it comes alone.
+fn private_from_seed_or_value<const N: usize>(
+    attrs: &mut Attributes,
+    expand: impl Fn(&[u8; N]) -> Result<Zeroizing<Vec<u8>>>,
+    check: impl Fn(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let Some(seed) = attrs.get(CKA_SEED) else {
+        return check(attrs.get(CKA_VALUE).ok_or(Error::TEMPLATE_INCOMPLETE)?);
+    };
+    let seed: &[u8; N] = seed
+        .try_into()
+        .map_err(|_| Error::ATTRIBUTE_VALUE_INVALID)?;
+    let expanded = expand(seed)?;
+    match attrs.get(CKA_VALUE) {
+        Some(value) if value != expanded.as_slice() => Err(Error::TEMPLATE_INCONSISTENT),
+        Some(_) => Ok(()),
+        None => {
+            attrs.set(CKA_VALUE, expanded.to_vec());
+            Ok(())
+        }
     }
 }
 
