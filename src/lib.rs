@@ -9,6 +9,7 @@ pub mod backend;
 pub mod config;
 pub mod consts;
 pub mod error;
+pub mod forksafe;
 pub mod logging;
 pub mod mechanism;
 pub mod module;

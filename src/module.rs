@@ -2,27 +2,27 @@
 //! configuration and the open sessions. Reached without a lock (an atomic pointer swap), so no
 //! global lock sits on any call's path.
 
-use crate::abi::hsm::HsmLibrary;
 use crate::backend::embedded::EmbeddedStore;
+use crate::backend::pkcs11::library::HsmLibrary;
 use crate::backend::pkcs11::{ForwardSession, ForwardToken};
 use crate::config::{BackendKind, Config};
 use crate::error::{Error, Result};
+use crate::forksafe::{self, PerProcess};
 use crate::token::session::Session;
 use crate::token::Token;
 use arc_swap::ArcSwapOption;
 use cryptoki_sys::*;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// The initialized module, if any.
 static MODULE: ArcSwapOption<Module> = ArcSwapOption::const_empty();
-/// Bumped in a forked child: state made before the fork belongs to the parent.
-static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
 /// The parent's state, in a forked child, until `C_Initialize` wipes its secrets.
 static ABANDONED: ArcSwapOption<Module> = ArcSwapOption::const_empty();
+/// Serializes `C_Initialize` and `C_Finalize` (never taken by any other call).
+static LIFECYCLE: PerProcess<Mutex<()>> = PerProcess::new();
 
 /// A slot: an embedded token, or a real HSM token behind us.
 pub enum Slot {
@@ -49,7 +49,11 @@ pub struct Module {
 /// dropped: closing the parent's connections here could checkpoint or remove files the parent
 /// still uses, and finalizing its HSM library would not be ours to do.
 pub fn forked() {
-    FORK_GENERATION.fetch_add(1, Ordering::SeqCst);
+    forksafe::note_fork();
+    if let Some(lock) = LIFECYCLE.take() {
+        std::mem::forget(lock);
+    }
+    crate::backend::pkcs11::library::forked();
     if let Some(old) = MODULE.swap(None) {
         if let Some(older) = ABANDONED.swap(Some(old)) {
             std::mem::forget(older);
@@ -74,12 +78,20 @@ fn wipe_abandoned() {
 pub fn get() -> Result<Arc<Module>> {
     MODULE
         .load_full()
-        .filter(|m| m.generation == FORK_GENERATION.load(Ordering::Relaxed))
+        .filter(|m| m.generation == forksafe::generation())
         .ok_or(Error::NOT_INITIALIZED)
+}
+
+/// Which initialized module instance is current (its address), if any: a call can tell
+/// whether `C_Finalize` overtook it.
+pub fn instance() -> Option<usize> {
+    MODULE.load().as_ref().map(|m| Arc::as_ptr(m) as usize)
 }
 
 /// `C_Initialize` after argument checks: reads the configuration and opens the tokens.
 pub fn initialize(reserved: Option<&str>) -> Result<()> {
+    let lifecycle = LIFECYCLE.get();
+    let _serialized = lifecycle.lock();
     wipe_abandoned();
     if get().is_ok() {
         return Err(Error(CKR_CRYPTOKI_ALREADY_INITIALIZED));
@@ -102,8 +114,12 @@ pub fn initialize(reserved: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// `C_Finalize`.
+/// `C_Finalize`: the module is gone for new calls at once; calls already running keep what
+/// they hold (their session, the HSM library) until they return, and the HSM's sessions and
+/// library are closed after them.
 pub fn finalize() -> Result<()> {
+    let lifecycle = LIFECYCLE.get();
+    let _serialized = lifecycle.lock();
     let module = get()?;
     MODULE.store(None);
     let handles: Vec<CK_SESSION_HANDLE> = module.sessions.read().keys().copied().collect();
@@ -115,7 +131,6 @@ pub fn finalize() -> Result<()> {
 
 impl Module {
     fn new(config: &Config) -> Result<Self> {
-        let mut libraries: HashMap<PathBuf, Arc<HsmLibrary>> = HashMap::new();
         let mut slots = Vec::with_capacity(config.tokens.len());
         for (index, t) in config.tokens.iter().enumerate() {
             let slot_id = slots.len() as CK_SLOT_ID;
@@ -132,20 +147,13 @@ impl Module {
                 }
                 BackendKind::Pkcs11 => {
                     let path = t.library.clone().ok_or(Error::GENERAL)?;
-                    let lib = match libraries.get(&path) {
-                        Some(lib) => lib.clone(),
-                        None => {
-                            let lib = HsmLibrary::open(&path, t.init_reserved.as_deref())
-                                .inspect_err(|_| {
-                                    tracing::error!(
-                                        "token {index} (\"{}\"): its HSM library cannot be used",
-                                        t.label
-                                    );
-                                })?;
-                            libraries.insert(path, lib.clone());
-                            lib
-                        }
-                    };
+                    let lib =
+                        HsmLibrary::open(&path, t.init_reserved.as_deref()).inspect_err(|_| {
+                            tracing::error!(
+                                "token {index} (\"{}\"): its HSM library cannot be used",
+                                t.label
+                            );
+                        })?;
                     slots.push(Slot::Forwarded(Arc::new(ForwardToken::open(
                         slot_id, t, lib,
                     )?)));
@@ -163,7 +171,7 @@ impl Module {
             slots,
             sessions: RwLock::new(HashMap::new()),
             next_session: AtomicU64::new(1),
-            generation: FORK_GENERATION.load(Ordering::SeqCst),
+            generation: forksafe::generation(),
         })
     }
 
@@ -251,9 +259,8 @@ impl Module {
                     token.all_sessions_closed();
                 }
             }
-            AnySession::Forwarded(session) => {
-                session.close();
-            }
+            // The real session closes when the last call using it returns.
+            AnySession::Forwarded(_) => {}
         }
         Ok(())
     }

@@ -15,7 +15,7 @@ mod cipher;
 mod crypto;
 mod forward;
 mod general;
-pub mod hsm;
+
 mod kem;
 mod objects;
 mod passthrough;
@@ -42,9 +42,15 @@ const MAX_ATTRIBUTE_LEN: CK_ULONG = 64 << 20;
 const MAX_PARAM_LEN: CK_ULONG = 64 << 10;
 
 /// Runs an entry point's body: maps its result to a `CK_RV` and stops any panic at the border.
+/// A call overtaken by `C_Finalize` in another thread answers `CKR_CRYPTOKI_NOT_INITIALIZED`
+/// whatever it met on the way (its session's objects already gone, say).
 pub(crate) fn run(name: &'static str, body: impl FnOnce() -> Result<()>) -> CK_RV {
+    let started_in = crate::module::instance();
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => CKR_OK,
+        Ok(Err(_)) if started_in.is_some() && crate::module::instance() != started_in => {
+            CKR_CRYPTOKI_NOT_INITIALIZED
+        }
         Ok(Err(Error(rv))) => {
             tracing::debug!("{name} -> {}", rv_name(rv));
             rv

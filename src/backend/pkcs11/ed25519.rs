@@ -2,7 +2,7 @@
 //! HSM (sensitive, never extractable) that signs there. The hybrid record names it by label in
 //! an attribute only this module reads.
 
-use crate::abi::hsm::HsmLibrary;
+use crate::backend::pkcs11::library::HsmLibrary;
 use crate::backend::random_bytes;
 use crate::error::{Error, Result};
 use crate::mechanism::hybrid::{Ed25519Signer, ED25519_PUBLIC_LEN, ED25519_SIGNATURE_LEN};

@@ -3,7 +3,7 @@
 //! `CKA_EXTRACTABLE=FALSE`; derivation happens in the HSM (`CKM_HKDF_DERIVE` where offered, else
 //! `CKM_AES_ECB_ENCRYPT_DATA`), so no storage key ever exists outside it.
 
-use crate::abi::hsm::HsmLibrary;
+use crate::backend::pkcs11::library::HsmLibrary;
 use crate::error::{Error, Result};
 use crate::token::attributes::Attributes;
 use cryptoki_sys::*;

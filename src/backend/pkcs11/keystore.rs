@@ -5,7 +5,7 @@
 use super::hierarchy::{self, Stk};
 use super::index::Index;
 use super::records::{self, Kind, Record};
-use crate::abi::hsm::HsmLibrary;
+use crate::backend::pkcs11::library::HsmLibrary;
 use crate::backend::random_bytes;
 use crate::consts::*;
 use crate::error::{Error, Result};

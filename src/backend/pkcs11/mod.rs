@@ -7,9 +7,10 @@ pub mod ed25519;
 pub mod hierarchy;
 mod index;
 pub mod keystore;
+pub mod library;
 pub mod records;
 
-use crate::abi::hsm::HsmLibrary;
+use crate::backend::pkcs11::library::HsmLibrary;
 use crate::config::TokenConfig;
 use crate::error::{Error, Result};
 use crate::mechanism::{self, MechanismInfo};
@@ -95,6 +96,9 @@ impl ForwardToken {
         selector: Selector,
     ) -> Result<Self> {
         let real_slot = Self::resolve(&lib, &selector)?;
+        if lib.inherited {
+            Self::drop_inherited_login(&lib, real_slot);
+        }
         let real_mechanisms = lib.mechanisms(real_slot)?;
         let hkdf = real_mechanisms.contains(&CKM_HKDF_DERIVE);
         tracing::info!(
@@ -113,6 +117,22 @@ impl ForwardToken {
             real_mechanisms,
             sessions: AtomicUsize::new(0),
         })
+    }
+
+    /// In a forked child whose HSM library the application (not this module) initialized,
+    /// the library's state is a copy of the parent's, login included: this process starts
+    /// logged out (PKCS#11: a child must log in itself).
+    fn drop_inherited_login(lib: &HsmLibrary, real_slot: CK_SLOT_ID) {
+        let Ok(session) = lib.open_session(real_slot, CKF_SERIAL_SESSION) else {
+            return;
+        };
+        if let Ok(info) = lib.session_info(session) {
+            if info.state != CKS_RO_PUBLIC_SESSION && info.state != CKS_RW_PUBLIC_SESSION {
+                tracing::info!("slot {real_slot}: logging out the login a fork copied");
+                let _ = lib.logout(session);
+            }
+        }
+        let _ = lib.close_session(session);
     }
 
     /// Finds the real slot holding the selected token (slot numbers may change, e.g. when
@@ -324,14 +344,15 @@ impl ForwardSession {
             ops: Operations::default(),
         }
     }
+}
 
-    /// Closes the real session; returns whether it was the token's last.
-    pub fn close(&self) -> bool {
+impl Drop for ForwardSession {
+    /// The application closed the session (or finalized the module) and no call is using it
+    /// any more: only now is the real session closed, never under a running call.
+    fn drop(&mut self) {
         let _ = self.token.lib.close_session(self.real);
-        let last = self.token.sessions.fetch_sub(1, Ordering::SeqCst) == 1;
-        if last {
+        if self.token.sessions.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.token.all_sessions_closed();
         }
-        last
     }
 }

@@ -1,18 +1,55 @@
-//! The other direction of the C ABI: the real HSM's PKCS#11 library, loaded at run time.
+//! The outbound FFI border: the real HSM's PKCS#11 library, loaded at run time.
 //!
 //! `C_GetInterface("PKCS 11")` when the library has it, else `C_GetFunctionList`; either way only
-//! the 2.40 part of the table is copied (SoftHSM 2.7 reports 3.2 in a 2.40-sized table). The
-//! safe methods here are what the forwarding backend itself needs; the ABI layer's forwarding
-//! code calls [`HsmLibrary::functions`] directly with the caller's checked arguments.
+//! the 2.40 part of the table is copied (SoftHSM 2.7 reports 3.2 in a 2.40-sized table).
+//!
+//! Lifecycle: one loaded instance per library path in the whole process, shared by every slot
+//! and by a module initialized again while calls of the previous one are still running. It is
+//! finalized when the last reference goes, which is after the last call into it has returned;
+//! loading and finalizing are serialized, so a `C_Initialize` never races a `C_Finalize` of the
+//! same library. In a forked child the parent's instances are set aside and a library the
+//! parent initialized is finalized and initialized again, so the child never inherits the
+//! parent's sessions or login.
 
 use crate::error::{Error, Result};
+use crate::forksafe::PerProcess;
 use crate::token::attributes::Attributes;
 use cryptoki_sys::*;
+use parking_lot::Mutex;
+use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::ptr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use zeroize::Zeroizing;
+
+/// The libraries loaded by this process, and which of them this module initialized.
+#[derive(Default)]
+struct Registry {
+    loaded: HashMap<PathBuf, Weak<HsmLibrary>>,
+    initialized_here: HashSet<PathBuf>,
+}
+
+static REGISTRY: PerProcess<Mutex<Registry>> = PerProcess::new();
+/// In a forked child: the parent's registry, to know which libraries the parent initialized.
+static PARENT_REGISTRY: PerProcess<Mutex<Registry>> = PerProcess::new();
+
+/// Called in a forked child: the parent's instances must never be used or finalized here.
+pub fn forked() {
+    if let Some(parent) = REGISTRY.take() {
+        if let Some(older) = PARENT_REGISTRY.replace(parent) {
+            std::mem::forget(older);
+        }
+    }
+}
+
+/// Whether the parent of this forked process had initialized the library at `path`.
+fn parent_initialized(path: &Path) -> bool {
+    PARENT_REGISTRY
+        .current()
+        .and_then(|parent| parent.try_lock().map(|r| r.initialized_here.contains(path)))
+        .unwrap_or(false)
+}
 
 /// A loaded and initialized real PKCS#11 library.
 pub struct HsmLibrary {
@@ -20,6 +57,9 @@ pub struct HsmLibrary {
     functions: CK_FUNCTION_LIST,
     /// Whether our `C_Initialize` did the initializing (then ours is the `C_Finalize`).
     initialized_here: bool,
+    /// In a forked child, the library's state was copied from the parent by `fork()` and the
+    /// application, not this module, initialized it: logins in it are the parent's.
+    pub inherited: bool,
     _library: libloading::Library,
 }
 
@@ -52,11 +92,45 @@ fn raw_template(attrs: &Attributes) -> Vec<CK_ATTRIBUTE> {
 }
 
 impl HsmLibrary {
-    /// Loads the library at `path` and initializes it with OS locking. Each module instance
-    /// loads each library once (slots on one library share it); a forked child loads afresh
-    /// and never touches what the parent opened.
+    /// The process's instance of the library at `path`, loaded and initialized with OS locking
+    /// on first use (`reserved` is passed to the first `C_Initialize` only).
     pub fn open(path: &Path, reserved: Option<&str>) -> Result<Arc<Self>> {
-        Self::load(path, reserved).map(Arc::new)
+        loop {
+            let registry = REGISTRY.get();
+            let mut r = registry.lock();
+            match r.loaded.get(path).map(Weak::upgrade) {
+                Some(Some(lib)) => return Ok(lib),
+                // The last reference went and the instance is being finalized: wait for it,
+                // since initializing now would be undone by that `C_Finalize`.
+                Some(None) => {
+                    drop(r);
+                    std::thread::yield_now();
+                    continue;
+                }
+                None => {}
+            }
+            let lib = Arc::new(Self::load(path, reserved)?);
+            r.loaded.insert(path.to_path_buf(), Arc::downgrade(&lib));
+            if lib.initialized_here {
+                r.initialized_here.insert(path.to_path_buf());
+            }
+            return Ok(lib);
+        }
+    }
+
+    /// Runs the real `C_Initialize`.
+    fn initialize(functions: &CK_FUNCTION_LIST, reserved: Option<&CString>) -> Result<CK_RV> {
+        let mut args = CK_C_INITIALIZE_ARGS {
+            CreateMutex: None,
+            DestroyMutex: None,
+            LockMutex: None,
+            UnlockMutex: None,
+            flags: CKF_OS_LOCKING_OK,
+            pReserved: reserved.map_or(ptr::null_mut(), |r| r.as_ptr() as *mut _),
+        };
+        let init = functions.C_Initialize.ok_or(Error::DEVICE)?;
+        // SAFETY: C_Initialize with a valid CK_C_INITIALIZE_ARGS that outlives the call.
+        Ok(unsafe { init(&mut args as *mut CK_C_INITIALIZE_ARGS as *mut _) })
     }
 
     fn load(path: &Path, reserved: Option<&str>) -> Result<Self> {
@@ -76,19 +150,22 @@ impl HsmLibrary {
             .map(CString::new)
             .transpose()
             .map_err(|_| Error::ARGUMENTS_BAD)?;
-        let mut args = CK_C_INITIALIZE_ARGS {
-            CreateMutex: None,
-            DestroyMutex: None,
-            LockMutex: None,
-            UnlockMutex: None,
-            flags: CKF_OS_LOCKING_OK,
-            pReserved: reserved
-                .as_ref()
-                .map_or(ptr::null_mut(), |r| r.as_ptr() as *mut _),
-        };
-        let init = functions.C_Initialize.ok_or(Error::DEVICE)?;
-        // SAFETY: C_Initialize with a valid CK_C_INITIALIZE_ARGS that outlives the call.
-        let rv = unsafe { init(&mut args as *mut CK_C_INITIALIZE_ARGS as *mut _) };
+        let mut rv = Self::initialize(&functions, reserved.as_ref())?;
+        let mut inherited = false;
+        if rv == CKR_CRYPTOKI_ALREADY_INITIALIZED && crate::forksafe::in_forked_child() {
+            if parent_initialized(path) {
+                // The state fork() copied is the parent's (its sessions and login): this
+                // module owned it, so it is torn down and the library started afresh.
+                tracing::info!("{}: initialized again in a forked child", path.display());
+                if let Some(finalize) = functions.C_Finalize {
+                    // SAFETY: the copied library state was initialized by this module.
+                    unsafe { finalize(ptr::null_mut()) };
+                }
+                rv = Self::initialize(&functions, reserved.as_ref())?;
+            } else {
+                inherited = true;
+            }
+        }
         let initialized_here = match rv {
             CKR_OK => true,
             // The application loaded and initialized the same library itself.
@@ -106,6 +183,7 @@ impl HsmLibrary {
             path: path.to_path_buf(),
             functions,
             initialized_here,
+            inherited,
             _library: library,
         })
     }
@@ -213,6 +291,10 @@ impl HsmLibrary {
             self,
             C_Login(session, user, pin.as_ptr() as *mut _, pin.len() as CK_ULONG)
         )
+    }
+
+    pub fn logout(&self, session: CK_SESSION_HANDLE) -> Result<()> {
+        call!(self, C_Logout(session))
     }
 
     pub fn session_info(&self, session: CK_SESSION_HANDLE) -> Result<CK_SESSION_INFO> {
@@ -522,12 +604,22 @@ impl HsmLibrary {
 }
 
 impl Drop for HsmLibrary {
+    /// The last reference is gone, so no call into the library is running: finalize it (when
+    /// this module initialized it) while holding the registry, so no `open` initializes it
+    /// meanwhile.
     fn drop(&mut self) {
+        let registry = REGISTRY.get();
+        let mut r = registry.lock();
         if self.initialized_here {
             if let Some(finalize) = self.functions.C_Finalize {
                 // SAFETY: the library was initialized by us and is still loaded.
                 unsafe { finalize(ptr::null_mut()) };
             }
+            r.initialized_here.remove(&self.path);
+        }
+        let me: *const HsmLibrary = self;
+        if r.loaded.get(&self.path).map(Weak::as_ptr) == Some(me) {
+            r.loaded.remove(&self.path);
         }
     }
 }
