@@ -37,6 +37,16 @@ pub enum AnySession {
     Forwarded(Arc<ForwardSession>),
 }
 
+impl AnySession {
+    /// The session's operations, whoever performs them.
+    pub fn ops(&self) -> &crate::token::operations::Operations {
+        match self {
+            AnySession::Embedded(s) => &s.ops,
+            AnySession::Forwarded(f) => &f.ops,
+        }
+    }
+}
+
 pub struct Module {
     pub slots: Vec<Slot>,
     sessions: RwLock<HashMap<CK_SESSION_HANDLE, AnySession>>,

@@ -263,8 +263,10 @@ fn bad_configurations_fail_initialize_cleanly() {
     let dir = std::path::Path::new(&good).with_file_name("inline");
     std::fs::create_dir_all(&dir).expect("creating the inline tokens' directory");
     let dir_text = dir.to_str().expect("UTF-8 path");
+    // Text that is not TOML is no configuration at all (SPEC §1: not read as one).
+    assert_rv(initialize_with_reserved("[[token]\n"), CKR_ARGUMENTS_BAD);
+    assert_not_initialized();
     let broken = [
-        "[[token]\n".to_string(),
         "[[token]]\nlabel = \"no path\"\nbackend = \"embedded\"\n".to_string(),
         format!("[[token]]\nbackend = \"no-such-backend\"\npath = \"{dir_text}/t\"\n"),
     ];
@@ -334,12 +336,15 @@ fn null_pointers_are_arguments_bad() {
         C_CopyObject(h, object, null(), 0, null()),
         C_GetObjectSize(h, object, null()),
         C_FindObjectsInit(h, null(), 1),
-        C_DigestInit(h, null()),
-        C_SignInit(h, null(), private_key),
-        C_VerifyInit(h, null(), public_key),
         C_GenerateKeyPair(h, null(), null(), 0, null(), 0, &mut handle, &mut other),
         C_GenerateKeyPair(h, &mut keygen, null(), 0, null(), 0, null(), null()),
         C_GenerateRandom(h, null(), 16),
+    );
+    // PKCS#11 3.0: a NULL mechanism cancels the operation of that kind (none is active here).
+    assert_ck!(CKR_OK;
+        C_DigestInit(h, null()),
+        C_SignInit(h, null(), private_key),
+        C_VerifyInit(h, null(), public_key),
     );
     let seed = ck!(C_SeedRandom(h, null(), 16));
     assert_rv_in(seed, &[CKR_ARGUMENTS_BAD, CKR_RANDOM_SEED_NOT_SUPPORTED]);

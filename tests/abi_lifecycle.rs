@@ -10,7 +10,7 @@ mod forward_common;
 
 use common::*;
 use cryptoki_sys::*;
-use forward_common::{softhsm_init_token, write_softhsm_conf, HSM_PIN, P256, SOFTHSM_LIB};
+use forward_common::{softhsm_init_token_with, write_softhsm_conf, HSM_PIN, P256, SOFTHSM_LIB};
 use std::path::PathBuf;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
@@ -26,8 +26,8 @@ fn prepare(prefix: &str) -> (tempfile::TempDir, Vec<(String, String)>) {
     let softhsm_conf = dir.path().join("softhsm2.conf");
     std::fs::create_dir_all(dir.path().join("softhsm")).expect("token directory");
     write_softhsm_conf(&softhsm_conf, &dir.path().join("softhsm"));
-    std::env::set_var(forward_common::SOFTHSM_CONF_VAR, &softhsm_conf);
-    softhsm_init_token(HSM_LABEL);
+    // Tests run as threads of one process: the environment is not theirs to change.
+    softhsm_init_token_with(Some(&softhsm_conf), HSM_LABEL);
     let mut conf = config_toml(dir.path(), 1, None);
     conf += &format!(
         "[[token]]\nlabel = \"HSM\"\nbackend = \"pkcs11\"\nlibrary = \"{SOFTHSM_LIB}\"\ntoken_label = \"{HSM_LABEL}\"\n"
@@ -360,5 +360,80 @@ fn a_forked_child_starts_logged_out_of_the_hsm() {
     // The parent is still logged in and signs.
     assert!(session_info(h).is_ok_and(|i| i.state == CKS_RW_USER_FUNCTIONS));
     assert_rv(sign_once(h, CKM_ML_DSA, key), CKR_OK);
+    assert_rv(ck!(C_Finalize(null())), CKR_OK);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Point 6: pReserved that is not a configuration string
+
+fn initialize_with_reserved(reserved: *mut std::ffi::c_void) -> CK_RV {
+    let mut args = CK_C_INITIALIZE_ARGS {
+        CreateMutex: None,
+        DestroyMutex: None,
+        LockMutex: None,
+        UnlockMutex: None,
+        flags: CKF_OS_LOCKING_OK,
+        pReserved: reserved,
+    };
+    ck!(C_Initialize(
+        (&mut args as *mut CK_C_INITIALIZE_ARGS).cast()
+    ))
+}
+
+#[test]
+fn initialize_refuses_a_reserved_pointer_that_is_not_a_string() {
+    let name = test_name!();
+    if !is_child(name) {
+        let (_dir, env) = prepare("b4ae-reserved-");
+        child(name, &env);
+        return;
+    }
+    // A conformance suite's (void*)1, and an address that is not mapped at all.
+    assert_rv(
+        initialize_with_reserved(std::ptr::without_provenance_mut(1)),
+        CKR_ARGUMENTS_BAD,
+    );
+    // SAFETY: maps one page and unmaps it again, leaving an address known to be unmapped.
+    let unmapped = unsafe {
+        let page = libc::mmap(
+            null(),
+            4096,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(page, libc::MAP_FAILED);
+        libc::munmap(page, 4096);
+        page
+    };
+    assert_rv(initialize_with_reserved(unmapped), CKR_ARGUMENTS_BAD);
+    // A string that ends exactly at the end of a readable page, followed by nothing mapped.
+    // SAFETY: two fresh pages, the second unmapped; the string's NUL is the first page's last
+    // byte.
+    let edge = unsafe {
+        let pages = libc::mmap(
+            null(),
+            8192,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(pages, libc::MAP_FAILED);
+        libc::munmap(pages.cast::<u8>().add(4096).cast(), 4096);
+        std::ptr::write_bytes(pages.cast::<u8>(), b'x', 4096);
+        pages
+    };
+    assert_rv(initialize_with_reserved(edge), CKR_ARGUMENTS_BAD);
+    // NSS's module parameters are not a configuration of this module.
+    let mut nss = *b"configdir='sql:/tmp/nssdb' certPrefix='' keyPrefix='' secmod='secmod.db'\0";
+    assert_rv(
+        initialize_with_reserved(nss.as_mut_ptr().cast()),
+        CKR_ARGUMENTS_BAD,
+    );
+    // Nothing was initialized by the refusals; a proper call still works.
+    assert_rv(ck!(C_Finalize(null())), CKR_CRYPTOKI_NOT_INITIALIZED);
+    assert_rv(initialize_with_reserved(null()), CKR_OK);
     assert_rv(ck!(C_Finalize(null())), CKR_OK);
 }

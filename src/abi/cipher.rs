@@ -1,32 +1,29 @@
 //! Encryption, decryption and secret-key generation: performed here on an embedded token
 //! (`CKM_AES_GCM`, `CKM_AES_KEY_GEN`), forwarded to the HSM on a pkcs11 slot.
 
-use super::forward::{
-    check_input, check_output, check_template, checked_mechanism, checked_or_end, end_real, real,
-};
+use super::crypto::{cancel, route};
+use super::forward::{check_input, check_output, check_template, checked_mechanism, real};
 use super::{deliver, entry_points, input, mechanism, or_forward, output, template};
-use crate::error::{Error, Result};
-use crate::token::operations::{Direction, Operations};
+use crate::error::Error;
+use crate::token::operations::Direction;
 use cryptoki_sys::*;
-
-/// As in crypto.rs: an error ends the operation, except `CKR_BUFFER_TOO_SMALL`.
-fn within(ops: &Operations, direction: Direction, body: impl FnOnce() -> Result<()>) -> Result<()> {
-    let result = body();
-    if matches!(result, Err(e) if e != Error::BUFFER_TOO_SMALL) {
-        ops.cipher_abort(direction);
-    }
-    result
-}
 
 /// The four entry points of one direction.
 macro_rules! cipher {
     ($direction:expr, $init:ident, $single:ident, $update:ident, $final:ident) => {
         entry_points! {
             fn $init(session: CK_SESSION_HANDLE, mech: CK_MECHANISM_PTR, key: CK_OBJECT_HANDLE) {
+                if mech.is_null() {
+                    return cancel(session, $direction.into());
+                }
                 let session = or_forward!(session, |f| {
+                    if f.token.keys.is_record(key) {
+                        // A post-quantum key record neither encrypts nor decrypts.
+                        return Err(Error::KEY_TYPE_INCONSISTENT);
+                    }
                     // SAFETY: PKCS#11 contract on pMechanism.
                     let mut mech = unsafe { checked_mechanism(mech) }?;
-                    real!(f.token.lib, $init(f.real, mech.as_ptr(), key))
+                    f.ops.begin_in_hsm($direction.into(), || real!(f.token.lib, $init(f.real, mech.as_ptr(), key)))
                 });
                 // SAFETY: PKCS#11 contract on pMechanism.
                 let mech = unsafe { mechanism(mech) }?;
@@ -34,14 +31,13 @@ macro_rules! cipher {
             }
 
             fn $single(session: CK_SESSION_HANDLE, data: CK_BYTE_PTR, len: CK_ULONG, out: CK_BYTE_PTR, out_len: CK_ULONG_PTR) {
-                let session = or_forward!(session, |f| {
+                route(session, $direction.into(), |f| {
                     // SAFETY: PKCS#11 contract on the buffers.
                     let check = unsafe { check_input(data, len).and(check_output(out, out_len)) };
-                    checked_or_end(check, || end_real!(f, single $single))?;
-                    real!(f.token.lib, $single(f.real, data, len, out, out_len))
-                });
-                let ops = &session.ops;
-                within(ops, $direction, || {
+                    f.step_in_hsm($direction.into(), out.is_null(), check, || {
+                        real!(f.token.lib, $single(f.real, data, len, out, out_len))
+                    })
+                }, |ops| {
                     // SAFETY: PKCS#11 contract on pData / pOut / pulOutLen.
                     unsafe {
                         let data = input(data, len)?;
@@ -52,14 +48,13 @@ macro_rules! cipher {
             }
 
             fn $update(session: CK_SESSION_HANDLE, data: CK_BYTE_PTR, len: CK_ULONG, out: CK_BYTE_PTR, out_len: CK_ULONG_PTR) {
-                let session = or_forward!(session, |f| {
+                route(session, $direction.into(), |f| {
                     // SAFETY: PKCS#11 contract on the buffers.
                     let check = unsafe { check_input(data, len).and(check_output(out, out_len)) };
-                    checked_or_end(check, || end_real!(f, final $final))?;
-                    real!(f.token.lib, $update(f.real, data, len, out, out_len))
-                });
-                let ops = &session.ops;
-                within(ops, $direction, || {
+                    f.step_in_hsm($direction.into(), true, check, || {
+                        real!(f.token.lib, $update(f.real, data, len, out, out_len))
+                    })
+                }, |ops| {
                     // SAFETY: PKCS#11 contract on pPart / pOut / pulOutLen. GCM answers
                     // everything at the final call, so each part yields no output; a call with
                     // a NULL output buffer only asks that length and consumes nothing.
@@ -75,14 +70,13 @@ macro_rules! cipher {
             }
 
             fn $final(session: CK_SESSION_HANDLE, out: CK_BYTE_PTR, out_len: CK_ULONG_PTR) {
-                let session = or_forward!(session, |f| {
+                route(session, $direction.into(), |f| {
                     // SAFETY: PKCS#11 contract on the buffer.
                     let check = unsafe { check_output(out, out_len) };
-                    checked_or_end(check, || end_real!(f, final $final))?;
-                    real!(f.token.lib, $final(f.real, out, out_len))
-                });
-                let ops = &session.ops;
-                within(ops, $direction, || {
+                    f.step_in_hsm($direction.into(), out.is_null(), check, || {
+                        real!(f.token.lib, $final(f.real, out, out_len))
+                    })
+                }, |ops| {
                     // SAFETY: PKCS#11 contract on pOut / pulOutLen.
                     unsafe {
                         let needed = ops.cipher_final_len($direction)?;

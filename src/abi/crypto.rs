@@ -1,56 +1,64 @@
 //! Cryptographic functions this module performs: digest, sign, verify, random, key-pair
 //! generation. On a forwarded session each call goes to the real HSM, except for operations
-//! this module started itself there (post-quantum keys kept as records).
+//! this module started itself there (post-quantum keys kept as records). Which of the two
+//! performs an operation is known to the session's [`Operations`], the one owner of that.
 
-use super::forward::{
-    self, check_input, check_output, checked_mechanism, checked_or_end, end_real, real,
-};
-use super::{deliver, entry_points, input, mechanism, or_forward, output, template, OpsOf};
+use super::forward::{self, check_input, check_output, checked_mechanism, real};
+use super::{deliver, entry_points, input, mechanism, or_forward, output, template};
 use crate::error::{Error, Result};
 use crate::module::{self, AnySession};
-use crate::token::operations::Operations;
+use crate::token::operations::{OpKind, Operations, Performer};
 use cryptoki_sys::*;
 
-/// Runs one call of an active operation: an error ends the operation (through `abort`), except
+/// Runs one call of an active operation: an error ends the operation, except
 /// `CKR_BUFFER_TOO_SMALL`, after which the caller retries.
-fn within(
+pub(super) fn within(
     ops: &Operations,
-    abort: fn(&Operations),
+    kind: OpKind,
     body: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
     let result = body();
     if matches!(result, Err(e) if e != Error::BUFFER_TOO_SMALL) {
-        abort(ops);
+        ops.cancel(kind);
     }
     result
 }
 
-/// The session, and whether this module runs the call: always on an embedded token; on a
-/// forwarded one only when `ours` says this module holds the operation.
-fn local(handle: CK_SESSION_HANDLE, ours: fn(&Operations) -> bool) -> Result<(OpsOf, bool)> {
-    Ok(match module::get()?.session(handle)? {
-        AnySession::Embedded(s) => (OpsOf::Embedded(s), true),
-        AnySession::Forwarded(f) => {
-            let mine = ours(&f.ops);
-            (OpsOf::Forwarded(f), mine)
-        }
-    })
+/// A call of an operation of `kind`: performed here (`local`) on an embedded token or when
+/// this module runs the operation, else by the HSM (`in_hsm` with the forwarded session).
+pub(super) fn route(
+    handle: CK_SESSION_HANDLE,
+    kind: OpKind,
+    in_hsm: impl FnOnce(&crate::backend::pkcs11::ForwardSession) -> Result<()>,
+    local: impl FnOnce(&Operations) -> Result<()>,
+) -> Result<()> {
+    let session = module::get()?.session(handle)?;
+    match &session {
+        AnySession::Forwarded(f) if f.ops.performer(kind) != Performer::Here => in_hsm(f),
+        _ => within(session.ops(), kind, || local(session.ops())),
+    }
 }
 
-/// The forwarded session inside `OpsOf` (only called when it is one).
-fn real_session(ops: &OpsOf) -> Result<&crate::backend::pkcs11::ForwardSession> {
-    match ops {
-        OpsOf::Forwarded(f) => Ok(f),
-        OpsOf::Embedded(_) => Err(Error::GENERAL),
+/// `C_xInit` with a NULL mechanism: PKCS#11 3.0 makes it cancel the active operation.
+pub(super) fn cancel(handle: CK_SESSION_HANDLE, kind: OpKind) -> Result<()> {
+    match module::get()?.session(handle)? {
+        AnySession::Forwarded(f) => f.cancel(kind),
+        AnySession::Embedded(s) => {
+            s.ops.cancel(kind);
+        }
     }
+    Ok(())
 }
 
 entry_points! {
     fn C_DigestInit(session: CK_SESSION_HANDLE, mech: CK_MECHANISM_PTR) {
+        if mech.is_null() {
+            return cancel(session, OpKind::Digest);
+        }
         let session = or_forward!(session, |f| {
             // SAFETY: PKCS#11 contract on pMechanism.
             let mut mech = unsafe { checked_mechanism(mech) }?;
-            real!(f.token.lib, C_DigestInit(f.real, mech.as_ptr()))
+            f.ops.begin_in_hsm(OpKind::Digest, || real!(f.token.lib, C_DigestInit(f.real, mech.as_ptr())))
         });
         // SAFETY: PKCS#11 contract on pMechanism.
         let mech = unsafe { mechanism(mech) }?;
@@ -58,14 +66,13 @@ entry_points! {
     }
 
     fn C_Digest(session: CK_SESSION_HANDLE, data: CK_BYTE_PTR, len: CK_ULONG, digest: CK_BYTE_PTR, digest_len: CK_ULONG_PTR) {
-        let session = or_forward!(session, |f| {
+        route(session, OpKind::Digest, |f| {
             // SAFETY: PKCS#11 contract on the buffers.
             let check = unsafe { check_input(data, len).and(check_output(digest, digest_len)) };
-            checked_or_end(check, || end_real!(f, single C_Digest))?;
-            real!(f.token.lib, C_Digest(f.real, data, len, digest, digest_len))
-        });
-        let ops = &session.ops;
-        within(ops, Operations::digest_abort, || {
+            f.step_in_hsm(OpKind::Digest, digest.is_null(), check, || {
+                real!(f.token.lib, C_Digest(f.real, data, len, digest, digest_len))
+            })
+        }, |ops| {
             // SAFETY: PKCS#11 contract on pData / pDigest / pulDigestLen.
             unsafe {
                 let data = input(data, len)?;
@@ -75,14 +82,11 @@ entry_points! {
     }
 
     fn C_DigestUpdate(session: CK_SESSION_HANDLE, part: CK_BYTE_PTR, len: CK_ULONG) {
-        let session = or_forward!(session, |f| {
+        route(session, OpKind::Digest, |f| {
             // SAFETY: PKCS#11 contract on pPart.
             let check = unsafe { check_input(part, len) };
-            checked_or_end(check, || end_real!(f, final C_DigestFinal))?;
-            real!(f.token.lib, C_DigestUpdate(f.real, part, len))
-        });
-        let ops = &session.ops;
-        within(ops, Operations::digest_abort, || {
+            f.step_in_hsm(OpKind::Digest, true, check, || real!(f.token.lib, C_DigestUpdate(f.real, part, len)))
+        }, |ops| {
             // SAFETY: PKCS#11 contract on pPart.
             let part = unsafe { input(part, len) }?;
             ops.digest_update(part)
@@ -90,20 +94,22 @@ entry_points! {
     }
 
     fn C_DigestFinal(session: CK_SESSION_HANDLE, digest: CK_BYTE_PTR, digest_len: CK_ULONG_PTR) {
-        let session = or_forward!(session, |f| {
+        route(session, OpKind::Digest, |f| {
             // SAFETY: PKCS#11 contract on the buffer.
             let check = unsafe { check_output(digest, digest_len) };
-            checked_or_end(check, || end_real!(f, final C_DigestFinal))?;
-            real!(f.token.lib, C_DigestFinal(f.real, digest, digest_len))
-        });
-        let ops = &session.ops;
-        within(ops, Operations::digest_abort, || {
+            f.step_in_hsm(OpKind::Digest, digest.is_null(), check, || {
+                real!(f.token.lib, C_DigestFinal(f.real, digest, digest_len))
+            })
+        }, |ops| {
             // SAFETY: PKCS#11 contract on pDigest / pulDigestLen.
             unsafe { deliver(digest, digest_len, ops.digest_len()?, || ops.digest_final()) }
         })
     }
 
     fn C_SignInit(session: CK_SESSION_HANDLE, mech: CK_MECHANISM_PTR, key: CK_OBJECT_HANDLE) {
+        if mech.is_null() {
+            return cancel(session, OpKind::Sign);
+        }
         // SAFETY: PKCS#11 contract on pMechanism.
         let session = or_forward!(session, |f| unsafe { forward::sign_init(&f, mech, key) });
         // SAFETY: PKCS#11 contract on pMechanism.
@@ -112,16 +118,13 @@ entry_points! {
     }
 
     fn C_Sign(session: CK_SESSION_HANDLE, data: CK_BYTE_PTR, len: CK_ULONG, signature: CK_BYTE_PTR, signature_len: CK_ULONG_PTR) {
-        let (session, mine) = local(session, Operations::signing)?;
-        if !mine {
-            let f = real_session(&session)?;
+        route(session, OpKind::Sign, |f| {
             // SAFETY: PKCS#11 contract on the buffers.
             let check = unsafe { check_input(data, len).and(check_output(signature, signature_len)) };
-            checked_or_end(check, || end_real!(f, single C_Sign))?;
-            return real!(f.token.lib, C_Sign(f.real, data, len, signature, signature_len));
-        }
-        let ops = session.get();
-        within(ops, Operations::sign_abort, || {
+            f.step_in_hsm(OpKind::Sign, signature.is_null(), check, || {
+                real!(f.token.lib, C_Sign(f.real, data, len, signature, signature_len))
+            })
+        }, |ops| {
             // SAFETY: PKCS#11 contract on pData / pSignature / pulSignatureLen.
             unsafe {
                 let data = input(data, len)?;
@@ -131,16 +134,11 @@ entry_points! {
     }
 
     fn C_SignUpdate(session: CK_SESSION_HANDLE, part: CK_BYTE_PTR, len: CK_ULONG) {
-        let (session, mine) = local(session, Operations::signing)?;
-        if !mine {
-            let f = real_session(&session)?;
+        route(session, OpKind::Sign, |f| {
             // SAFETY: PKCS#11 contract on pPart.
             let check = unsafe { check_input(part, len) };
-            checked_or_end(check, || end_real!(f, final C_SignFinal))?;
-            return real!(f.token.lib, C_SignUpdate(f.real, part, len));
-        }
-        let ops = session.get();
-        within(ops, Operations::sign_abort, || {
+            f.step_in_hsm(OpKind::Sign, true, check, || real!(f.token.lib, C_SignUpdate(f.real, part, len)))
+        }, |ops| {
             // SAFETY: PKCS#11 contract on pPart.
             let part = unsafe { input(part, len) }?;
             ops.sign_update(part)
@@ -148,22 +146,22 @@ entry_points! {
     }
 
     fn C_SignFinal(session: CK_SESSION_HANDLE, signature: CK_BYTE_PTR, signature_len: CK_ULONG_PTR) {
-        let (session, mine) = local(session, Operations::signing)?;
-        if !mine {
-            let f = real_session(&session)?;
+        route(session, OpKind::Sign, |f| {
             // SAFETY: PKCS#11 contract on the buffer.
             let check = unsafe { check_output(signature, signature_len) };
-            checked_or_end(check, || end_real!(f, final C_SignFinal))?;
-            return real!(f.token.lib, C_SignFinal(f.real, signature, signature_len));
-        }
-        let ops = session.get();
-        within(ops, Operations::sign_abort, || {
+            f.step_in_hsm(OpKind::Sign, signature.is_null(), check, || {
+                real!(f.token.lib, C_SignFinal(f.real, signature, signature_len))
+            })
+        }, |ops| {
             // SAFETY: PKCS#11 contract on pSignature / pulSignatureLen.
             unsafe { deliver(signature, signature_len, ops.signature_len()?, || ops.sign_final()) }
         })
     }
 
     fn C_VerifyInit(session: CK_SESSION_HANDLE, mech: CK_MECHANISM_PTR, key: CK_OBJECT_HANDLE) {
+        if mech.is_null() {
+            return cancel(session, OpKind::Verify);
+        }
         // SAFETY: PKCS#11 contract on pMechanism.
         let session = or_forward!(session, |f| unsafe { forward::verify_init(&f, mech, key) });
         // SAFETY: PKCS#11 contract on pMechanism.
@@ -172,16 +170,13 @@ entry_points! {
     }
 
     fn C_Verify(session: CK_SESSION_HANDLE, data: CK_BYTE_PTR, len: CK_ULONG, signature: CK_BYTE_PTR, signature_len: CK_ULONG) {
-        let (session, mine) = local(session, Operations::verifying)?;
-        if !mine {
-            let f = real_session(&session)?;
+        route(session, OpKind::Verify, |f| {
             // SAFETY: PKCS#11 contract on the buffers.
             let check = unsafe { check_input(data, len).and(check_input(signature, signature_len)) };
-            checked_or_end(check, || end_real!(f, verify C_Verify))?;
-            return real!(f.token.lib, C_Verify(f.real, data, len, signature, signature_len));
-        }
-        let ops = session.get();
-        within(ops, Operations::verify_abort, || {
+            f.step_in_hsm(OpKind::Verify, false, check, || {
+                real!(f.token.lib, C_Verify(f.real, data, len, signature, signature_len))
+            })
+        }, |ops| {
             // SAFETY: PKCS#11 contract on pData / pSignature.
             let (data, signature) = unsafe { (input(data, len)?, input(signature, signature_len)?) };
             ops.verify(data, signature)
@@ -189,16 +184,11 @@ entry_points! {
     }
 
     fn C_VerifyUpdate(session: CK_SESSION_HANDLE, part: CK_BYTE_PTR, len: CK_ULONG) {
-        let (session, mine) = local(session, Operations::verifying)?;
-        if !mine {
-            let f = real_session(&session)?;
+        route(session, OpKind::Verify, |f| {
             // SAFETY: PKCS#11 contract on pPart.
             let check = unsafe { check_input(part, len) };
-            checked_or_end(check, || end_real!(f, verify_final C_VerifyFinal))?;
-            return real!(f.token.lib, C_VerifyUpdate(f.real, part, len));
-        }
-        let ops = session.get();
-        within(ops, Operations::verify_abort, || {
+            f.step_in_hsm(OpKind::Verify, true, check, || real!(f.token.lib, C_VerifyUpdate(f.real, part, len)))
+        }, |ops| {
             // SAFETY: PKCS#11 contract on pPart.
             let part = unsafe { input(part, len) }?;
             ops.verify_update(part)
@@ -206,16 +196,13 @@ entry_points! {
     }
 
     fn C_VerifyFinal(session: CK_SESSION_HANDLE, signature: CK_BYTE_PTR, signature_len: CK_ULONG) {
-        let (session, mine) = local(session, Operations::verifying)?;
-        if !mine {
-            let f = real_session(&session)?;
+        route(session, OpKind::Verify, |f| {
             // SAFETY: PKCS#11 contract on pSignature.
             let check = unsafe { check_input(signature, signature_len) };
-            checked_or_end(check, || end_real!(f, verify_final C_VerifyFinal))?;
-            return real!(f.token.lib, C_VerifyFinal(f.real, signature, signature_len));
-        }
-        let ops = session.get();
-        within(ops, Operations::verify_abort, || {
+            f.step_in_hsm(OpKind::Verify, false, check, || {
+                real!(f.token.lib, C_VerifyFinal(f.real, signature, signature_len))
+            })
+        }, |ops| {
             // SAFETY: PKCS#11 contract on pSignature.
             let signature = unsafe { input(signature, signature_len) }?;
             ops.verify_final(signature)

@@ -3,7 +3,9 @@
 //! a real library that would crash or hang on them never sees them; then the real function runs
 //! on the real session. Post-quantum keys kept as records are handled by this module instead.
 
-use super::{attribute_array, input, output, template, MAX_DATA_LEN, MAX_PARAM_LEN};
+use super::{
+    attribute_array, attribute_array_mut, input, output, template, MAX_DATA_LEN, MAX_PARAM_LEN,
+};
 use crate::backend::pkcs11::{ed25519, ForwardSession, ForwardToken};
 use crate::error::{Error, Result};
 use crate::mechanism::{hybrid, signing, Mechanism};
@@ -11,6 +13,7 @@ use crate::module;
 use crate::token::attributes::Attributes;
 use crate::token::factory;
 use crate::token::object::Object;
+use crate::token::operations::OpKind;
 use cryptoki_sys::*;
 use std::sync::Arc;
 
@@ -257,7 +260,7 @@ pub(super) unsafe fn create_object(
         && made.ulong(CKA_KEY_TYPE)? == Some(crate::consts::CKK_B4AE_HYBRID);
     if hybrid_private && f.token.hsm_ed25519() {
         refuse_extractable_hybrid(&made)?;
-        let value = made.get(CKA_VALUE).ok_or(Error::GENERAL)?.to_vec();
+        let value = zeroize::Zeroizing::new(made.get(CKA_VALUE).ok_or(Error::GENERAL)?.to_vec());
         let (seed, ml_private) = value.split_at(hybrid::ED25519_SEED_LEN);
         let token = made.bool_or(CKA_TOKEN, false);
         let label = ed25519::import(&f.token.lib, f.real, token, seed)?;
@@ -320,16 +323,19 @@ pub(super) unsafe fn get_attribute_value(
     attrs: *mut CK_ATTRIBUTE,
     count: CK_ULONG,
 ) -> Result<()> {
-    // SAFETY: forwarded contract.
-    let requested = unsafe { attribute_array(attrs, count) }?;
+    // SAFETY: forwarded contract; the view ends before anything writes into the array.
+    unsafe { attribute_array(attrs, count) }?;
     let Some(entry) = f.token.keys.indexed(object) else {
         let result = real!(
             f.token.lib,
             C_GetAttributeValue(f.real, object, attrs, count)
         );
-        return native_custody(f, object, requested, result);
+        // SAFETY: forwarded contract; the real call above has returned.
+        let answered = unsafe { attribute_array_mut(attrs, count) }?;
+        return native_custody(f, object, answered, result);
     };
-    let wants_secret = requested
+    // SAFETY: forwarded contract; the view ends before `answer_attributes` writes.
+    let wants_secret = unsafe { attribute_array(attrs, count) }?
         .iter()
         .any(|a| entry.object.is_secret_attribute(a.type_));
     let object = if wants_secret {
@@ -478,6 +484,62 @@ fn refuse_extractable_hybrid(private: &Attributes) -> Result<()> {
     Ok(())
 }
 
+/// The answer for a key the mechanism cannot use: a post-quantum mechanism of this module given
+/// one of the HSM's own keys, or a classical mechanism given a post-quantum key record.
+fn wrong_key_type(f: &ForwardSession, key: CK_OBJECT_HANDLE, record: bool) -> Error {
+    if !record {
+        // The HSM knows whether the handle names a key at all.
+        if let Err(e) = f.token.lib.attribute(f.real, key, CKA_CLASS) {
+            return key_handle(Err(e))
+                .err()
+                .unwrap_or(Error::KEY_HANDLE_INVALID);
+        }
+    }
+    Error::KEY_TYPE_INCONSISTENT
+}
+
+/// Starts a signing or verification whose key is one of the HSM's own, in the HSM.
+fn begin_in_hsm(
+    f: &ForwardSession,
+    kind: OpKind,
+    checked: &mut CheckedMechanism,
+    key: CK_OBJECT_HANDLE,
+) -> Result<()> {
+    if f.token.ours(checked.mechanism.mechanism).is_some() {
+        return Err(wrong_key_type(f, key, false));
+    }
+    let mech = checked.as_ptr();
+    f.ops.begin_in_hsm(kind, || {
+        key_handle(match kind {
+            OpKind::Sign => real!(f.token.lib, C_SignInit(f.real, mech, key)),
+            _ => real!(f.token.lib, C_VerifyInit(f.real, mech, key)),
+        })
+    })
+}
+
+/// The decoded mechanism for a key record, which only this module's mechanisms can use.
+///
+/// # Safety
+/// As [`checked_mechanism`].
+unsafe fn record_mechanism(
+    f: &ForwardSession,
+    mech: *mut CK_MECHANISM,
+    key: CK_OBJECT_HANDLE,
+) -> Result<Mechanism> {
+    // SAFETY: forwarded contract.
+    let decoded = unsafe { super::mechanism(mech) }?;
+    if f.token.ours(decoded.mechanism).is_none() {
+        let known =
+            f.token.native(decoded.mechanism) || crate::mechanism::classical(decoded.mechanism);
+        return Err(if known {
+            wrong_key_type(f, key, true)
+        } else {
+            Error::MECHANISM_INVALID
+        });
+    }
+    Ok(decoded)
+}
+
 /// # Safety
 /// As [`checked_mechanism`].
 pub(super) unsafe fn sign_init(
@@ -488,13 +550,10 @@ pub(super) unsafe fn sign_init(
     if !f.token.keys.is_record(key) {
         // SAFETY: forwarded contract.
         let mut checked = unsafe { checked_mechanism(mech) }?;
-        return key_handle(real!(
-            f.token.lib,
-            C_SignInit(f.real, checked.as_ptr(), key)
-        ));
+        return begin_in_hsm(f, OpKind::Sign, &mut checked, key);
     }
     // SAFETY: forwarded contract.
-    let decoded = unsafe { super::mechanism(mech) }?;
+    let decoded = unsafe { record_mechanism(f, mech, key) }?;
     f.ops.sign_init(|| {
         let object = f.token.keys.open(key)?;
         let in_hsm = match object.attrs.get(ed25519::HSM_KEY_LABEL) {
@@ -522,13 +581,10 @@ pub(super) unsafe fn verify_init(
     let Some(entry) = f.token.keys.indexed(key) else {
         // SAFETY: forwarded contract.
         let mut checked = unsafe { checked_mechanism(mech) }?;
-        return key_handle(real!(
-            f.token.lib,
-            C_VerifyInit(f.real, checked.as_ptr(), key)
-        ));
+        return begin_in_hsm(f, OpKind::Verify, &mut checked, key);
     };
     // SAFETY: forwarded contract.
-    let decoded = unsafe { super::mechanism(mech) }?;
+    let decoded = unsafe { record_mechanism(f, mech, key) }?;
     f.ops
         .verify_init(|| signing::verify_init(&decoded, &entry.object))
 }
@@ -539,7 +595,7 @@ pub(super) unsafe fn verify_init(
 /// module loads only its 2.40 functions).
 fn kem_record(f: &ForwardSession, key: CK_OBJECT_HANDLE) -> Result<std::sync::Arc<Object>> {
     if !f.token.keys.is_record(key) {
-        return Err(Error::KEY_HANDLE_INVALID);
+        return Err(wrong_key_type(f, key, false));
     }
     f.token.keys.open(key)
 }
@@ -607,7 +663,7 @@ fn place_secret(
 fn native_custody(
     f: &ForwardSession,
     object: CK_OBJECT_HANDLE,
-    requested: &[CK_ATTRIBUTE],
+    requested: &mut [CK_ATTRIBUTE],
     result: Result<()>,
 ) -> Result<()> {
     let custody = crate::consts::CKA_B4AE_CUSTODY;
@@ -626,19 +682,18 @@ fn native_custody(
     }
     let value = crate::consts::B4AE_CUSTODY_HSM_NATIVE.to_ne_bytes();
     let mut too_small = false;
-    for a in requested.iter().filter(|a| a.type_ == custody) {
-        let a = a as *const CK_ATTRIBUTE as *mut CK_ATTRIBUTE;
-        // SAFETY: an element of the caller's writable template (PKCS#11 contract).
-        unsafe {
-            if (*a).pValue.is_null() {
-                (*a).ulValueLen = value.len() as CK_ULONG;
-            } else if ((*a).ulValueLen as usize) < value.len() {
-                (*a).ulValueLen = CK_UNAVAILABLE_INFORMATION;
-                too_small = true;
-            } else {
-                std::ptr::copy_nonoverlapping(value.as_ptr(), (*a).pValue as *mut u8, value.len());
-                (*a).ulValueLen = value.len() as CK_ULONG;
-            }
+    for a in requested.iter_mut().filter(|a| a.type_ == custody) {
+        if a.pValue.is_null() {
+            a.ulValueLen = value.len() as CK_ULONG;
+        } else if (a.ulValueLen as usize) < value.len() {
+            a.ulValueLen = CK_UNAVAILABLE_INFORMATION;
+            too_small = true;
+        } else {
+            // SAFETY: the caller's value buffer, writable for ulValueLen >= value.len() bytes.
+            unsafe {
+                std::ptr::copy_nonoverlapping(value.as_ptr(), a.pValue as *mut u8, value.len())
+            };
+            a.ulValueLen = value.len() as CK_ULONG;
         }
     }
     let others_failed = requested

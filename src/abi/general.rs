@@ -20,8 +20,8 @@ extern "C" fn in_forked_child() {
 /// may ride in `pReserved` (p11-kit's `x-init-reserved`).
 ///
 /// # Safety
-/// `args` must be NULL or point to a valid `CK_C_INITIALIZE_ARGS` whose `pReserved` is NULL or a
-/// NUL-terminated string.
+/// `args` must be NULL or point to a valid `CK_C_INITIALIZE_ARGS` (its `pReserved` may be
+/// anything).
 unsafe fn read_init_args(args: CK_VOID_PTR) -> Result<Option<String>> {
     // SAFETY: the caller passes NULL or a valid CK_C_INITIALIZE_ARGS.
     let Some(args) = (unsafe { (args as *const CK_C_INITIALIZE_ARGS).as_ref() }) else {
@@ -44,21 +44,59 @@ unsafe fn read_init_args(args: CK_VOID_PTR) -> Result<Option<String>> {
     if args.pReserved.is_null() {
         return Ok(None);
     }
-    let start = args.pReserved as *const u8;
-    let mut len = 0;
-    // SAFETY: the string is NUL-terminated (p11-kit's contract); reading stops at the NUL or
-    // at the bound.
-    while len < MAX_RESERVED_LEN && unsafe { *start.add(len) } != 0 {
-        len += 1;
-    }
-    if len == MAX_RESERVED_LEN {
+    // p11-kit passes a configuration string here; other callers pass anything at all (a
+    // conformance suite passes (void*)1, NSS its own parameter strings), so the pointer is not
+    // trusted: the kernel copies the string, answering EFAULT where a read would crash.
+    let bytes = read_string_checked(args.pReserved as usize).ok_or_else(|| {
+        tracing::warn!("C_Initialize: pReserved is not a readable string; refused");
+        Error::ARGUMENTS_BAD
+    })?;
+    let text = String::from_utf8(bytes).map_err(|_| Error::ARGUMENTS_BAD)?;
+    let trimmed = text.trim();
+    if !trimmed.is_empty()
+        && !trimmed.starts_with("config=")
+        && trimmed.parse::<toml::Table>().is_err()
+    {
+        tracing::warn!("C_Initialize: pReserved holds no b4ae-pkcs11 configuration; refused");
         return Err(Error::ARGUMENTS_BAD);
     }
-    // SAFETY: `len` bytes were just read from `start`.
-    let bytes = unsafe { std::slice::from_raw_parts(start, len) };
-    String::from_utf8(bytes.to_vec())
-        .map(Some)
-        .map_err(|_| Error::ARGUMENTS_BAD)
+    Ok(Some(text))
+}
+
+/// Reads the NUL-terminated string at `address` (at most [`MAX_RESERVED_LEN`] bytes) through
+/// `process_vm_readv` on this very process, page by page: an address that is not mapped gives
+/// `None` instead of a fault.
+fn read_string_checked(address: usize) -> Option<Vec<u8>> {
+    const PAGE: usize = 4096;
+    if address < PAGE {
+        return None; // the NULL page: never a string
+    }
+    let mut out = Vec::new();
+    let mut at = address;
+    while out.len() < MAX_RESERVED_LEN {
+        let mut chunk = vec![0u8; PAGE - at % PAGE];
+        let local = libc::iovec {
+            iov_base: chunk.as_mut_ptr().cast(),
+            iov_len: chunk.len(),
+        };
+        let remote = libc::iovec {
+            iov_base: at as *mut libc::c_void,
+            iov_len: chunk.len(),
+        };
+        // SAFETY: the kernel writes at most `chunk.len()` bytes into `chunk`, which we own; the
+        // remote range is only read by the kernel, which checks that it is mapped.
+        let copied = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+        if copied != chunk.len() as isize {
+            return None;
+        }
+        if let Some(nul) = chunk.iter().position(|&b| b == 0) {
+            out.extend_from_slice(&chunk[..nul]);
+            return Some(out);
+        }
+        out.extend_from_slice(&chunk);
+        at += chunk.len();
+    }
+    None
 }
 
 entry_points! {

@@ -92,21 +92,6 @@ macro_rules! or_forward {
 }
 pub(crate) use or_forward;
 
-/// A session of either kind, for the operations both kinds keep here.
-enum OpsOf {
-    Embedded(std::sync::Arc<crate::token::session::Session>),
-    Forwarded(std::sync::Arc<crate::backend::pkcs11::ForwardSession>),
-}
-
-impl OpsOf {
-    fn get(&self) -> &crate::token::operations::Operations {
-        match self {
-            OpsOf::Embedded(s) => &s.ops,
-            OpsOf::Forwarded(f) => &f.ops,
-        }
-    }
-}
-
 /// A caller's input buffer. `len` is checked before anything is read.
 ///
 /// # Safety
@@ -201,19 +186,19 @@ unsafe fn deliver_list<T: Copy>(list: *mut T, count: *mut CK_ULONG, items: &[T])
 unsafe fn template(ptr: *const CK_ATTRIBUTE, count: CK_ULONG) -> Result<Attributes> {
     // SAFETY: forwarded contract.
     let raw = unsafe { attribute_array(ptr, count) }?;
-    let mut values = Vec::with_capacity(raw.len());
+    let mut attrs = Attributes::new();
     for a in raw {
         if a.ulValueLen > MAX_ATTRIBUTE_LEN || (a.ulValueLen > 0 && a.pValue.is_null()) {
             return Err(Error::ATTRIBUTE_VALUE_INVALID);
         }
         // SAFETY: checked non-NULL when non-empty; the caller promises `ulValueLen` bytes.
         let value = unsafe { input(a.pValue as *const CK_BYTE, a.ulValueLen) }?;
-        values.push((a.type_, value.to_vec()));
+        attrs.add_from_template(a.type_, value)?;
     }
-    Attributes::from_template(values)
+    Ok(attrs)
 }
 
-/// The caller's attribute array itself (for `C_GetAttributeValue`, which writes into it).
+/// The caller's attribute array, read only.
 ///
 /// # Safety
 /// `ptr` must be NULL or valid for `count` attributes.
@@ -229,6 +214,26 @@ unsafe fn attribute_array<'a>(
     }
     // SAFETY: non-NULL, bounded count, caller promises `count` attributes.
     Ok(unsafe { std::slice::from_raw_parts(ptr, count as usize) })
+}
+
+/// The caller's attribute array for `C_GetAttributeValue`, which writes each `ulValueLen`: a
+/// unique borrow, so no shared view of the array exists while it is written.
+///
+/// # Safety
+/// `ptr` must be NULL or valid for reads and writes of `count` attributes, and no other
+/// reference to them may be alive.
+unsafe fn attribute_array_mut<'a>(
+    ptr: *mut CK_ATTRIBUTE,
+    count: CK_ULONG,
+) -> Result<&'a mut [CK_ATTRIBUTE]> {
+    if count == 0 {
+        return Ok(&mut []);
+    }
+    if ptr.is_null() || count > MAX_TEMPLATE_LEN {
+        return Err(Error::ARGUMENTS_BAD);
+    }
+    // SAFETY: non-NULL, bounded count, caller promises `count` writable attributes.
+    Ok(unsafe { std::slice::from_raw_parts_mut(ptr, count as usize) })
 }
 
 /// A caller's `CK_MECHANISM`, decoded by the parameter shape its type has.

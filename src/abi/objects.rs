@@ -1,10 +1,8 @@
 //! Object management: create, copy, destroy, attributes, search.
 
 use super::forward::{self, real};
-use super::OpsOf;
-use super::{attribute_array, entry_points, or_forward, output, template};
+use super::{attribute_array, attribute_array_mut, entry_points, or_forward, output, template};
 use crate::error::{Error, Result};
-use crate::module::AnySession;
 use crate::token::object::{Object, Readable};
 use cryptoki_sys::*;
 
@@ -19,9 +17,9 @@ pub(super) unsafe fn answer_attributes(
     count: CK_ULONG,
 ) -> Result<()> {
     // SAFETY: forwarded contract.
-    let requested = unsafe { attribute_array(attrs, count) }?;
+    let requested = unsafe { attribute_array_mut(attrs, count) }?;
     let mut result = Ok(());
-    for (i, wanted) in requested.iter().enumerate() {
+    for wanted in requested.iter_mut() {
         let (len, failure) = match object.readable(wanted.type_) {
             Readable::Value(value) if wanted.pValue.is_null() => (value.len() as CK_ULONG, None),
             Readable::Value(value) if (wanted.ulValueLen as usize) < value.len() => {
@@ -47,8 +45,7 @@ pub(super) unsafe fn answer_attributes(
                 Some(Error::ATTRIBUTE_TYPE_INVALID),
             ),
         };
-        // SAFETY: element i of the caller's array, which is writable (PKCS#11 contract).
-        unsafe { (*attrs.add(i)).ulValueLen = len };
+        wanted.ulValueLen = len;
         if let Some(e) = failure {
             result = Err(e);
         }
@@ -118,16 +115,13 @@ entry_points! {
     }
 
     fn C_FindObjects(session: CK_SESSION_HANDLE, objects: CK_OBJECT_HANDLE_PTR, max: CK_ULONG, found: CK_ULONG_PTR) {
-        let ops = match crate::module::get()?.session(session)? {
-            AnySession::Embedded(s) => OpsOf::Embedded(s),
-            AnySession::Forwarded(f) => OpsOf::Forwarded(f),
-        };
+        let session = crate::module::get()?.session(session)?;
         // SAFETY: PKCS#11 contract on pulObjectCount.
         let found = unsafe { output(found) }?;
         if objects.is_null() && max > 0 {
             return Err(Error::ARGUMENTS_BAD);
         }
-        let handles = ops.get().find_next(max.min(u32::MAX as CK_ULONG) as usize)?;
+        let handles = session.ops().find_next(max.min(u32::MAX as CK_ULONG) as usize)?;
         if !handles.is_empty() {
             // SAFETY: phObject holds `max` handles and at most `max` are written.
             unsafe { std::ptr::copy_nonoverlapping(handles.as_ptr(), objects, handles.len()) };
@@ -137,9 +131,6 @@ entry_points! {
     }
 
     fn C_FindObjectsFinal(session: CK_SESSION_HANDLE) {
-        match crate::module::get()?.session(session)? {
-            AnySession::Embedded(s) => s.ops.find_final(),
-            AnySession::Forwarded(f) => f.ops.find_final(),
-        }
+        crate::module::get()?.session(session)?.ops().find_final()
     }
 }

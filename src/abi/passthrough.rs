@@ -8,6 +8,7 @@ use super::forward::{
 };
 use crate::error::Error;
 use crate::module::{self, AnySession};
+use crate::token::operations::{OpKind, Performer};
 use cryptoki_sys::*;
 
 /// The forwarded session behind a handle, or `CKR_FUNCTION_NOT_SUPPORTED` for an embedded one.
@@ -50,14 +51,43 @@ macro_rules! in_out {
     };
 }
 
+/// The dual-function updates: parts of two active operations at once, both performed by the
+/// HSM; an error ends both.
+macro_rules! dual {
+    ($($name:ident => [$($kind:ident),+]),* $(,)?) => {
+        entry_points! {
+            $(fn $name(session: CK_SESSION_HANDLE, data: CK_BYTE_PTR, len: CK_ULONG, out: CK_BYTE_PTR, out_len: CK_ULONG_PTR) {
+                let f = forwarded!(session);
+                // SAFETY: PKCS#11 contract on the buffers.
+                let check = unsafe { check_input(data, len).and(check_output(out, out_len)) };
+                if check.is_err() {
+                    $(f.cancel(OpKind::$kind);)+
+                    return check;
+                }
+                if $(f.ops.performer(OpKind::$kind) != Performer::Hsm)||+ {
+                    return Err(Error::OPERATION_NOT_INITIALIZED);
+                }
+                let result = real!(f.token.lib, $name(f.real, data, len, out, out_len));
+                if matches!(result, Err(e) if e != Error::BUFFER_TOO_SMALL) {
+                    // The HSM ended both operations.
+                    $(f.ops.cancel(OpKind::$kind);)+
+                }
+                result
+            })*
+        }
+    };
+}
+
 init!(C_SignRecoverInit, C_VerifyRecoverInit);
 in_out!(
     C_SignRecover => [single C_SignRecover],
     C_VerifyRecover => [single C_VerifyRecover],
-    C_DigestEncryptUpdate => [final C_DigestFinal, final C_EncryptFinal],
-    C_DecryptDigestUpdate => [final C_DecryptFinal, final C_DigestFinal],
-    C_SignEncryptUpdate => [final C_SignFinal, final C_EncryptFinal],
-    C_DecryptVerifyUpdate => [final C_DecryptFinal, verify_final C_VerifyFinal],
+);
+dual!(
+    C_DigestEncryptUpdate => [Digest, Encrypt],
+    C_DecryptDigestUpdate => [Decrypt, Digest],
+    C_SignEncryptUpdate => [Sign, Encrypt],
+    C_DecryptVerifyUpdate => [Decrypt, Verify],
 );
 
 entry_points! {

@@ -6,6 +6,7 @@ use crate::backend::Role;
 use crate::error::{Error, Result};
 use crate::module;
 use crate::module::{AnySession, Slot};
+use crate::token::operations::OpKind;
 use crate::token::MAX_PIN_LEN;
 use cryptoki_sys::*;
 
@@ -95,6 +96,24 @@ entry_points! {
 
     fn C_Logout(session: CK_SESSION_HANDLE) {
         or_forward!(session, |f| forward::logout(&f)).token.logout()
+    }
+
+    fn C_SessionCancel(session: CK_SESSION_HANDLE, flags: CK_FLAGS) {
+        let session = module::get()?.session(session)?;
+        for kind in OpKind::ALL.into_iter().filter(|k| flags & k.flag() != 0) {
+            match &session {
+                AnySession::Forwarded(f) => f.cancel(kind),
+                AnySession::Embedded(s) => {
+                    s.ops.cancel(kind);
+                }
+            }
+        }
+        if flags & CKF_FIND_OBJECTS != 0 {
+            let _ = session.ops().find_final();
+        }
+        // Other operations this module has (key generation, wrapping...) finish within their
+        // one call, so there is nothing else to cancel.
+        Ok(())
     }
 
     fn C_GetOperationState(session: CK_SESSION_HANDLE, state: CK_BYTE_PTR, len: CK_ULONG_PTR) {

@@ -6,10 +6,6 @@ use crate::error::Error;
 use cryptoki_sys::*;
 
 entry_points! {
-    fn C_SessionCancel(_a1: CK_SESSION_HANDLE, _a2: CK_FLAGS) {
-        Err(Error::FUNCTION_NOT_SUPPORTED)
-    }
-
     fn C_MessageEncryptInit(_a1: CK_SESSION_HANDLE, _a2: *mut CK_MECHANISM, _a3: CK_OBJECT_HANDLE) {
         Err(Error::FUNCTION_NOT_SUPPORTED)
     }

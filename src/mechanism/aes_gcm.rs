@@ -102,9 +102,14 @@ impl GcmOperation {
     }
 
     /// A part (`C_xUpdate`): kept until the final call, which answers everything.
-    pub fn update(&mut self, data: &[u8]) {
+    pub fn update(&mut self, data: &[u8]) -> Result<()> {
         self.started = true;
-        self.input.extend_from_slice(data);
+        let too_long = if self.decrypt {
+            Error::ENCRYPTED_DATA_LEN_RANGE
+        } else {
+            Error::DATA_LEN_RANGE
+        };
+        super::collect(&mut self.input, data, too_long)
     }
 
     pub fn finish(&mut self) -> Result<Vec<u8>> {

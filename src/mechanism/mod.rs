@@ -1,6 +1,30 @@
 //! Mechanisms: the registry keyed by `CKM_*` (what `C_GetMechanismList`/`Info` report) and the
 //! operations behind digesting, signing and key generation. One file per algorithm family.
 
+/// Most input a multi-part operation collects before its final call (mechanisms that need the
+/// whole message: pure ML-DSA, Dilithium5, the hybrid, AES-GCM). Past it, `C_*Update` answers
+/// `CKR_DATA_LEN_RANGE` (`CKR_ENCRYPTED_DATA_LEN_RANGE` when decrypting). HashML-DSA and the
+/// digests hash as they go and have no limit.
+pub const MAX_COLLECTED_LEN: usize = 64 << 20;
+
+/// Appends a part to the input collected so far, within [`MAX_COLLECTED_LEN`]. The input may be
+/// a secret (a plaintext to encrypt), so a buffer outgrown is wiped, not left to the allocator.
+pub fn collect(collected: &mut Vec<u8>, part: &[u8], too_long: Error) -> Result<()> {
+    use zeroize::Zeroize;
+    let needed = collected.len().saturating_add(part.len());
+    if needed > MAX_COLLECTED_LEN {
+        return Err(too_long);
+    }
+    if needed > collected.capacity() {
+        let mut bigger = Vec::with_capacity(needed.max(collected.capacity() * 2));
+        bigger.extend_from_slice(collected);
+        collected.zeroize();
+        *collected = bigger;
+    }
+    collected.extend_from_slice(part);
+    Ok(())
+}
+
 pub mod aes_gcm;
 pub mod digest;
 pub mod dilithium5;

@@ -307,8 +307,7 @@ impl<F: Fn(&[u8]) -> Result<Vec<u8>> + Send> SignOperation for WholeMessageSigne
     }
 
     fn update(&mut self, data: &[u8]) -> Result<()> {
-        self.message.update(data);
-        Ok(())
+        self.message.update(data)
     }
 
     fn sign(&mut self, data: &[u8]) -> Result<Vec<u8>> {
@@ -339,8 +338,7 @@ impl<F: Fn(&[u8], &[u8]) -> Result<()> + Send + 'static> WholeMessageVerifier<F>
 
 impl<F: Fn(&[u8], &[u8]) -> Result<()> + Send> VerifyOperation for WholeMessageVerifier<F> {
     fn update(&mut self, data: &[u8]) -> Result<()> {
-        self.message.update(data);
-        Ok(())
+        self.message.update(data)
     }
 
     fn verify(&mut self, data: &[u8], signature: &[u8]) -> Result<()> {
@@ -362,9 +360,9 @@ struct Multipart {
 }
 
 impl Multipart {
-    fn update(&mut self, data: &[u8]) {
+    fn update(&mut self, data: &[u8]) -> Result<()> {
         self.started = true;
-        self.data.extend_from_slice(data);
+        super::collect(&mut self.data, data, Error::DATA_LEN_RANGE)
     }
 
     /// A single-part call after `*Update` is out of order.

@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use cryptoki_sys::*;
 use std::collections::BTreeMap;
-use zeroize::Zeroize;
+use zeroize::Zeroizing;
 
 /// Size of a `CK_ULONG` on this platform.
 pub const ULONG_LEN: usize = std::mem::size_of::<CK_ULONG>();
@@ -12,15 +12,9 @@ pub const ULONG_LEN: usize = std::mem::size_of::<CK_ULONG>();
 /// A set of attributes of one object or template.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Attributes {
-    values: BTreeMap<CK_ATTRIBUTE_TYPE, Vec<u8>>,
-}
-
-impl Drop for Attributes {
-    fn drop(&mut self) {
-        for value in self.values.values_mut() {
-            value.zeroize();
-        }
-    }
+    /// Zeroizing values: a value replaced, removed, duplicated in a template or dropped with
+    /// the set is wiped.
+    values: BTreeMap<CK_ATTRIBUTE_TYPE, Zeroizing<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for Attributes {
@@ -69,18 +63,25 @@ impl Attributes {
     pub fn from_template(template: Vec<(CK_ATTRIBUTE_TYPE, Vec<u8>)>) -> Result<Self> {
         let mut attrs = Self::new();
         for (t, v) in template {
-            if let Some(old) = attrs.values.get(&t) {
-                if *old != v {
-                    return Err(Error::TEMPLATE_INCONSISTENT);
-                }
-            }
-            attrs.values.insert(t, v);
+            attrs.add_from_template(t, &Zeroizing::new(v))?;
         }
         Ok(attrs)
     }
 
+    /// Adds one entry of a caller's template (see [`Attributes::from_template`]).
+    pub fn add_from_template(&mut self, t: CK_ATTRIBUTE_TYPE, v: &[u8]) -> Result<()> {
+        match self.values.get(&t) {
+            Some(old) if old.as_slice() != v => Err(Error::TEMPLATE_INCONSISTENT),
+            Some(_) => Ok(()),
+            None => {
+                self.values.insert(t, Zeroizing::new(v.to_vec()));
+                Ok(())
+            }
+        }
+    }
+
     pub fn get(&self, t: CK_ATTRIBUTE_TYPE) -> Option<&[u8]> {
-        self.values.get(&t).map(Vec::as_slice)
+        self.values.get(&t).map(|v| v.as_slice())
     }
 
     pub fn contains(&self, t: CK_ATTRIBUTE_TYPE) -> bool {
@@ -88,9 +89,7 @@ impl Attributes {
     }
 
     pub fn set(&mut self, t: CK_ATTRIBUTE_TYPE, v: Vec<u8>) {
-        if let Some(mut old) = self.values.insert(t, v) {
-            old.zeroize();
-        }
+        self.values.insert(t, Zeroizing::new(v));
     }
 
     pub fn set_bool(&mut self, t: CK_ATTRIBUTE_TYPE, v: bool) {
@@ -102,9 +101,7 @@ impl Attributes {
     }
 
     pub fn remove(&mut self, t: CK_ATTRIBUTE_TYPE) {
-        if let Some(mut old) = self.values.remove(&t) {
-            old.zeroize();
-        }
+        self.values.remove(&t);
     }
 
     /// A boolean attribute; absent reads as `None`.
@@ -150,9 +147,7 @@ impl Attributes {
     /// Adds every attribute of `other`, replacing equal types.
     pub fn merge(&mut self, mut other: Attributes) {
         let moved = std::mem::take(&mut other.values);
-        for (t, v) in moved {
-            self.set(t, v);
-        }
+        self.values.extend(moved);
     }
 
     /// Byte size of the values, for `C_GetObjectSize`.
@@ -161,8 +156,8 @@ impl Attributes {
     }
 
     /// Stable encoding: `u64 type || u32 length || bytes`, little-endian, in type order.
-    pub fn serialize(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.size());
+    pub fn serialize(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(Vec::with_capacity(self.size()));
         for (t, v) in &self.values {
             // CK_ULONG is 32 bits on some platforms: the record format is always 64.
             #[allow(clippy::unnecessary_cast)]
@@ -188,7 +183,7 @@ impl Attributes {
             }
             attrs
                 .values
-                .insert(t as CK_ATTRIBUTE_TYPE, rest[..len].to_vec());
+                .insert(t as CK_ATTRIBUTE_TYPE, Zeroizing::new(rest[..len].to_vec()));
             bytes = &rest[len..];
         }
         Ok(attrs)

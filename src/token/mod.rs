@@ -120,6 +120,7 @@ impl Token {
         }
         *login = Login::Public;
         self.backend.logout();
+        self.objects.write().remove_private_session_objects();
         drop(login);
         self.reload()
     }
@@ -217,8 +218,18 @@ impl Token {
         Ok(found)
     }
 
+    /// Only the SO may make an object trusted (PKCS#11: `CKA_TRUSTED` is set to TRUE by the
+    /// SO alone).
+    pub fn check_trusted(&self, attrs: &Attributes) -> Result<()> {
+        if attrs.bool_or(CKA_TRUSTED, false) && self.login_state() != Login::SecurityOfficer {
+            return Err(Error::ATTRIBUTE_READ_ONLY);
+        }
+        Ok(())
+    }
+
     /// Checks that a session may make an object with these attributes.
     fn check_may_hold(&self, attrs: &Attributes, rw: bool) -> Result<()> {
+        self.check_trusted(attrs)?;
         if attrs.bool_or(CKA_TOKEN, false) && !rw {
             return Err(Error::SESSION_READ_ONLY);
         }

@@ -1,7 +1,8 @@
-//! The operations a session may have under way: at most one of each kind. Shared by sessions of
-//! embedded tokens and by forwarded sessions (for the operations this module performs itself).
-//! Each session has its own lock, so sessions never wait on one another, and signing itself runs
-//! with no lock held.
+//! The operations a session may have under way: at most one of each kind, whoever performs it.
+//! This is the one owner of "is an operation active?": for a forwarded session it also records
+//! the operations the real HSM performs, so a second `C_SignInit` answers `CKR_OPERATION_ACTIVE`
+//! whether the first went to the HSM or stayed here. Each session has its own lock, so sessions
+//! never wait on one another, and signing itself runs with no lock held.
 
 use crate::error::{Error, Result};
 use crate::mechanism::aes_gcm::GcmOperation;
@@ -11,8 +12,65 @@ use crate::mechanism::Mechanism;
 use cryptoki_sys::CK_OBJECT_HANDLE;
 use parking_lot::Mutex;
 
+/// The kinds of operation a session can have under way, one of each at most.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpKind {
+    Digest,
+    Sign,
+    Verify,
+    Encrypt,
+    Decrypt,
+}
+
+impl OpKind {
+    pub const ALL: [OpKind; 5] = [
+        OpKind::Digest,
+        OpKind::Sign,
+        OpKind::Verify,
+        OpKind::Encrypt,
+        OpKind::Decrypt,
+    ];
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+
+    /// The `CKF_*` flag `C_SessionCancel` names it by.
+    pub fn flag(self) -> cryptoki_sys::CK_FLAGS {
+        use cryptoki_sys::*;
+        match self {
+            OpKind::Digest => CKF_DIGEST,
+            OpKind::Sign => CKF_SIGN,
+            OpKind::Verify => CKF_VERIFY,
+            OpKind::Encrypt => CKF_ENCRYPT,
+            OpKind::Decrypt => CKF_DECRYPT,
+        }
+    }
+}
+
+impl From<Direction> for OpKind {
+    fn from(direction: Direction) -> Self {
+        match direction {
+            Direction::Encrypt => OpKind::Encrypt,
+            Direction::Decrypt => OpKind::Decrypt,
+        }
+    }
+}
+
+/// Who performs the active operation of a kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Performer {
+    None,
+    /// This module.
+    Here,
+    /// The real HSM behind a forwarded session.
+    Hsm,
+}
+
 #[derive(Default)]
 struct Slots {
+    /// Kinds whose active operation the real HSM performs.
+    hsm: u8,
     find: Option<(Vec<CK_OBJECT_HANDLE>, usize)>,
     digest: Option<DigestOperation>,
     sign: Option<Box<dyn SignOperation>>,
@@ -42,20 +100,112 @@ fn step<T, O>(slot: &mut Option<O>, f: impl FnOnce(&mut O) -> Result<T>) -> Resu
     result
 }
 
-/// Starts an operation in an empty slot; `make` runs only when the slot is free.
-fn start<O>(slot: &mut Option<O>, make: impl FnOnce() -> Result<O>) -> Result<()> {
-    if slot.is_some() {
+impl Slots {
+    fn here(&self, kind: OpKind) -> bool {
+        match kind {
+            OpKind::Digest => self.digest.is_some(),
+            OpKind::Sign => self.sign.is_some(),
+            OpKind::Verify => self.verify.is_some(),
+            OpKind::Encrypt => self.encrypt.is_some(),
+            OpKind::Decrypt => self.decrypt.is_some(),
+        }
+    }
+
+    fn performer(&self, kind: OpKind) -> Performer {
+        if self.here(kind) {
+            Performer::Here
+        } else if self.hsm & kind.bit() != 0 {
+            Performer::Hsm
+        } else {
+            Performer::None
+        }
+    }
+
+    fn clear(&mut self, kind: OpKind) {
+        self.hsm &= !kind.bit();
+        match kind {
+            OpKind::Digest => self.digest = None,
+            OpKind::Sign => self.sign = None,
+            OpKind::Verify => self.verify = None,
+            OpKind::Encrypt => self.encrypt = None,
+            OpKind::Decrypt => self.decrypt = None,
+        }
+    }
+}
+
+/// Starts an operation of `kind` in its empty slot; `make` runs only when no operation of that
+/// kind is active, here or in the HSM.
+fn start<O>(
+    slots: &mut Slots,
+    kind: OpKind,
+    slot: impl FnOnce(&mut Slots) -> &mut Option<O>,
+    make: impl FnOnce() -> Result<O>,
+) -> Result<()> {
+    if slots.performer(kind) != Performer::None {
         return Err(Error::OPERATION_ACTIVE);
     }
-    *slot = Some(make()?);
+    *slot(slots) = Some(make()?);
     Ok(())
 }
 
 impl Operations {
+    /// Who performs the active operation of `kind`.
+    pub fn performer(&self, kind: OpKind) -> Performer {
+        self.0.lock().performer(kind)
+    }
+
+    /// Ends the operation of `kind`, wherever it runs; returns who was performing it (the
+    /// caller ends the HSM's).
+    pub fn cancel(&self, kind: OpKind) -> Performer {
+        let mut slots = self.0.lock();
+        let performer = slots.performer(kind);
+        slots.clear(kind);
+        performer
+    }
+
+    /// Starts an operation the HSM performs: `init` (the real `C_xInit`) runs only when no
+    /// operation of that kind is active here or there.
+    pub fn begin_in_hsm(&self, kind: OpKind, init: impl FnOnce() -> Result<()>) -> Result<()> {
+        let mut slots = self.0.lock();
+        if slots.performer(kind) != Performer::None {
+            return Err(Error::OPERATION_ACTIVE);
+        }
+        init()?;
+        slots.hsm |= kind.bit();
+        Ok(())
+    }
+
+    /// One call of an operation the HSM performs. The operation ends with the call (PKCS#11)
+    /// unless it asked a length, was a part (`continues`), or answered `CKR_BUFFER_TOO_SMALL`.
+    pub fn step_in_hsm(
+        &self,
+        kind: OpKind,
+        continues: bool,
+        call: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
+        if self.performer(kind) != Performer::Hsm {
+            return Err(Error::OPERATION_NOT_INITIALIZED);
+        }
+        let result = call();
+        let ended = match result {
+            Ok(()) => !continues,
+            Err(e) => e != Error::BUFFER_TOO_SMALL,
+        };
+        if ended {
+            self.0.lock().hsm &= !kind.bit();
+        }
+        result
+    }
+
     // ---- find ----
 
     pub fn find_init(&self, search: impl FnOnce() -> Result<Vec<CK_OBJECT_HANDLE>>) -> Result<()> {
-        start(&mut self.0.lock().find, || Ok((search()?, 0)))
+        let mut slots = self.0.lock();
+        if slots.find.is_some() {
+            return Err(Error::OPERATION_ACTIVE);
+        }
+        slots.find = Some((search()?, 0));
+        Ok(())
     }
 
     pub fn find_next(&self, max: usize) -> Result<Vec<CK_OBJECT_HANDLE>> {
@@ -82,9 +232,12 @@ impl Operations {
     // ---- digest ----
 
     pub fn digest_init(&self, mechanism: &Mechanism) -> Result<()> {
-        start(&mut self.0.lock().digest, || {
-            DigestOperation::new(mechanism)
-        })
+        start(
+            &mut self.0.lock(),
+            OpKind::Digest,
+            |s| &mut s.digest,
+            || DigestOperation::new(mechanism),
+        )
     }
 
     pub fn digest_len(&self) -> Result<usize> {
@@ -126,7 +279,7 @@ impl Operations {
     // ---- sign ----
 
     pub fn sign_init(&self, make: impl FnOnce() -> Result<Box<dyn SignOperation>>) -> Result<()> {
-        start(&mut self.0.lock().sign, make)
+        start(&mut self.0.lock(), OpKind::Sign, |s| &mut s.sign, make)
     }
 
     pub fn signing(&self) -> bool {
@@ -171,7 +324,7 @@ impl Operations {
         &self,
         make: impl FnOnce() -> Result<Box<dyn VerifyOperation>>,
     ) -> Result<()> {
-        start(&mut self.0.lock().verify, make)
+        start(&mut self.0.lock(), OpKind::Verify, |s| &mut s.verify, make)
     }
 
     pub fn verifying(&self) -> bool {
@@ -220,7 +373,12 @@ impl Operations {
         direction: Direction,
         make: impl FnOnce() -> Result<GcmOperation>,
     ) -> Result<()> {
-        start(Self::cipher(&mut self.0.lock(), direction), make)
+        start(
+            &mut self.0.lock(),
+            direction.into(),
+            |s| Self::cipher(s, direction),
+            make,
+        )
     }
 
     /// Output length of the single-part call on `input_len` bytes.
@@ -246,8 +404,7 @@ impl Operations {
 
     pub fn cipher_update(&self, direction: Direction, data: &[u8]) -> Result<()> {
         step(Self::cipher(&mut self.0.lock(), direction), |op| {
-            op.update(data);
-            Ok(())
+            op.update(data)
         })
     }
 

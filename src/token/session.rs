@@ -84,6 +84,7 @@ impl Session {
 
     pub fn set_attributes(&self, handle: CK_OBJECT_HANDLE, template: Attributes) -> Result<()> {
         let (object, home) = self.token.object(handle)?;
+        self.token.check_trusted(&template)?;
         let attrs = factory::modify(&object, template)?;
         self.token.replace_object(handle, home, self.rw, attrs)
     }

@@ -73,6 +73,12 @@ impl ObjectTable {
     }
 
     /// Drops the session objects of one session.
+    /// Private session objects: PKCS#11 makes them unreachable when the user logs out.
+    pub fn remove_private_session_objects(&mut self) {
+        self.entries
+            .retain(|_, e| !(matches!(e.home, Home::Session(_)) && e.object.is_private()));
+    }
+
     pub fn remove_session_objects(&mut self, session: CK_SESSION_HANDLE) {
         self.entries.retain(|_, e| e.home != Home::Session(session));
     }

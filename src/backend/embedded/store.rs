@@ -281,7 +281,8 @@ impl EmbeddedStore {
         } else {
             None
         };
-        Ok((private, public, sealed))
+        // The public part is stored in the clear: nothing secret to wipe.
+        Ok((private, public.to_vec(), sealed))
     }
 
     /// Records that this process is up to date with the store.

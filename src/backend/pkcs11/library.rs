@@ -14,6 +14,7 @@
 use crate::error::{Error, Result};
 use crate::forksafe::PerProcess;
 use crate::token::attributes::Attributes;
+use crate::token::operations::OpKind;
 use cryptoki_sys::*;
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
@@ -22,6 +23,9 @@ use std::path::{Path, PathBuf};
 use std::ptr;
 use std::sync::{Arc, Weak};
 use zeroize::Zeroizing;
+
+/// One empty byte for NULL pointers of zero length: some libraries dereference them anyway.
+pub static EMPTY: [u8; 1] = [0];
 
 /// The libraries loaded by this process, and which of them this module initialized.
 #[derive(Default)]
@@ -291,6 +295,49 @@ impl HsmLibrary {
             self,
             C_Login(session, user, pin.as_ptr() as *mut _, pin.len() as CK_ULONG)
         )
+    }
+
+    /// Ends the session's active operation of `kind` in the HSM, whatever state it is in:
+    /// PKCS#11 ends an operation at any answer but `CKR_BUFFER_TOO_SMALL`, so its final call
+    /// runs with a large buffer (ending a multi-part operation), then its single-part call on
+    /// empty input (ending one that refused the final call without ending). A library that
+    /// supports it would take a NULL mechanism; 2.40 libraries do not.
+    pub fn end_operation(&self, session: CK_SESSION_HANDLE, kind: OpKind) {
+        let mut out = vec![0u8; 1 << 16];
+        let mut len = out.len() as CK_ULONG;
+        let empty = EMPTY.as_ptr() as *mut CK_BYTE;
+        let out_ptr = out.as_mut_ptr();
+        let f = &self.functions;
+        // SAFETY (every call below): the library's own functions on a session of ours, with
+        // a 64 KiB output buffer and its length, or the one-byte EMPTY buffer with length 0.
+        unsafe {
+            match kind {
+                OpKind::Digest => {
+                    f.C_DigestFinal.map(|c| c(session, out_ptr, &mut len));
+                    len = out.len() as CK_ULONG;
+                    f.C_Digest.map(|c| c(session, empty, 0, out_ptr, &mut len));
+                }
+                OpKind::Sign => {
+                    f.C_SignFinal.map(|c| c(session, out_ptr, &mut len));
+                    len = out.len() as CK_ULONG;
+                    f.C_Sign.map(|c| c(session, empty, 0, out_ptr, &mut len));
+                }
+                OpKind::Verify => {
+                    f.C_VerifyFinal.map(|c| c(session, empty, 0));
+                    f.C_Verify.map(|c| c(session, empty, 0, empty, 0));
+                }
+                OpKind::Encrypt => {
+                    f.C_EncryptFinal.map(|c| c(session, out_ptr, &mut len));
+                    len = out.len() as CK_ULONG;
+                    f.C_Encrypt.map(|c| c(session, empty, 0, out_ptr, &mut len));
+                }
+                OpKind::Decrypt => {
+                    f.C_DecryptFinal.map(|c| c(session, out_ptr, &mut len));
+                    len = out.len() as CK_ULONG;
+                    f.C_Decrypt.map(|c| c(session, empty, 0, out_ptr, &mut len));
+                }
+            }
+        }
     }
 
     pub fn logout(&self, session: CK_SESSION_HANDLE) -> Result<()> {

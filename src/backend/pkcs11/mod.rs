@@ -15,7 +15,7 @@ use crate::config::TokenConfig;
 use crate::error::{Error, Result};
 use crate::mechanism::{self, MechanismInfo};
 use crate::token::attributes::Attributes;
-use crate::token::operations::Operations;
+use crate::token::operations::{OpKind, Operations, Performer};
 use cryptoki_sys::*;
 use keystore::KeyStore;
 use parking_lot::RwLock;
@@ -343,6 +343,34 @@ impl ForwardSession {
             rw,
             ops: Operations::default(),
         }
+    }
+}
+
+impl ForwardSession {
+    /// Ends the operation of `kind`, here or in the HSM (`C_xInit` with a NULL mechanism,
+    /// `C_SessionCancel`, or arguments refused before the HSM saw them).
+    pub fn cancel(&self, kind: OpKind) {
+        if self.ops.cancel(kind) == Performer::Hsm {
+            self.token.lib.end_operation(self.real, kind);
+        }
+    }
+
+    /// One call of an operation the HSM performs, whose arguments `check` vetted: refused
+    /// arguments end the operation in the HSM too, as the refused call would have.
+    pub fn step_in_hsm(
+        &self,
+        kind: OpKind,
+        continues: bool,
+        check: Result<()>,
+        call: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
+        if let Err(e) = check {
+            if self.ops.performer(kind) == Performer::Hsm {
+                self.cancel(kind);
+            }
+            return Err(e);
+        }
+        self.ops.step_in_hsm(kind, continues, call)
     }
 }
 

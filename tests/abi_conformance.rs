@@ -1,0 +1,531 @@
+//! PKCS#11 rules every backend must keep, each test run with the same code on an embedded token
+//! and on a token over SoftHSM2: one active operation of each kind per session whoever performs
+//! it, `CKR_KEY_TYPE_INCONSISTENT` for a key the mechanism cannot use, a NULL mechanism and
+//! `C_SessionCancel` ending operations, capped multi-part input, `CKA_TRUSTED` for the SO only,
+//! private session objects gone at logout, and `C_GetAttributeValue` answers.
+
+#[macro_use]
+mod common;
+mod forward_common;
+
+use common::*;
+use cryptoki::context::Pkcs11;
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, KeyType, ObjectClass};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki_sys::*;
+use forward_common::{aes_key, softhsm_init_token_with, write_softhsm_conf, HSM_PIN, SOFTHSM_LIB};
+use std::sync::OnceLock;
+
+const ED25519_OID: &[u8] = &[0x06, 0x03, 0x2B, 0x65, 0x70];
+
+/// One token pair per test: the embedded token and the SoftHSM-backed token of that index.
+const PAIRS: usize = 8;
+const ONE_OPERATION: usize = 0;
+const KEY_TYPES: usize = 1;
+const CANCEL: usize = 2;
+const MULTIPART_CAP: usize = 3;
+const TRUSTED: usize = 4;
+const LOGOUT: usize = 5;
+const ATTRIBUTES: usize = 6;
+const SO_TRUSTED: usize = 7;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backend {
+    Embedded,
+    Hsm,
+}
+
+struct Both {
+    pkcs11: Pkcs11,
+    slots: Vec<Slot>,
+}
+
+fn both() -> &'static Both {
+    static BOTH: OnceLock<Both> = OnceLock::new();
+    BOTH.get_or_init(|| {
+        let dir = temp_dir("b4ae-conformance-").keep();
+        std::fs::create_dir_all(dir.join("softhsm")).expect("token directory");
+        let softhsm_conf = dir.join("softhsm2.conf");
+        write_softhsm_conf(&softhsm_conf, &dir.join("softhsm"));
+        std::env::set_var(forward_common::SOFTHSM_CONF_VAR, &softhsm_conf);
+        let mut conf = config_toml(&dir, PAIRS, None);
+        for i in 0..PAIRS {
+            softhsm_init_token_with(Some(&softhsm_conf), &format!("conf-{i}"));
+            conf += &format!(
+                "[[token]]\nlabel = \"HSM conf-{i}\"\nbackend = \"pkcs11\"\nlibrary = \"{SOFTHSM_LIB}\"\ntoken_label = \"conf-{i}\"\n\n"
+            );
+        }
+        std::fs::write(dir.join("b4ae-pkcs11.toml"), conf).expect("configuration");
+        std::env::set_var(CONF_VAR, dir.join("b4ae-pkcs11.toml"));
+        let pkcs11 = load_module();
+        initialize(&pkcs11);
+        let slots = ok(pkcs11.get_all_slots());
+        assert_eq!(slots.len(), 2 * PAIRS);
+        Both { pkcs11, slots }
+    })
+}
+
+fn slot(backend: Backend, index: usize) -> Slot {
+    match backend {
+        Backend::Embedded => both().slots[index],
+        Backend::Hsm => both().slots[PAIRS + index],
+    }
+}
+
+fn user_pin(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Embedded => USER_PIN,
+        Backend::Hsm => HSM_PIN,
+    }
+}
+
+/// A logged-in R/W session on token `index` of `backend`.
+fn session(backend: Backend, index: usize) -> Session {
+    let both = both();
+    if backend == Backend::Embedded {
+        init_token(&both.pkcs11, slot(backend, index), &format!("conf-{index}"));
+        return user_session(&both.pkcs11, slot(backend, index));
+    }
+    let session = ok(both.pkcs11.open_rw_session(slot(backend, index)));
+    ok(session.login(UserType::User, Some(&pin(HSM_PIN))));
+    session
+}
+
+fn on_both(index: usize, test: impl Fn(&Session, Backend)) {
+    for backend in [Backend::Embedded, Backend::Hsm] {
+        eprintln!("-- {backend:?}");
+        test(&session(backend, index), backend);
+    }
+}
+
+/// An Ed25519 session key pair (the classical signature both backends have): (public, private).
+fn ed25519_pair(session: &Session) -> (CK_OBJECT_HANDLE, CK_OBJECT_HANDLE) {
+    let public = [
+        Attribute::EcParams(ED25519_OID.to_vec()),
+        Attribute::Token(false),
+        Attribute::Verify(true),
+    ];
+    let private = [
+        Attribute::Token(false),
+        Attribute::Private(true),
+        Attribute::Sign(true),
+    ];
+    let (p, s) = ok(session.generate_key_pair(&Mechanism::EccEdwardsKeyPairGen, &public, &private));
+    (p.handle(), s.handle())
+}
+
+/// An ML-DSA-65 session key pair: (public, private).
+fn mldsa_pair(session: &Session) -> (CK_OBJECT_HANDLE, CK_OBJECT_HANDLE) {
+    let (p, s) = mldsa_keypair(session, Ps::P65, false, &[]);
+    (p.handle(), s.handle())
+}
+
+/// C_SignInit with a mechanism that takes no parameter.
+fn sign_init(h: CK_SESSION_HANDLE, mechanism: CK_MECHANISM_TYPE, key: CK_OBJECT_HANDLE) -> CK_RV {
+    let mut m = mech(mechanism);
+    ck!(C_SignInit(h, &mut m, key))
+}
+
+fn verify_init(h: CK_SESSION_HANDLE, mechanism: CK_MECHANISM_TYPE, key: CK_OBJECT_HANDLE) -> CK_RV {
+    let mut m = mech(mechanism);
+    ck!(C_VerifyInit(h, &mut m, key))
+}
+
+/// C_Sign over MESSAGE: the signature, or the CK_RV.
+fn sign(h: CK_SESSION_HANDLE) -> Result<Vec<u8>, CK_RV> {
+    let mut out = vec![0u8; 8192];
+    let mut len = out.len() as CK_ULONG;
+    let data = MESSAGE.as_ptr().cast_mut();
+    match ck!(C_Sign(
+        h,
+        data,
+        MESSAGE.len() as CK_ULONG,
+        out.as_mut_ptr(),
+        &mut len
+    )) {
+        CKR_OK => {
+            out.truncate(len as usize);
+            Ok(out)
+        }
+        rv => Err(rv),
+    }
+}
+
+fn verify(h: CK_SESSION_HANDLE, signature: &[u8]) -> CK_RV {
+    let data = MESSAGE.as_ptr().cast_mut();
+    let sig = signature.as_ptr().cast_mut();
+    ck!(C_Verify(
+        h,
+        data,
+        MESSAGE.len() as CK_ULONG,
+        sig,
+        signature.len() as CK_ULONG
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// One operation of each kind, whoever performs it
+
+#[test]
+fn one_signing_operation_per_session_whoever_performs_it() {
+    on_both(ONE_OPERATION, |session, _| {
+        let h = session.handle();
+        let (ml_public, ml_private) = mldsa_pair(session);
+        let (ed_public, ed_private) = ed25519_pair(session);
+        let ml_len = Ps::P65.sig_len();
+
+        // Post-quantum first, then the classical key: the second Init is refused.
+        assert_rv(sign_init(h, CKM_ML_DSA, ml_private), CKR_OK);
+        assert_rv(sign_init(h, CKM_EDDSA, ed_private), CKR_OPERATION_ACTIVE);
+        assert_eq!(sign(h).map(|s| s.len()), Ok(ml_len), "signed with ML-DSA");
+        assert_eq!(sign(h), Err(CKR_OPERATION_NOT_INITIALIZED));
+
+        // Classical first, then the post-quantum key.
+        assert_rv(sign_init(h, CKM_EDDSA, ed_private), CKR_OK);
+        assert_rv(sign_init(h, CKM_ML_DSA, ml_private), CKR_OPERATION_ACTIVE);
+        let ed_signature = sign(h).expect("Ed25519 signature");
+        assert_eq!(ed_signature.len(), 64, "signed with Ed25519");
+        assert_eq!(sign(h), Err(CKR_OPERATION_NOT_INITIALIZED));
+
+        // The same for verification.
+        assert_rv(sign_init(h, CKM_ML_DSA, ml_private), CKR_OK);
+        let ml_signature = sign(h).expect("ML-DSA signature");
+        assert_rv(verify_init(h, CKM_ML_DSA, ml_public), CKR_OK);
+        assert_rv(verify_init(h, CKM_EDDSA, ed_public), CKR_OPERATION_ACTIVE);
+        assert_rv(verify(h, &ml_signature), CKR_OK);
+        assert_rv(verify(h, &ml_signature), CKR_OPERATION_NOT_INITIALIZED);
+        assert_rv(verify_init(h, CKM_EDDSA, ed_public), CKR_OK);
+        assert_rv(verify_init(h, CKM_ML_DSA, ml_public), CKR_OPERATION_ACTIVE);
+        assert_rv(verify(h, &ed_signature), CKR_OK);
+        assert_rv(verify(h, &ed_signature), CKR_OPERATION_NOT_INITIALIZED);
+
+        // A length query keeps a forwarded operation going; an error ends it.
+        assert_rv(sign_init(h, CKM_EDDSA, ed_private), CKR_OK);
+        let mut len: CK_ULONG = 0;
+        let data = MESSAGE.as_ptr().cast_mut();
+        assert_rv(ck!(C_Sign(h, data, 4, null(), &mut len)), CKR_OK);
+        assert_rv(ck!(C_Sign(h, data, 4, null(), null())), CKR_ARGUMENTS_BAD);
+        assert_eq!(sign(h), Err(CKR_OPERATION_NOT_INITIALIZED));
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// A key the mechanism cannot use
+
+#[test]
+fn a_key_of_another_kind_is_key_type_inconsistent() {
+    on_both(KEY_TYPES, |session, _| {
+        let h = session.handle();
+        let (ml_public, ml_private) = mldsa_pair(session);
+        let (ed_public, ed_private) = ed25519_pair(session);
+        let aes = aes_key(session, "key-types", false).handle();
+        assert_rv(sign_init(h, CKM_ML_DSA, aes), CKR_KEY_TYPE_INCONSISTENT);
+        assert_rv(
+            sign_init(h, CKM_ML_DSA, ed_private),
+            CKR_KEY_TYPE_INCONSISTENT,
+        );
+        assert_rv(
+            sign_init(h, CKM_EDDSA, ml_private),
+            CKR_KEY_TYPE_INCONSISTENT,
+        );
+        assert_rv(
+            verify_init(h, CKM_ML_DSA, ed_public),
+            CKR_KEY_TYPE_INCONSISTENT,
+        );
+        assert_rv(
+            verify_init(h, CKM_EDDSA, ml_public),
+            CKR_KEY_TYPE_INCONSISTENT,
+        );
+        let mut iv = [0u8; 12];
+        let mut gcm = CK_GCM_PARAMS {
+            pIv: iv.as_mut_ptr(),
+            ulIvLen: 12,
+            ulIvBits: 96,
+            pAAD: null(),
+            ulAADLen: 0,
+            ulTagBits: 128,
+        };
+        let mut m = CK_MECHANISM {
+            mechanism: CKM_AES_GCM,
+            pParameter: (&mut gcm as *mut CK_GCM_PARAMS).cast(),
+            ulParameterLen: std::mem::size_of::<CK_GCM_PARAMS>() as CK_ULONG,
+        };
+        assert_rv(
+            ck!(C_EncryptInit(h, &mut m, ml_private)),
+            CKR_KEY_TYPE_INCONSISTENT,
+        );
+        // A handle that names nothing is still a bad handle.
+        assert_rv(
+            sign_init(h, CKM_ML_DSA, 0x7FFF_FFF0),
+            CKR_KEY_HANDLE_INVALID,
+        );
+        // Nothing was left active by the refusals.
+        assert_rv(sign_init(h, CKM_ML_DSA, ml_private), CKR_OK);
+        assert!(sign(h).is_ok());
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cancelling
+
+#[test]
+fn a_null_mechanism_and_session_cancel_end_operations() {
+    on_both(CANCEL, |session, _| {
+        let h = session.handle();
+        let (ml_public, ml_private) = mldsa_pair(session);
+        let (ed_public, ed_private) = ed25519_pair(session);
+        for (mechanism, private) in [(CKM_ML_DSA, ml_private), (CKM_EDDSA, ed_private)] {
+            assert_rv(sign_init(h, mechanism, private), CKR_OK);
+            assert_rv(ck!(C_SignInit(h, null(), private)), CKR_OK);
+            assert_eq!(sign(h), Err(CKR_OPERATION_NOT_INITIALIZED));
+            // The operation is over wherever it ran: a new one starts and works.
+            assert_rv(sign_init(h, mechanism, private), CKR_OK);
+            assert!(sign(h).is_ok());
+        }
+        let mut sha = mech(CKM_SHA256);
+        assert_rv(ck!(C_DigestInit(h, &mut sha)), CKR_OK);
+        assert_rv(ck!(C_DigestInit(h, null())), CKR_OK);
+        assert_rv(ck!(C_DigestInit(h, &mut sha)), CKR_OK);
+        assert_rv(ck!(C_SessionCancel(h, CKF_DIGEST)), CKR_OK);
+        // SoftHSM2 holds one operation per session, whatever its kind: the digest must be over
+        // before a signature can start there.
+        assert_rv(ck!(C_DigestInit(h, &mut sha)), CKR_OK);
+        assert_rv(ck!(C_DigestInit(h, null())), CKR_OK);
+
+        assert_rv(sign_init(h, CKM_EDDSA, ed_private), CKR_OK);
+        assert_rv(verify_init(h, CKM_ML_DSA, ml_public), CKR_OK);
+        assert_rv(
+            ck!(C_SessionCancel(h, CKF_SIGN | CKF_VERIFY | CKF_DIGEST)),
+            CKR_OK,
+        );
+        assert_eq!(sign(h), Err(CKR_OPERATION_NOT_INITIALIZED));
+        assert_rv(verify(h, &[0u8; 64]), CKR_OPERATION_NOT_INITIALIZED);
+        assert_rv(sign_init(h, CKM_EDDSA, ed_private), CKR_OK);
+        let signature = sign(h).expect("signs after the cancel");
+        assert_rv(verify_init(h, CKM_EDDSA, ed_public), CKR_OK);
+        assert_rv(verify(h, &signature), CKR_OK);
+        assert_rv(
+            ck!(C_SessionCancel(0x7FFF_FFF0, CKF_SIGN)),
+            CKR_SESSION_HANDLE_INVALID,
+        );
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Multi-part input is capped
+
+/// The module's cap on collected multi-part input (src/mechanism: MAX_COLLECTED_LEN).
+const MAX_COLLECTED_LEN: usize = 64 << 20;
+
+#[test]
+fn multi_part_input_is_capped() {
+    on_both(MULTIPART_CAP, |session, backend| {
+        let h = session.handle();
+        let (_, ml_private) = mldsa_pair(session);
+        let part = vec![0x5Au8; 1 << 20];
+        // A part length of 2^32 - 1 is refused at once, whatever the operation.
+        assert_rv(sign_init(h, CKM_ML_DSA, ml_private), CKR_OK);
+        let huge = ck!(C_SignUpdate(
+            h,
+            part.as_ptr().cast_mut(),
+            u32::MAX as CK_ULONG
+        ));
+        assert_rv_in(huge, &[CKR_DATA_LEN_RANGE, CKR_ARGUMENTS_BAD]);
+        // Collected input stops at the cap; the operation then ends.
+        assert_rv(sign_init(h, CKM_ML_DSA, ml_private), CKR_OK);
+        for _ in 0..MAX_COLLECTED_LEN / part.len() {
+            assert_rv(
+                ck!(C_SignUpdate(
+                    h,
+                    part.as_ptr().cast_mut(),
+                    part.len() as CK_ULONG
+                )),
+                CKR_OK,
+            );
+        }
+        assert_rv(
+            ck!(C_SignUpdate(h, part.as_ptr().cast_mut(), 1)),
+            CKR_DATA_LEN_RANGE,
+        );
+        assert_rv(
+            ck!(C_SignUpdate(h, part.as_ptr().cast_mut(), 1)),
+            CKR_OPERATION_NOT_INITIALIZED,
+        );
+        if backend == Backend::Embedded {
+            // AES-GCM decryption collects too (on the HSM slot it is SoftHSM2's own).
+            let aes = aes_key(session, "cap", false).handle();
+            let mut iv = [1u8; 12];
+            let mut gcm = CK_GCM_PARAMS {
+                pIv: iv.as_mut_ptr(),
+                ulIvLen: 12,
+                ulIvBits: 96,
+                pAAD: null(),
+                ulAADLen: 0,
+                ulTagBits: 128,
+            };
+            let mut m = CK_MECHANISM {
+                mechanism: CKM_AES_GCM,
+                pParameter: (&mut gcm as *mut CK_GCM_PARAMS).cast(),
+                ulParameterLen: std::mem::size_of::<CK_GCM_PARAMS>() as CK_ULONG,
+            };
+            assert_rv(ck!(C_DecryptInit(h, &mut m, aes)), CKR_OK);
+            let mut out = [0u8; 16];
+            let mut out_len = out.len() as CK_ULONG;
+            let rv = ck!(C_DecryptUpdate(
+                h,
+                part.as_ptr().cast_mut(),
+                u32::MAX as CK_ULONG,
+                out.as_mut_ptr(),
+                &mut out_len
+            ));
+            assert_rv_in(rv, &[CKR_ENCRYPTED_DATA_LEN_RANGE, CKR_ARGUMENTS_BAD]);
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// CKA_TRUSTED
+
+fn trusted_aes_template(label: &str, trusted: bool) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::ValueLen(32.into()),
+        Attribute::Token(false),
+        Attribute::Wrap(true),
+        Attribute::Trusted(trusted),
+        Attribute::Label(label.into()),
+    ]
+}
+
+#[test]
+fn only_the_so_makes_an_object_trusted() {
+    on_both(TRUSTED, |session, _| {
+        let refused = session.generate_key(&Mechanism::AesKeyGen, &trusted_aes_template("t", true));
+        assert_rv(refused, CKR_ATTRIBUTE_READ_ONLY);
+        let key =
+            ok(session.generate_key(&Mechanism::AesKeyGen, &trusted_aes_template("t", false)));
+        let refused = session.update_attributes(key, &[Attribute::Trusted(true)]);
+        assert_rv(refused, CKR_ATTRIBUTE_READ_ONLY);
+        assert!(!attr_bool(session, key, CKA_TRUSTED));
+        let value = [0x11u8; 32];
+        let import = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Value(value.to_vec()),
+            Attribute::Token(false),
+            Attribute::Trusted(true),
+        ];
+        assert_rv(session.create_object(&import), CKR_ATTRIBUTE_READ_ONLY);
+    });
+}
+
+#[test]
+fn the_so_makes_a_public_object_trusted() {
+    for backend in [Backend::Embedded, Backend::Hsm] {
+        eprintln!("-- {backend:?}");
+        let both = both();
+        let slot = slot(backend, SO_TRUSTED);
+        let so_pin = match backend {
+            Backend::Embedded => {
+                init_token(&both.pkcs11, slot, "so-trusted");
+                SO_PIN
+            }
+            Backend::Hsm => forward_common::HSM_SO_PIN,
+        };
+        let session = ok(both.pkcs11.open_rw_session(slot));
+        ok(session.login(UserType::So, Some(&pin(so_pin))));
+        let value = [0x22u8; 32];
+        let template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Value(value.to_vec()),
+            Attribute::Token(false),
+            Attribute::Private(false),
+            Attribute::Trusted(true),
+        ];
+        let key = ok(session.create_object(&template));
+        assert!(attr_bool(&session, key, CKA_TRUSTED));
+        ok(session.logout());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Private session objects at logout
+
+#[test]
+fn private_session_objects_are_gone_after_logout() {
+    for backend in [Backend::Embedded, Backend::Hsm] {
+        eprintln!("-- {backend:?}");
+        let session = session(backend, LOGOUT);
+        let h = session.handle();
+        let (_, private) = mldsa_pair(&session);
+        let secret = aes_key(&session, "logout", false);
+        let public_data =
+            ok(session.create_object(&data_template("logout-public", b"v", false, false)));
+        assert_rv(sign_init(h, CKM_ML_DSA, private), CKR_OK);
+        assert!(sign(h).is_ok());
+        ok(session.logout());
+        ok(session.login(UserType::User, Some(&pin(user_pin(backend)))));
+        // The old handles name nothing any more, even after a new login.
+        assert_rv(sign_init(h, CKM_ML_DSA, private), CKR_KEY_HANDLE_INVALID);
+        let attr = session.get_attributes(secret, &[cryptoki::object::AttributeType::Label]);
+        assert_rv(attr, CKR_OBJECT_HANDLE_INVALID);
+        // A public session object stays until its session closes.
+        assert_eq!(find_by_label(&session, "logout-public"), vec![public_data]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// C_GetAttributeValue writes each length in the caller's template
+
+#[test]
+fn get_attribute_value_answers_each_entry_in_place() {
+    on_both(ATTRIBUTES, |session, _| {
+        let h = session.handle();
+        let (public, private) = mldsa_pair(session);
+        let (_, ed_private) = ed25519_pair(session);
+        for key in [private, ed_private] {
+            let mut class = [0u8; 8];
+            let mut short = [0u8; 1];
+            let mut template = [
+                raw_query(CKA_LABEL),
+                raw_buffer(CKA_CLASS, &mut class),
+                raw_query(CKA_VALUE),
+                raw_query(UNKNOWN_ATTRIBUTE),
+                raw_buffer(CKA_KEY_TYPE, &mut short),
+            ];
+            let rv = ck!(C_GetAttributeValue(h, key, template.as_mut_ptr(), 5));
+            assert_rv_in(
+                rv,
+                &[
+                    CKR_ATTRIBUTE_SENSITIVE,
+                    CKR_ATTRIBUTE_TYPE_INVALID,
+                    CKR_BUFFER_TOO_SMALL,
+                ],
+            );
+            assert_ne!(
+                template[0].ulValueLen, CK_UNAVAILABLE_INFORMATION,
+                "label length"
+            );
+            assert_eq!(template[1].ulValueLen, 8);
+            assert_eq!(CK_ULONG::from_ne_bytes(class), CKO_PRIVATE_KEY);
+            for (i, what) in [
+                (2, "sensitive value"),
+                (3, "unknown type"),
+                (4, "short buffer"),
+            ] {
+                assert_eq!(template[i].ulValueLen, CK_UNAVAILABLE_INFORMATION, "{what}");
+            }
+        }
+        let mut value = vec![0u8; 4096];
+        let mut template = [raw_buffer(CKA_VALUE, &mut value)];
+        assert_rv(
+            ck!(C_GetAttributeValue(h, public, template.as_mut_ptr(), 1)),
+            CKR_OK,
+        );
+        assert_eq!(template[0].ulValueLen as usize, Ps::P65.pk_len());
+    });
+}
