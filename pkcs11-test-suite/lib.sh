@@ -54,7 +54,12 @@ apt_need() {
         pkg=${spec%%:*}
         file=${spec#*:}
         if [ "$file" != "$spec" ]; then
-            [ -e "$file" ] || command -v "$file" >/dev/null || missing+=("$pkg")
+            # A bare name is a command (a directory of that name, like this suite's own
+            # p11tool/, must not count); a name with a slash is a file.
+            case $file in
+            */*) [ -e "$file" ] || missing+=("$pkg") ;;
+            *) command -v "$file" >/dev/null || missing+=("$pkg") ;;
+            esac
         else
             dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
         fi
