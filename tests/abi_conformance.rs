@@ -165,6 +165,26 @@ fn verify(h: CK_SESSION_HANDLE, signature: &[u8]) -> CK_RV {
     ))
 }
 
+/// AES-GCM parameters: a 96-bit IV, no AAD, a 128-bit tag.
+fn gcm_params(iv: &mut [u8; 12]) -> CK_GCM_PARAMS {
+    CK_GCM_PARAMS {
+        pIv: iv.as_mut_ptr(),
+        ulIvLen: 12,
+        ulIvBits: 96,
+        pAAD: null(),
+        ulAADLen: 0,
+        ulTagBits: 128,
+    }
+}
+
+fn gcm_mechanism(params: &mut CK_GCM_PARAMS) -> CK_MECHANISM {
+    CK_MECHANISM {
+        mechanism: CKM_AES_GCM,
+        pParameter: (params as *mut CK_GCM_PARAMS).cast(),
+        ulParameterLen: std::mem::size_of::<CK_GCM_PARAMS>() as CK_ULONG,
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // One operation of each kind, whoever performs it
 
@@ -239,19 +259,8 @@ fn a_key_of_another_kind_is_key_type_inconsistent() {
             CKR_KEY_TYPE_INCONSISTENT,
         );
         let mut iv = [0u8; 12];
-        let mut gcm = CK_GCM_PARAMS {
-            pIv: iv.as_mut_ptr(),
-            ulIvLen: 12,
-            ulIvBits: 96,
-            pAAD: null(),
-            ulAADLen: 0,
-            ulTagBits: 128,
-        };
-        let mut m = CK_MECHANISM {
-            mechanism: CKM_AES_GCM,
-            pParameter: (&mut gcm as *mut CK_GCM_PARAMS).cast(),
-            ulParameterLen: std::mem::size_of::<CK_GCM_PARAMS>() as CK_ULONG,
-        };
+        let mut gcm = gcm_params(&mut iv);
+        let mut m = gcm_mechanism(&mut gcm);
         assert_rv(
             ck!(C_EncryptInit(h, &mut m, ml_private)),
             CKR_KEY_TYPE_INCONSISTENT,
@@ -357,19 +366,8 @@ fn multi_part_input_is_capped() {
             // AES-GCM decryption collects too (on the HSM slot it is SoftHSM2's own).
             let aes = aes_key(session, "cap", false).handle();
             let mut iv = [1u8; 12];
-            let mut gcm = CK_GCM_PARAMS {
-                pIv: iv.as_mut_ptr(),
-                ulIvLen: 12,
-                ulIvBits: 96,
-                pAAD: null(),
-                ulAADLen: 0,
-                ulTagBits: 128,
-            };
-            let mut m = CK_MECHANISM {
-                mechanism: CKM_AES_GCM,
-                pParameter: (&mut gcm as *mut CK_GCM_PARAMS).cast(),
-                ulParameterLen: std::mem::size_of::<CK_GCM_PARAMS>() as CK_ULONG,
-            };
+            let mut gcm = gcm_params(&mut iv);
+            let mut m = gcm_mechanism(&mut gcm);
             assert_rv(ck!(C_DecryptInit(h, &mut m, aes)), CKR_OK);
             let mut out = [0u8; 16];
             let mut out_len = out.len() as CK_ULONG;

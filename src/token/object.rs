@@ -6,19 +6,19 @@ use crate::mechanism::{dilithium5, hybrid, mlkem};
 use crate::token::attributes::Attributes;
 use crate::token::rules::{self, Rule};
 use cryptoki_sys::*;
-use once_cell::sync::OnceCell;
 use std::sync::Arc;
+use std::sync::OnceLock;
 
 /// One object. Immutable once made: a change builds a new `Object` and replaces the old one,
 /// so an operation that started with the old version finishes with it.
 pub struct Object {
     pub attrs: Attributes,
-    signing_key: OnceCell<Arc<SigningKey>>,
-    dilithium5_key: OnceCell<Arc<dilithium5::SigningKey>>,
-    hybrid_key: OnceCell<Arc<hybrid::SigningKey>>,
-    ed25519_key: OnceCell<Arc<hybrid::LocalEd25519>>,
-    decap_key: OnceCell<Arc<mlkem::DecapKey>>,
-    encap_key: OnceCell<Arc<mlkem::EncapKey>>,
+    signing_key: OnceLock<Arc<SigningKey>>,
+    dilithium5_key: OnceLock<Arc<dilithium5::SigningKey>>,
+    hybrid_key: OnceLock<Arc<hybrid::SigningKey>>,
+    ed25519_key: OnceLock<Arc<hybrid::LocalEd25519>>,
+    decap_key: OnceLock<Arc<mlkem::DecapKey>>,
+    encap_key: OnceLock<Arc<mlkem::EncapKey>>,
 }
 
 /// What `C_GetAttributeValue` may reveal of one attribute.
@@ -32,12 +32,12 @@ impl Object {
     pub fn new(attrs: Attributes) -> Self {
         Object {
             attrs,
-            signing_key: OnceCell::new(),
-            dilithium5_key: OnceCell::new(),
-            hybrid_key: OnceCell::new(),
-            ed25519_key: OnceCell::new(),
-            decap_key: OnceCell::new(),
-            encap_key: OnceCell::new(),
+            signing_key: OnceLock::new(),
+            dilithium5_key: OnceLock::new(),
+            hybrid_key: OnceLock::new(),
+            ed25519_key: OnceLock::new(),
+            decap_key: OnceLock::new(),
+            encap_key: OnceLock::new(),
         }
     }
 
@@ -120,64 +120,62 @@ impl Object {
 
     /// The ML-DSA signing key, loaded on first use and kept with the object.
     pub fn signing_key(&self) -> Result<Arc<SigningKey>> {
-        self.signing_key
-            .get_or_try_init(|| {
-                let set = ParamSet::from_ck(self.ulong(CKA_PARAMETER_SET)?)?;
-                let value = self.attrs.get(CKA_VALUE).ok_or(Error::USER_NOT_LOGGED_IN)?;
-                SigningKey::new(set, value).map(Arc::new)
-            })
-            .cloned()
+        cached(&self.signing_key, || {
+            let set = ParamSet::from_ck(self.ulong(CKA_PARAMETER_SET)?)?;
+            let value = self.attrs.get(CKA_VALUE).ok_or(Error::USER_NOT_LOGGED_IN)?;
+            SigningKey::new(set, value).map(Arc::new)
+        })
     }
 
     /// The Dilithium5 signing key, loaded on first use and kept with the object.
     pub fn dilithium5_key(&self) -> Result<Arc<dilithium5::SigningKey>> {
-        self.dilithium5_key
-            .get_or_try_init(|| {
-                let value = self.attrs.get(CKA_VALUE).ok_or(Error::USER_NOT_LOGGED_IN)?;
-                dilithium5::SigningKey::new(value).map(Arc::new)
-            })
-            .cloned()
+        cached(&self.dilithium5_key, || {
+            let value = self.attrs.get(CKA_VALUE).ok_or(Error::USER_NOT_LOGGED_IN)?;
+            dilithium5::SigningKey::new(value).map(Arc::new)
+        })
     }
 
     /// The hybrid signing key (both halves held here), loaded on first use.
     pub fn hybrid_key(&self) -> Result<Arc<hybrid::SigningKey>> {
-        self.hybrid_key
-            .get_or_try_init(|| {
-                let value = self.attrs.get(CKA_VALUE).ok_or(Error::USER_NOT_LOGGED_IN)?;
-                hybrid::SigningKey::new(value).map(Arc::new)
-            })
-            .cloned()
+        cached(&self.hybrid_key, || {
+            let value = self.attrs.get(CKA_VALUE).ok_or(Error::USER_NOT_LOGGED_IN)?;
+            hybrid::SigningKey::new(value).map(Arc::new)
+        })
     }
 
     /// The Ed25519 signing key (`CKK_EC_EDWARDS`), loaded on first use.
     pub fn ed25519_key(&self) -> Result<Arc<hybrid::LocalEd25519>> {
-        self.ed25519_key
-            .get_or_try_init(|| {
-                let seed = self.attrs.get(CKA_VALUE).ok_or(Error::USER_NOT_LOGGED_IN)?;
-                hybrid::LocalEd25519::new(seed).map(Arc::new)
-            })
-            .cloned()
+        cached(&self.ed25519_key, || {
+            let seed = self.attrs.get(CKA_VALUE).ok_or(Error::USER_NOT_LOGGED_IN)?;
+            hybrid::LocalEd25519::new(seed).map(Arc::new)
+        })
     }
 
     /// The ML-KEM decapsulation key, parsed on first use.
     pub fn decap_key(&self) -> Result<Arc<mlkem::DecapKey>> {
-        self.decap_key
-            .get_or_try_init(|| {
-                let set = mlkem::ParamSet::from_ck(self.ulong(CKA_PARAMETER_SET)?)?;
-                let value = self.attrs.get(CKA_VALUE).ok_or(Error::USER_NOT_LOGGED_IN)?;
-                set.decap_key(value).map(Arc::new)
-            })
-            .cloned()
+        cached(&self.decap_key, || {
+            let set = mlkem::ParamSet::from_ck(self.ulong(CKA_PARAMETER_SET)?)?;
+            let value = self.attrs.get(CKA_VALUE).ok_or(Error::USER_NOT_LOGGED_IN)?;
+            set.decap_key(value).map(Arc::new)
+        })
     }
 
     /// The ML-KEM encapsulation key, parsed on first use.
     pub fn encap_key(&self) -> Result<Arc<mlkem::EncapKey>> {
-        self.encap_key
-            .get_or_try_init(|| {
-                let set = mlkem::ParamSet::from_ck(self.ulong(CKA_PARAMETER_SET)?)?;
-                let value = self.attrs.get(CKA_VALUE).ok_or(Error::GENERAL)?;
-                set.encap_key(value).map(Arc::new)
-            })
-            .cloned()
+        cached(&self.encap_key, || {
+            let set = mlkem::ParamSet::from_ck(self.ulong(CKA_PARAMETER_SET)?)?;
+            let value = self.attrs.get(CKA_VALUE).ok_or(Error::GENERAL)?;
+            set.encap_key(value).map(Arc::new)
+        })
     }
+}
+
+/// The value in `cell`, made by `make` on first use. Two threads may both make it; one keeps
+/// it (the key material is the same either way).
+fn cached<T>(cell: &OnceLock<Arc<T>>, make: impl FnOnce() -> Result<Arc<T>>) -> Result<Arc<T>> {
+    if let Some(value) = cell.get() {
+        return Ok(value.clone());
+    }
+    let made = make()?;
+    Ok(cell.get_or_init(|| made).clone())
 }
