@@ -29,8 +29,7 @@ macro_rules! real {
 }
 pub(super) use real;
 
-/// One empty byte for NULL pointers of zero length: some libraries dereference them anyway.
-pub(super) static EMPTY: [u8; 1] = [0];
+use crate::backend::pkcs11::library::EMPTY;
 
 /// Ends the real operation that a call this module refused would have ended (PKCS#11: any
 /// answer but `CKR_BUFFER_TOO_SMALL` ends it): the real function runs on empty input with a
@@ -39,26 +38,13 @@ macro_rules! end_real {
     ($f:expr, single $name:ident) => {{
         let mut out = vec![0u8; 1 << 16];
         let mut len = out.len() as CK_ULONG;
-        let empty = $crate::abi::forward::EMPTY.as_ptr() as *mut CK_BYTE;
+        let empty = $crate::backend::pkcs11::library::EMPTY.as_ptr() as *mut CK_BYTE;
         let _ = (|| {
             real!(
                 $f.token.lib,
                 $name($f.real, empty, 0, out.as_mut_ptr(), &mut len)
             )
         })();
-    }};
-    ($f:expr, verify $name:ident) => {{
-        let empty = $crate::abi::forward::EMPTY.as_ptr() as *mut CK_BYTE;
-        let _ = (|| real!($f.token.lib, $name($f.real, empty, 0, empty, 0)))();
-    }};
-    ($f:expr, verify_final $name:ident) => {{
-        let empty = $crate::abi::forward::EMPTY.as_ptr() as *mut CK_BYTE;
-        let _ = (|| real!($f.token.lib, $name($f.real, empty, 0)))();
-    }};
-    ($f:expr, final $name:ident) => {{
-        let mut out = vec![0u8; 1 << 16];
-        let mut len = out.len() as CK_ULONG;
-        let _ = (|| real!($f.token.lib, $name($f.real, out.as_mut_ptr(), &mut len)))();
     }};
 }
 pub(super) use end_real;

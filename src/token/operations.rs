@@ -272,18 +272,10 @@ impl Operations {
         Ok(op.finish())
     }
 
-    pub fn digest_abort(&self) {
-        self.0.lock().digest = None;
-    }
-
     // ---- sign ----
 
     pub fn sign_init(&self, make: impl FnOnce() -> Result<Box<dyn SignOperation>>) -> Result<()> {
         start(&mut self.0.lock(), OpKind::Sign, |s| &mut s.sign, make)
-    }
-
-    pub fn signing(&self) -> bool {
-        self.0.lock().sign.is_some()
     }
 
     pub fn signature_len(&self) -> Result<usize> {
@@ -314,10 +306,6 @@ impl Operations {
         op.finish()
     }
 
-    pub fn sign_abort(&self) {
-        self.0.lock().sign = None;
-    }
-
     // ---- verify ----
 
     pub fn verify_init(
@@ -325,10 +313,6 @@ impl Operations {
         make: impl FnOnce() -> Result<Box<dyn VerifyOperation>>,
     ) -> Result<()> {
         start(&mut self.0.lock(), OpKind::Verify, |s| &mut s.verify, make)
-    }
-
-    pub fn verifying(&self) -> bool {
-        self.0.lock().verify.is_some()
     }
 
     pub fn verify(&self, data: &[u8], signature: &[u8]) -> Result<()> {
@@ -353,10 +337,6 @@ impl Operations {
             .take()
             .ok_or(Error::OPERATION_NOT_INITIALIZED)?;
         op.finish(signature)
-    }
-
-    pub fn verify_abort(&self) {
-        self.0.lock().verify = None;
     }
 
     // ---- encrypt / decrypt ----
@@ -413,9 +393,5 @@ impl Operations {
             .take()
             .ok_or(Error::OPERATION_NOT_INITIALIZED)?;
         op.finish()
-    }
-
-    pub fn cipher_abort(&self, direction: Direction) {
-        *Self::cipher(&mut self.0.lock(), direction) = None;
     }
 }
