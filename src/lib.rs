@@ -13,4 +13,5 @@ pub mod forksafe;
 pub mod logging;
 pub mod mechanism;
 pub mod module;
+pub mod random;
 pub mod token;

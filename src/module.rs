@@ -2,13 +2,13 @@
 //! configuration and the open sessions. Reached without a lock (an atomic pointer swap), so no
 //! global lock sits on any call's path.
 
-use crate::backend::embedded::EmbeddedStore;
+use crate::backend::embedded::{EmbeddedSlot, EmbeddedStore};
 use crate::backend::pkcs11::library::HsmLibrary;
-use crate::backend::pkcs11::{ForwardSession, ForwardToken};
+use crate::backend::pkcs11::{ForwardToken, HsmSlot};
+use crate::backend::{Backend, BackendSession};
 use crate::config::{BackendKind, Config};
 use crate::error::{Error, Result};
 use crate::forksafe::{self, PerProcess};
-use crate::token::session::Session;
 use crate::token::Token;
 use arc_swap::ArcSwapOption;
 use cryptoki_sys::*;
@@ -24,32 +24,9 @@ static ABANDONED: ArcSwapOption<Module> = ArcSwapOption::const_empty();
 /// Serializes `C_Initialize` and `C_Finalize` (never taken by any other call).
 static LIFECYCLE: PerProcess<Mutex<()>> = PerProcess::new();
 
-/// A slot: an embedded token, or a real HSM token behind us.
-pub enum Slot {
-    Embedded(Arc<Token>),
-    Forwarded(Arc<ForwardToken>),
-}
-
-/// A session of either kind of slot.
-#[derive(Clone)]
-pub enum AnySession {
-    Embedded(Arc<Session>),
-    Forwarded(Arc<ForwardSession>),
-}
-
-impl AnySession {
-    /// The session's operations, whoever performs them.
-    pub fn ops(&self) -> &crate::token::operations::Operations {
-        match self {
-            AnySession::Embedded(s) => &s.ops,
-            AnySession::Forwarded(f) => &f.ops,
-        }
-    }
-}
-
 pub struct Module {
-    pub slots: Vec<Slot>,
-    sessions: RwLock<HashMap<CK_SESSION_HANDLE, AnySession>>,
+    pub slots: Vec<Arc<dyn Backend>>,
+    sessions: RwLock<HashMap<CK_SESSION_HANDLE, Arc<dyn BackendSession>>>,
     next_session: AtomicU64,
     generation: u64,
 }
@@ -75,10 +52,7 @@ pub fn forked() {
 fn wipe_abandoned() {
     if let Some(old) = ABANDONED.swap(None) {
         for slot in &old.slots {
-            match slot {
-                Slot::Embedded(token) => token.forget_secrets(),
-                Slot::Forwarded(token) => token.keys.forget_secrets(),
-            }
+            slot.forget_secrets();
         }
         std::mem::forget(old);
     }
@@ -148,12 +122,12 @@ impl Module {
                 BackendKind::Embedded => {
                     let path = t.path.clone().ok_or(Error::GENERAL)?;
                     let store = EmbeddedStore::new(path, t.pin_kdf, t.max_pin_failures);
-                    slots.push(Slot::Embedded(Arc::new(Token::new(
+                    slots.push(Arc::new(EmbeddedSlot(Arc::new(Token::new(
                         slot_id,
                         t.label.clone(),
                         "embedded",
                         Box::new(store),
-                    ))));
+                    )))) as Arc<dyn Backend>);
                 }
                 BackendKind::Pkcs11 => {
                     let path = t.library.clone().ok_or(Error::GENERAL)?;
@@ -164,15 +138,14 @@ impl Module {
                                 t.label
                             );
                         })?;
-                    slots.push(Slot::Forwarded(Arc::new(ForwardToken::open(
-                        slot_id, t, lib,
-                    )?)));
+                    let token = ForwardToken::open(slot_id, t, lib)?;
+                    slots.push(Arc::new(HsmSlot(Arc::new(token))));
                 }
                 BackendKind::ForwardAll => {
                     let path = t.library.clone().ok_or(Error::GENERAL)?;
                     let lib = HsmLibrary::open(&path, None)?;
                     for token in ForwardToken::every_token(slot_id, lib)? {
-                        slots.push(Slot::Forwarded(Arc::new(token)));
+                        slots.push(Arc::new(HsmSlot(Arc::new(token))));
                     }
                 }
             }
@@ -185,22 +158,14 @@ impl Module {
         })
     }
 
-    pub fn slot(&self, slot: CK_SLOT_ID) -> Result<&Slot> {
+    pub fn slot(&self, slot: CK_SLOT_ID) -> Result<&Arc<dyn Backend>> {
         usize::try_from(slot)
             .ok()
             .and_then(|i| self.slots.get(i))
             .ok_or(Error::SLOT_ID_INVALID)
     }
 
-    /// The embedded token in a slot (the admin tool's view).
-    pub fn token(&self, slot: CK_SLOT_ID) -> Result<&Arc<Token>> {
-        match self.slot(slot)? {
-            Slot::Embedded(token) => Ok(token),
-            Slot::Forwarded(_) => Err(Error::FUNCTION_NOT_SUPPORTED),
-        }
-    }
-
-    pub fn session(&self, handle: CK_SESSION_HANDLE) -> Result<AnySession> {
+    pub fn session(&self, handle: CK_SESSION_HANDLE) -> Result<Arc<dyn BackendSession>> {
         self.sessions
             .read()
             .get(&handle)
@@ -208,47 +173,16 @@ impl Module {
             .ok_or(Error::SESSION_HANDLE_INVALID)
     }
 
-    fn new_handle(&self) -> CK_SESSION_HANDLE {
-        self.next_session.fetch_add(1, Ordering::Relaxed) as CK_SESSION_HANDLE
-    }
-
-    /// `C_OpenSession` on an embedded token.
-    pub fn open_session(&self, token: &Arc<Token>, flags: CK_FLAGS) -> Result<CK_SESSION_HANDLE> {
+    /// `C_OpenSession`.
+    pub fn open_session(&self, slot: CK_SLOT_ID, flags: CK_FLAGS) -> Result<CK_SESSION_HANDLE> {
+        let slot = self.slot(slot)?;
         if flags & CKF_SERIAL_SESSION == 0 {
             return Err(Error(CKR_SESSION_PARALLEL_NOT_SUPPORTED));
         }
-        if !token.state()?.initialized {
-            return Err(Error::TOKEN_NOT_RECOGNIZED);
-        }
-        let rw = flags & CKF_RW_SESSION != 0;
-        if !rw && token.login_state() == crate::token::Login::SecurityOfficer {
-            return Err(Error(CKR_SESSION_READ_WRITE_SO_EXISTS));
-        }
-        let handle = self.new_handle();
-        token.sessions.fetch_add(1, Ordering::SeqCst);
-        if rw {
-            token.rw_sessions.fetch_add(1, Ordering::SeqCst);
-        }
-        let session = Arc::new(Session::new(handle, token.clone(), rw));
-        self.sessions
-            .write()
-            .insert(handle, AnySession::Embedded(session));
+        let handle = self.next_session.fetch_add(1, Ordering::Relaxed) as CK_SESSION_HANDLE;
+        let session = slot.open_session(handle, flags)?;
+        self.sessions.write().insert(handle, session);
         Ok(handle)
-    }
-
-    /// `C_OpenSession` on a forwarded token, once the real session is open.
-    pub fn add_forwarded_session(
-        &self,
-        token: &Arc<ForwardToken>,
-        real: CK_SESSION_HANDLE,
-        rw: bool,
-    ) -> CK_SESSION_HANDLE {
-        let handle = self.new_handle();
-        let session = Arc::new(ForwardSession::new(handle, real, token.clone(), rw));
-        self.sessions
-            .write()
-            .insert(handle, AnySession::Forwarded(session));
-        handle
     }
 
     /// `C_CloseSession`.
@@ -258,20 +192,7 @@ impl Module {
             .write()
             .remove(&handle)
             .ok_or(Error::SESSION_HANDLE_INVALID)?;
-        match session {
-            AnySession::Embedded(session) => {
-                let token = &session.token;
-                token.session_closed(handle);
-                if session.rw {
-                    token.rw_sessions.fetch_sub(1, Ordering::SeqCst);
-                }
-                if token.sessions.fetch_sub(1, Ordering::SeqCst) == 1 {
-                    token.all_sessions_closed();
-                }
-            }
-            // The real session closes when the last call using it returns.
-            AnySession::Forwarded(_) => {}
-        }
+        session.closed();
         Ok(())
     }
 
@@ -282,20 +203,12 @@ impl Module {
             .sessions
             .read()
             .iter()
-            .filter(|(_, s)| match s {
-                AnySession::Embedded(s) => s.token.slot_id == slot,
-                AnySession::Forwarded(s) => s.token.slot_id == slot,
-            })
+            .filter(|(_, s)| s.slot_id() == slot)
             .map(|(h, _)| *h)
             .collect();
         for handle in handles {
             let _ = self.close_session(handle);
         }
         Ok(())
-    }
-
-    /// Whether the token has read-only sessions open (blocks SO login).
-    pub fn has_read_only_sessions(&self, token: &Arc<Token>) -> bool {
-        token.sessions.load(Ordering::SeqCst) > token.rw_sessions.load(Ordering::SeqCst)
     }
 }

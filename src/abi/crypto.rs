@@ -1,216 +1,171 @@
-//! Cryptographic functions this module performs: digest, sign, verify, random, key-pair
-//! generation. On a forwarded session each call goes to the real HSM, except for operations
-//! this module started itself there (post-quantum keys kept as records). Which of the two
-//! performs an operation is known to the session's [`Operations`], the one owner of that.
+//! Cryptographic functions: digest, sign, verify, random, key-pair generation. Each decodes
+//! the caller's arguments and hands them to the session's backend, which knows who performs
+//! the operation (this module, or the HSM behind a pkcs11 slot).
 
-use super::forward::{self, check_input, check_output, checked_mechanism, real};
-use super::{deliver, entry_points, input, mechanism, or_forward, output, template};
+use super::{entry_points, in_out, input, mechanism, out_buffer, output, session, template};
+use crate::backend::BackendSession;
 use crate::error::{Error, Result};
-use crate::module::{self, AnySession};
-use crate::token::operations::{OpKind, Operations, Performer};
+use crate::token::io::Step;
+use crate::token::operations::OpKind;
 use cryptoki_sys::*;
 
-/// Runs one call of an active operation: an error ends the operation, except
-/// `CKR_BUFFER_TOO_SMALL`, after which the caller retries.
-pub(super) fn within(
-    ops: &Operations,
-    kind: OpKind,
-    body: impl FnOnce() -> Result<()>,
-) -> Result<()> {
-    let result = body();
-    if matches!(result, Err(e) if e != Error::BUFFER_TOO_SMALL) {
-        ops.cancel(kind);
-    }
-    result
-}
-
-/// A call of an operation of `kind`: performed here (`local`) on an embedded token or when
-/// this module runs the operation, else by the HSM (`in_hsm` with the forwarded session).
-pub(super) fn route(
+/// `C_xInit`. A NULL mechanism cancels the active operation (PKCS#11 3.0).
+///
+/// # Safety
+/// `mech` must be NULL or a valid `CK_MECHANISM`.
+pub(super) unsafe fn init(
     handle: CK_SESSION_HANDLE,
     kind: OpKind,
-    in_hsm: impl FnOnce(&crate::backend::pkcs11::ForwardSession) -> Result<()>,
-    local: impl FnOnce(&Operations) -> Result<()>,
+    mech: *const CK_MECHANISM,
+    key: Option<CK_OBJECT_HANDLE>,
 ) -> Result<()> {
-    let session = module::get()?.session(handle)?;
-    match &session {
-        AnySession::Forwarded(f) if f.ops.performer(kind) != Performer::Here => in_hsm(f),
-        _ => within(session.ops(), kind, || local(session.ops())),
+    let session = session(handle)?;
+    if mech.is_null() {
+        session.cancel(kind);
+        return Ok(());
     }
+    // SAFETY: forwarded contract.
+    let mech = unsafe { mechanism(mech) }?;
+    session.init(kind, &mech, key)
 }
 
-/// `C_xInit` with a NULL mechanism: PKCS#11 3.0 makes it cancel the active operation.
-pub(super) fn cancel(handle: CK_SESSION_HANDLE, kind: OpKind) -> Result<()> {
-    match module::get()?.session(handle)? {
-        AnySession::Forwarded(f) => f.cancel(kind),
-        AnySession::Embedded(s) => {
-            s.ops.cancel(kind);
-        }
+/// Arguments of a call of an active operation, as decoded: refused ones end the operation,
+/// as the call would have ended it (PKCS#11: any answer but `CKR_BUFFER_TOO_SMALL` ends it).
+pub(super) fn decoded<T>(session: &dyn BackendSession, kind: OpKind, args: Result<T>) -> Result<T> {
+    if args.is_err() {
+        session.cancel(kind);
     }
-    Ok(())
+    args
+}
+
+/// One call of an active operation whose arguments borrow nothing that needs keeping.
+pub(super) fn step<'a>(
+    handle: CK_SESSION_HANDLE,
+    kind: OpKind,
+    decode: impl FnOnce() -> Result<Step<'a>>,
+) -> Result<()> {
+    let session = session(handle)?;
+    let step = decoded(&*session, kind, decode())?;
+    session.step(kind, step)
+}
+
+/// The single-part call of an operation that produces output.
+///
+/// # Safety
+/// PKCS#11 contract on the four buffer arguments.
+pub(super) unsafe fn whole(
+    handle: CK_SESSION_HANDLE,
+    kind: OpKind,
+    data: *const CK_BYTE,
+    len: CK_ULONG,
+    out: *mut CK_BYTE,
+    out_len: *mut CK_ULONG,
+) -> Result<()> {
+    let session = session(handle)?;
+    // SAFETY: forwarded contract.
+    let (data, out) = decoded(&*session, kind, unsafe { in_out(data, len, out, out_len) })?;
+    session.step(kind, Step::Whole(&data, out))
+}
+
+/// `C_xUpdate` of an operation that produces no output per part.
+///
+/// # Safety
+/// PKCS#11 contract on `part`.
+pub(super) unsafe fn update(
+    handle: CK_SESSION_HANDLE,
+    kind: OpKind,
+    part: *const CK_BYTE,
+    len: CK_ULONG,
+) -> Result<()> {
+    // SAFETY: forwarded contract.
+    step(handle, kind, || {
+        Ok(Step::Update(unsafe { input(part, len) }?))
+    })
+}
+
+/// `C_xFinal` of an operation that produces output.
+///
+/// # Safety
+/// PKCS#11 contract on the buffer.
+pub(super) unsafe fn finish(
+    handle: CK_SESSION_HANDLE,
+    kind: OpKind,
+    out: *mut CK_BYTE,
+    out_len: *mut CK_ULONG,
+) -> Result<()> {
+    // SAFETY: forwarded contract.
+    step(handle, kind, || {
+        Ok(Step::Final(unsafe { out_buffer(out, out_len) }?))
+    })
 }
 
 entry_points! {
-    fn C_DigestInit(session: CK_SESSION_HANDLE, mech: CK_MECHANISM_PTR) {
-        if mech.is_null() {
-            return cancel(session, OpKind::Digest);
-        }
-        let session = or_forward!(session, |f| {
-            // SAFETY: PKCS#11 contract on pMechanism.
-            let mut mech = unsafe { checked_mechanism(mech) }?;
-            f.ops.begin_in_hsm(OpKind::Digest, || real!(f.token.lib, C_DigestInit(f.real, mech.as_ptr())))
-        });
+    fn C_DigestInit(handle: CK_SESSION_HANDLE, mech: CK_MECHANISM_PTR) {
         // SAFETY: PKCS#11 contract on pMechanism.
-        let mech = unsafe { mechanism(mech) }?;
-        session.ops.digest_init(&mech)
+        unsafe { init(handle, OpKind::Digest, mech, None) }
     }
 
-    fn C_Digest(session: CK_SESSION_HANDLE, data: CK_BYTE_PTR, len: CK_ULONG, digest: CK_BYTE_PTR, digest_len: CK_ULONG_PTR) {
-        route(session, OpKind::Digest, |f| {
-            // SAFETY: PKCS#11 contract on the buffers.
-            let check = unsafe { check_input(data, len).and(check_output(digest, digest_len)) };
-            f.step_in_hsm(OpKind::Digest, digest.is_null(), check, || {
-                real!(f.token.lib, C_Digest(f.real, data, len, digest, digest_len))
-            })
-        }, |ops| {
-            // SAFETY: PKCS#11 contract on pData / pDigest / pulDigestLen.
-            unsafe {
-                let data = input(data, len)?;
-                deliver(digest, digest_len, ops.digest_len()?, || ops.digest(data))
-            }
-        })
+    fn C_Digest(handle: CK_SESSION_HANDLE, data: CK_BYTE_PTR, len: CK_ULONG, digest: CK_BYTE_PTR, digest_len: CK_ULONG_PTR) {
+        // SAFETY: PKCS#11 contract on the buffers.
+        unsafe { whole(handle, OpKind::Digest, data, len, digest, digest_len) }
     }
 
-    fn C_DigestUpdate(session: CK_SESSION_HANDLE, part: CK_BYTE_PTR, len: CK_ULONG) {
-        route(session, OpKind::Digest, |f| {
-            // SAFETY: PKCS#11 contract on pPart.
-            let check = unsafe { check_input(part, len) };
-            f.step_in_hsm(OpKind::Digest, true, check, || real!(f.token.lib, C_DigestUpdate(f.real, part, len)))
-        }, |ops| {
-            // SAFETY: PKCS#11 contract on pPart.
-            let part = unsafe { input(part, len) }?;
-            ops.digest_update(part)
-        })
+    fn C_DigestUpdate(handle: CK_SESSION_HANDLE, part: CK_BYTE_PTR, len: CK_ULONG) {
+        // SAFETY: PKCS#11 contract on pPart.
+        unsafe { update(handle, OpKind::Digest, part, len) }
     }
 
-    fn C_DigestFinal(session: CK_SESSION_HANDLE, digest: CK_BYTE_PTR, digest_len: CK_ULONG_PTR) {
-        route(session, OpKind::Digest, |f| {
-            // SAFETY: PKCS#11 contract on the buffer.
-            let check = unsafe { check_output(digest, digest_len) };
-            f.step_in_hsm(OpKind::Digest, digest.is_null(), check, || {
-                real!(f.token.lib, C_DigestFinal(f.real, digest, digest_len))
-            })
-        }, |ops| {
-            // SAFETY: PKCS#11 contract on pDigest / pulDigestLen.
-            unsafe { deliver(digest, digest_len, ops.digest_len()?, || ops.digest_final()) }
-        })
+    fn C_DigestFinal(handle: CK_SESSION_HANDLE, digest: CK_BYTE_PTR, digest_len: CK_ULONG_PTR) {
+        // SAFETY: PKCS#11 contract on the buffer.
+        unsafe { finish(handle, OpKind::Digest, digest, digest_len) }
     }
 
-    fn C_SignInit(session: CK_SESSION_HANDLE, mech: CK_MECHANISM_PTR, key: CK_OBJECT_HANDLE) {
-        if mech.is_null() {
-            return cancel(session, OpKind::Sign);
-        }
+    fn C_SignInit(handle: CK_SESSION_HANDLE, mech: CK_MECHANISM_PTR, key: CK_OBJECT_HANDLE) {
         // SAFETY: PKCS#11 contract on pMechanism.
-        let session = or_forward!(session, |f| unsafe { forward::sign_init(&f, mech, key) });
+        unsafe { init(handle, OpKind::Sign, mech, Some(key)) }
+    }
+
+    fn C_Sign(handle: CK_SESSION_HANDLE, data: CK_BYTE_PTR, len: CK_ULONG, signature: CK_BYTE_PTR, signature_len: CK_ULONG_PTR) {
+        // SAFETY: PKCS#11 contract on the buffers.
+        unsafe { whole(handle, OpKind::Sign, data, len, signature, signature_len) }
+    }
+
+    fn C_SignUpdate(handle: CK_SESSION_HANDLE, part: CK_BYTE_PTR, len: CK_ULONG) {
+        // SAFETY: PKCS#11 contract on pPart.
+        unsafe { update(handle, OpKind::Sign, part, len) }
+    }
+
+    fn C_SignFinal(handle: CK_SESSION_HANDLE, signature: CK_BYTE_PTR, signature_len: CK_ULONG_PTR) {
+        // SAFETY: PKCS#11 contract on the buffer.
+        unsafe { finish(handle, OpKind::Sign, signature, signature_len) }
+    }
+
+    fn C_VerifyInit(handle: CK_SESSION_HANDLE, mech: CK_MECHANISM_PTR, key: CK_OBJECT_HANDLE) {
         // SAFETY: PKCS#11 contract on pMechanism.
-        let mech = unsafe { mechanism(mech) }?;
-        session.sign_init(&mech, key)
+        unsafe { init(handle, OpKind::Verify, mech, Some(key)) }
     }
 
-    fn C_Sign(session: CK_SESSION_HANDLE, data: CK_BYTE_PTR, len: CK_ULONG, signature: CK_BYTE_PTR, signature_len: CK_ULONG_PTR) {
-        route(session, OpKind::Sign, |f| {
-            // SAFETY: PKCS#11 contract on the buffers.
-            let check = unsafe { check_input(data, len).and(check_output(signature, signature_len)) };
-            f.step_in_hsm(OpKind::Sign, signature.is_null(), check, || {
-                real!(f.token.lib, C_Sign(f.real, data, len, signature, signature_len))
-            })
-        }, |ops| {
-            // SAFETY: PKCS#11 contract on pData / pSignature / pulSignatureLen.
-            unsafe {
-                let data = input(data, len)?;
-                deliver(signature, signature_len, ops.signature_len()?, || ops.sign(data))
-            }
-        })
-    }
-
-    fn C_SignUpdate(session: CK_SESSION_HANDLE, part: CK_BYTE_PTR, len: CK_ULONG) {
-        route(session, OpKind::Sign, |f| {
-            // SAFETY: PKCS#11 contract on pPart.
-            let check = unsafe { check_input(part, len) };
-            f.step_in_hsm(OpKind::Sign, true, check, || real!(f.token.lib, C_SignUpdate(f.real, part, len)))
-        }, |ops| {
-            // SAFETY: PKCS#11 contract on pPart.
-            let part = unsafe { input(part, len) }?;
-            ops.sign_update(part)
-        })
-    }
-
-    fn C_SignFinal(session: CK_SESSION_HANDLE, signature: CK_BYTE_PTR, signature_len: CK_ULONG_PTR) {
-        route(session, OpKind::Sign, |f| {
-            // SAFETY: PKCS#11 contract on the buffer.
-            let check = unsafe { check_output(signature, signature_len) };
-            f.step_in_hsm(OpKind::Sign, signature.is_null(), check, || {
-                real!(f.token.lib, C_SignFinal(f.real, signature, signature_len))
-            })
-        }, |ops| {
-            // SAFETY: PKCS#11 contract on pSignature / pulSignatureLen.
-            unsafe { deliver(signature, signature_len, ops.signature_len()?, || ops.sign_final()) }
-        })
-    }
-
-    fn C_VerifyInit(session: CK_SESSION_HANDLE, mech: CK_MECHANISM_PTR, key: CK_OBJECT_HANDLE) {
-        if mech.is_null() {
-            return cancel(session, OpKind::Verify);
-        }
-        // SAFETY: PKCS#11 contract on pMechanism.
-        let session = or_forward!(session, |f| unsafe { forward::verify_init(&f, mech, key) });
-        // SAFETY: PKCS#11 contract on pMechanism.
-        let mech = unsafe { mechanism(mech) }?;
-        session.verify_init(&mech, key)
-    }
-
-    fn C_Verify(session: CK_SESSION_HANDLE, data: CK_BYTE_PTR, len: CK_ULONG, signature: CK_BYTE_PTR, signature_len: CK_ULONG) {
-        route(session, OpKind::Verify, |f| {
-            // SAFETY: PKCS#11 contract on the buffers.
-            let check = unsafe { check_input(data, len).and(check_input(signature, signature_len)) };
-            f.step_in_hsm(OpKind::Verify, false, check, || {
-                real!(f.token.lib, C_Verify(f.real, data, len, signature, signature_len))
-            })
-        }, |ops| {
+    fn C_Verify(handle: CK_SESSION_HANDLE, data: CK_BYTE_PTR, len: CK_ULONG, signature: CK_BYTE_PTR, signature_len: CK_ULONG) {
+        step(handle, OpKind::Verify, || {
             // SAFETY: PKCS#11 contract on pData / pSignature.
-            let (data, signature) = unsafe { (input(data, len)?, input(signature, signature_len)?) };
-            ops.verify(data, signature)
+            unsafe { Ok(Step::Verify(input(data, len)?, input(signature, signature_len)?)) }
         })
     }
 
-    fn C_VerifyUpdate(session: CK_SESSION_HANDLE, part: CK_BYTE_PTR, len: CK_ULONG) {
-        route(session, OpKind::Verify, |f| {
-            // SAFETY: PKCS#11 contract on pPart.
-            let check = unsafe { check_input(part, len) };
-            f.step_in_hsm(OpKind::Verify, true, check, || real!(f.token.lib, C_VerifyUpdate(f.real, part, len)))
-        }, |ops| {
-            // SAFETY: PKCS#11 contract on pPart.
-            let part = unsafe { input(part, len) }?;
-            ops.verify_update(part)
-        })
+    fn C_VerifyUpdate(handle: CK_SESSION_HANDLE, part: CK_BYTE_PTR, len: CK_ULONG) {
+        // SAFETY: PKCS#11 contract on pPart.
+        unsafe { update(handle, OpKind::Verify, part, len) }
     }
 
-    fn C_VerifyFinal(session: CK_SESSION_HANDLE, signature: CK_BYTE_PTR, signature_len: CK_ULONG) {
-        route(session, OpKind::Verify, |f| {
+    fn C_VerifyFinal(handle: CK_SESSION_HANDLE, signature: CK_BYTE_PTR, signature_len: CK_ULONG) {
+        step(handle, OpKind::Verify, || {
             // SAFETY: PKCS#11 contract on pSignature.
-            let check = unsafe { check_input(signature, signature_len) };
-            f.step_in_hsm(OpKind::Verify, false, check, || {
-                real!(f.token.lib, C_VerifyFinal(f.real, signature, signature_len))
-            })
-        }, |ops| {
-            // SAFETY: PKCS#11 contract on pSignature.
-            let signature = unsafe { input(signature, signature_len) }?;
-            ops.verify_final(signature)
+            Ok(Step::VerifyFinal(unsafe { input(signature, signature_len) }?))
         })
     }
 
     fn C_GenerateKeyPair(
-        session: CK_SESSION_HANDLE,
+        handle: CK_SESSION_HANDLE,
         mech: CK_MECHANISM_PTR,
         public_template: CK_ATTRIBUTE_PTR,
         public_count: CK_ULONG,
@@ -219,12 +174,7 @@ entry_points! {
         public_key: CK_OBJECT_HANDLE_PTR,
         private_key: CK_OBJECT_HANDLE_PTR,
     ) {
-        let session = or_forward!(session, |f| {
-            // SAFETY: PKCS#11 contract on every pointer argument.
-            unsafe {
-                forward::generate_key_pair(&f, mech, public_template, public_count, private_template, private_count, public_key, private_key)
-            }
-        });
+        let session = session(handle)?;
         // SAFETY: PKCS#11 contract on every pointer argument.
         let (mech, public, private, public_out, private_out) = unsafe {
             (
@@ -241,29 +191,23 @@ entry_points! {
         Ok(())
     }
 
-    fn C_SeedRandom(session: CK_SESSION_HANDLE, seed: CK_BYTE_PTR, len: CK_ULONG) {
-        or_forward!(session, |f| {
-            // SAFETY: PKCS#11 contract on pSeed.
-            unsafe { check_input(seed, len) }?;
-            real!(f.token.lib, C_SeedRandom(f.real, seed, len))
-        });
+    fn C_SeedRandom(handle: CK_SESSION_HANDLE, seed: CK_BYTE_PTR, len: CK_ULONG) {
+        let session = session(handle)?;
         // SAFETY: PKCS#11 contract on pSeed.
-        unsafe { input(seed, len) }?;
-        // The operating system's generator takes no seed from callers.
-        Err(Error(CKR_RANDOM_SEED_NOT_SUPPORTED))
+        let seed = unsafe { input(seed, len) }?;
+        session.seed_random(seed)
     }
 
-    fn C_GenerateRandom(session: CK_SESSION_HANDLE, out: CK_BYTE_PTR, len: CK_ULONG) {
+    fn C_GenerateRandom(handle: CK_SESSION_HANDLE, out: CK_BYTE_PTR, len: CK_ULONG) {
+        let session = session(handle)?;
         if len > super::MAX_DATA_LEN || (out.is_null() && len > 0) {
-            module::get()?.session(session)?;
             return Err(Error::ARGUMENTS_BAD);
         }
-        or_forward!(session, |f| real!(f.token.lib, C_GenerateRandom(f.real, out, len)));
         if len == 0 {
-            return Ok(());
+            return session.generate_random(&mut []);
         }
         // SAFETY: non-NULL and writable for `len` bytes (PKCS#11 contract), length bounded.
         let buf = unsafe { std::slice::from_raw_parts_mut(out, len as usize) };
-        getrandom::getrandom(buf).map_err(|_| Error::DEVICE)
+        session.generate_random(buf)
     }
 }

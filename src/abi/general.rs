@@ -1,9 +1,10 @@
 //! General-purpose functions: `C_Initialize`, `C_Finalize`, `C_GetInfo`, and the legacy
 //! parallel-function calls.
 
-use super::{entry_points, library_version, padded, write_out};
+use super::{entry_points, write_out};
 use crate::error::{Error, Result};
 use crate::module;
+use crate::token::info::{library_version, padded};
 use cryptoki_sys::*;
 use std::sync::Once;
 

@@ -13,21 +13,22 @@
 
 mod cipher;
 mod crypto;
-mod forward;
 mod general;
-
+mod hsm_only;
 mod kem;
 mod objects;
-mod passthrough;
 mod sessions;
 mod slots;
 mod tables;
 mod unsupported;
 
+use crate::backend::BackendSession;
 use crate::error::{rv_name, Error, Result};
 use crate::mechanism::{self, Mechanism, Param, ParamShape};
 use crate::token::attributes::Attributes;
+use crate::token::io::{AttributeRequest, Output};
 use cryptoki_sys::*;
+use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 pub use tables::function_list_240;
@@ -80,17 +81,10 @@ macro_rules! entry_points {
 }
 pub(crate) use entry_points;
 
-/// The embedded session behind a handle; for a forwarded session, the entry point's result is
-/// `$forward` instead.
-macro_rules! or_forward {
-    ($handle:expr, |$f:ident| $forward:expr) => {
-        match $crate::module::get()?.session($handle)? {
-            $crate::module::AnySession::Embedded(session) => session,
-            $crate::module::AnySession::Forwarded($f) => return $forward,
-        }
-    };
+/// The session behind a handle, whoever serves it.
+fn session(handle: CK_SESSION_HANDLE) -> Result<std::sync::Arc<dyn BackendSession>> {
+    crate::module::get()?.session(handle)
 }
-pub(crate) use or_forward;
 
 /// A caller's input buffer. `len` is checked before anything is read.
 ///
@@ -126,35 +120,100 @@ unsafe fn write_out<T>(ptr: *mut T, value: T) -> Result<()> {
     Ok(())
 }
 
-/// The two-call length convention: NULL `buf` asks for the length; a short buffer answers
-/// `CKR_BUFFER_TOO_SMALL` with the length needed; otherwise `produce` runs and its bytes are
-/// copied out.
+/// A caller's output buffer with the two-call length convention: NULL `buf` asks for the
+/// length; otherwise the buffer spans the `*len` bytes the caller offers.
 ///
 /// # Safety
 /// `buf` must be NULL or valid for writes of `*len` bytes; `len` must be NULL or valid.
-unsafe fn deliver(
-    buf: *mut CK_BYTE,
-    len: *mut CK_ULONG,
-    needed: usize,
-    produce: impl FnOnce() -> Result<Vec<u8>>,
-) -> Result<()> {
+unsafe fn out_buffer<'a>(buf: *mut CK_BYTE, len: *mut CK_ULONG) -> Result<Output<'a>> {
     // SAFETY: forwarded contract.
     let len = unsafe { output(len) }?;
     if buf.is_null() {
-        *len = needed as CK_ULONG;
-        return Ok(());
+        return Ok(Output::new(None, len));
     }
-    if (*len as usize) < needed {
-        *len = needed as CK_ULONG;
-        return Err(Error::BUFFER_TOO_SMALL);
+    if *len > MAX_DATA_LEN {
+        return Err(Error::ARGUMENTS_BAD);
     }
-    let data = produce()?;
-    if data.len() > *len as usize {
-        return Err(Error::GENERAL);
+    // SAFETY: non-NULL, bounded, and the caller promises `*len` writable bytes.
+    let buf = unsafe { std::slice::from_raw_parts_mut(buf, *len as usize) };
+    Ok(Output::new(Some(buf), len))
+}
+
+/// An input and an output buffer of one call. A caller may encrypt in place (the same memory
+/// for both): the input is then copied first (up to 64 MiB), so no byte is both read and
+/// written through.
+///
+/// # Safety
+/// As [`input`] and [`out_buffer`].
+unsafe fn in_out<'a>(
+    data: *const CK_BYTE,
+    len: CK_ULONG,
+    out: *mut CK_BYTE,
+    out_len: *mut CK_ULONG,
+) -> Result<(Cow<'a, [u8]>, Output<'a>)> {
+    // SAFETY: forwarded contract.
+    let data = unsafe { input(data, len) }?;
+    // SAFETY: forwarded contract (a NULL length pointer is refused by `out_buffer` below).
+    let offered = unsafe { out_len.as_ref() }.map_or(0, |l| *l as usize);
+    let (start, end) = (out as usize, (out as usize).saturating_add(offered));
+    let (in_start, in_end) = (data.as_ptr() as usize, data.as_ptr() as usize + data.len());
+    let overlaps = !out.is_null() && !data.is_empty() && in_start < end && start < in_end;
+    let data = if overlaps {
+        // A length past any real in-place buffer is a caller's bug: refused before reading.
+        if data.len() > crate::mechanism::MAX_COLLECTED_LEN {
+            return Err(Error::ARGUMENTS_BAD);
+        }
+        Cow::Owned(data.to_vec())
+    } else {
+        Cow::Borrowed(data)
+    };
+    // SAFETY: forwarded contract; the output no longer overlaps a borrowed input.
+    Ok((data, unsafe { out_buffer(out, out_len) }?))
+}
+
+/// The caller's `C_GetAttributeValue` template as requests a backend answers; [`answered`]
+/// writes the answers back.
+///
+/// # Safety
+/// `ptr` must be NULL or valid for `count` attributes, each `pValue` NULL or writable for its
+/// `ulValueLen`.
+unsafe fn attribute_requests<'a>(
+    ptr: *const CK_ATTRIBUTE,
+    count: CK_ULONG,
+) -> Result<Vec<AttributeRequest<'a>>> {
+    // SAFETY: forwarded contract; the view is dropped before the answers are written.
+    let raw = unsafe { attribute_array(ptr, count) }?;
+    raw.iter()
+        .map(|a| {
+            if a.pValue.is_null() {
+                return Ok(AttributeRequest::new(a.type_, None, a.ulValueLen));
+            }
+            if a.ulValueLen > MAX_DATA_LEN {
+                return Err(Error::ARGUMENTS_BAD);
+            }
+            // SAFETY: non-NULL, bounded, the caller promises `ulValueLen` writable bytes.
+            let value = unsafe {
+                std::slice::from_raw_parts_mut(a.pValue as *mut u8, a.ulValueLen as usize)
+            };
+            Ok(AttributeRequest::new(a.type_, Some(value), a.ulValueLen))
+        })
+        .collect()
+}
+
+/// Writes each request's answer into the caller's `ulValueLen`.
+///
+/// # Safety
+/// As [`attribute_requests`], with no other reference to the array alive.
+unsafe fn answered(
+    ptr: *mut CK_ATTRIBUTE,
+    count: CK_ULONG,
+    requests: &[AttributeRequest],
+) -> Result<()> {
+    // SAFETY: forwarded contract.
+    let raw = unsafe { attribute_array_mut(ptr, count) }?;
+    for (a, r) in raw.iter_mut().zip(requests) {
+        a.ulValueLen = r.answer;
     }
-    // SAFETY: `buf` is writable for `*len` bytes and `data.len()` fits in it.
-    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len()) };
-    *len = data.len() as CK_ULONG;
     Ok(())
 }
 
@@ -330,20 +389,4 @@ unsafe fn context(ptr: *const CK_BYTE, len: CK_ULONG) -> Result<Vec<u8>> {
     }
     // SAFETY: non-NULL when non-empty, at most 255 bytes, caller's promise.
     Ok(unsafe { input(ptr, len) }?.to_vec())
-}
-
-/// Copies `text` into a blank-padded fixed field.
-fn padded<const N: usize>(text: &[u8]) -> [CK_UTF8CHAR; N] {
-    let mut field = [b' '; N];
-    let n = text.len().min(N);
-    field[..n].copy_from_slice(&text[..n]);
-    field
-}
-
-/// Version of this library, from Cargo.
-fn library_version() -> CK_VERSION {
-    CK_VERSION {
-        major: env!("CARGO_PKG_VERSION_MAJOR").parse().unwrap_or(0),
-        minor: env!("CARGO_PKG_VERSION_MINOR").parse().unwrap_or(0),
-    }
 }

@@ -1,9 +1,11 @@
 //! `b4ae-pkcs11`: administration of the module's tokens, through the same token layer the
 //! module's C ABI uses.
 
-use b4ae_pkcs11::backend::Role;
+use b4ae_pkcs11::backend::embedded::EmbeddedSlot;
+use b4ae_pkcs11::backend::pkcs11::HsmSlot;
 use b4ae_pkcs11::config::Config;
-use b4ae_pkcs11::module::{self, Slot};
+use b4ae_pkcs11::module;
+use b4ae_pkcs11::token::store::Role;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -72,8 +74,9 @@ fn info() -> Result<(), String> {
     module::initialize(None).map_err(|e| format!("C_Initialize: {e}"))?;
     let m = module::get().map_err(|e| e.to_string())?;
     for (slot_id, slot) in m.slots.iter().enumerate() {
-        match slot {
-            Slot::Embedded(token) => {
+        let any = slot.as_any();
+        if let Some(EmbeddedSlot(token)) = any.downcast_ref::<EmbeddedSlot>() {
+            {
                 let state = token.state().map_err(|e| e.to_string())?;
                 let path = config.tokens.get(slot_id).and_then(|c| c.path.as_ref());
                 let path = path.map(|p| p.display().to_string()).unwrap_or_default();
@@ -104,7 +107,8 @@ fn info() -> Result<(), String> {
                     println!("  token not initialized");
                 }
             }
-            Slot::Forwarded(token) => {
+        } else if let Some(HsmSlot(token)) = any.downcast_ref::<HsmSlot>() {
+            {
                 let info = token
                     .lib
                     .token_info(token.real_slot())
@@ -135,7 +139,10 @@ fn init_token(slot: u64, label: &str, so_pin: &str, pin: Option<&str>) -> Result
     padded[..label.len()].copy_from_slice(label.as_bytes());
     module::initialize(None).map_err(|e| format!("C_Initialize: {e}"))?;
     let m = module::get().map_err(|e| e.to_string())?;
-    let token = m.token(slot as _).map_err(|e| e.to_string())?;
+    let slot_backend = m.slot(slot as _).map_err(|e| e.to_string())?;
+    let Some(EmbeddedSlot(token)) = slot_backend.as_any().downcast_ref::<EmbeddedSlot>() else {
+        return Err(format!("slot {slot} is not an embedded token"));
+    };
     token
         .init_token(so_pin.as_bytes(), &padded)
         .map_err(|e| format!("C_InitToken: {e}"))?;
@@ -156,7 +163,8 @@ fn init_token(slot: u64, label: &str, so_pin: &str, pin: Option<&str>) -> Result
 fn rotate_stk(slot: u64, pin: &str) -> Result<(), String> {
     module::initialize(None).map_err(|e| format!("C_Initialize: {e}"))?;
     let m = module::get().map_err(|e| e.to_string())?;
-    let Slot::Forwarded(token) = m.slot(slot as _).map_err(|e| e.to_string())? else {
+    let slot_backend = m.slot(slot as _).map_err(|e| e.to_string())?;
+    let Some(HsmSlot(token)) = slot_backend.as_any().downcast_ref::<HsmSlot>() else {
         return Err(format!("slot {slot} is not a pkcs11 slot"));
     };
     let flags = cryptoki_sys::CKF_SERIAL_SESSION | cryptoki_sys::CKF_RW_SESSION;

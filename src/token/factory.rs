@@ -179,7 +179,7 @@ pub fn generate_ml_kem(
     let mut public = pair_half(public, CKO_PUBLIC_KEY, CKK_ML_KEM)?;
     let mut private = pair_half(private, CKO_PRIVATE_KEY, CKK_ML_KEM)?;
     let set = mlkem::ParamSet::from_ck(pair_parameter_set(&public, &private)?)?;
-    let seed = Zeroizing::new(crate::backend::random_bytes::<{ mlkem::SEED_LEN }>()?);
+    let seed = Zeroizing::new(crate::random::random_bytes::<{ mlkem::SEED_LEN }>()?);
     let (ek, dk) = set.keygen_from_seed(&seed);
     public.set_ulong(CKA_PARAMETER_SET, set.ck());
     public.set(CKA_VALUE, ek);

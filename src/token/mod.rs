@@ -2,16 +2,19 @@
 
 pub mod attributes;
 pub mod factory;
+pub mod info;
+pub mod io;
 pub mod object;
 pub mod operations;
 pub mod rules;
 pub mod session;
+pub mod store;
 pub mod table;
 
-use crate::backend::{Backend, Role, TokenState};
 use crate::error::{Error, Result};
 use crate::token::attributes::Attributes;
 use crate::token::object::Object;
+use crate::token::store::{Role, Store, TokenState};
 use crate::token::table::{Home, ObjectTable};
 use cryptoki_sys::*;
 use parking_lot::RwLock;
@@ -36,7 +39,7 @@ pub struct Token {
     /// The slot's description, from the configuration.
     pub description: String,
     pub model: &'static str,
-    backend: Box<dyn Backend>,
+    backend: Box<dyn Store>,
     login: RwLock<Login>,
     objects: RwLock<ObjectTable>,
     pub sessions: AtomicUsize,
@@ -48,7 +51,7 @@ impl Token {
         slot_id: CK_SLOT_ID,
         description: String,
         model: &'static str,
-        backend: Box<dyn Backend>,
+        backend: Box<dyn Store>,
     ) -> Self {
         Token {
             slot_id,

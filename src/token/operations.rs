@@ -9,6 +9,7 @@ use crate::mechanism::aes_gcm::GcmOperation;
 use crate::mechanism::digest::DigestOperation;
 use crate::mechanism::signing::{SignOperation, VerifyOperation};
 use crate::mechanism::Mechanism;
+use crate::token::io::Step;
 use cryptoki_sys::CK_OBJECT_HANDLE;
 use parking_lot::Mutex;
 
@@ -393,5 +394,73 @@ impl Operations {
             .take()
             .ok_or(Error::OPERATION_NOT_INITIALIZED)?;
         op.finish()
+    }
+}
+
+impl Operations {
+    /// Runs one call of an active operation: an error ends the operation, except
+    /// `CKR_BUFFER_TOO_SMALL`, after which the caller retries. The one owner of that rule for
+    /// operations this module performs.
+    pub fn within(&self, kind: OpKind, body: impl FnOnce() -> Result<()>) -> Result<()> {
+        let result = body();
+        if matches!(result, Err(e) if e != Error::BUFFER_TOO_SMALL) {
+            self.cancel(kind);
+        }
+        result
+    }
+
+    /// One call of an operation this module performs.
+    pub fn perform(&self, kind: OpKind, step: Step) -> Result<()> {
+        self.within(kind, || match (kind, step) {
+            (OpKind::Digest, Step::Whole(data, out)) => {
+                out.deliver(self.digest_len()?, || self.digest(data))
+            }
+            (OpKind::Digest, Step::Update(part)) => self.digest_update(part),
+            (OpKind::Digest, Step::Final(out)) => {
+                out.deliver(self.digest_len()?, || self.digest_final())
+            }
+            (OpKind::Sign, Step::Whole(data, out)) => {
+                out.deliver(self.signature_len()?, || self.sign(data))
+            }
+            (OpKind::Sign, Step::Update(part)) => self.sign_update(part),
+            (OpKind::Sign, Step::Final(out)) => {
+                out.deliver(self.signature_len()?, || self.sign_final())
+            }
+            (OpKind::Verify, Step::Verify(data, signature)) => self.verify(data, signature),
+            (OpKind::Verify, Step::Update(part)) => self.verify_update(part),
+            (OpKind::Verify, Step::VerifyFinal(signature)) => self.verify_final(signature),
+            (OpKind::Encrypt | OpKind::Decrypt, step) => {
+                let direction = match kind {
+                    OpKind::Encrypt => Direction::Encrypt,
+                    _ => Direction::Decrypt,
+                };
+                self.cipher_step(direction, step)
+            }
+            _ => Err(Error::GENERAL),
+        })
+    }
+
+    fn cipher_step(&self, direction: Direction, step: Step) -> Result<()> {
+        match step {
+            Step::Whole(data, out) => {
+                let needed = self.cipher_len(direction, data.len())?;
+                out.deliver(needed, || self.cipher_one_shot(direction, data))
+            }
+            // GCM answers everything at the final call, so a part yields no output; a call
+            // with no output buffer only asks that length and consumes nothing.
+            Step::CipherUpdate(part, out) => {
+                let query = out.is_query();
+                out.nothing();
+                if query {
+                    return Ok(());
+                }
+                self.cipher_update(direction, part)
+            }
+            Step::Final(out) => {
+                let needed = self.cipher_final_len(direction)?;
+                out.deliver(needed, || self.cipher_final(direction))
+            }
+            _ => Err(Error::GENERAL),
+        }
     }
 }

@@ -1,8 +1,8 @@
 //! The handles a token has given out, and the objects behind them. Token objects mirror the
 //! backend's store (re-read when another process changed it); session objects live here only.
 
-use crate::backend::StoredObject;
 use crate::token::object::Object;
+use crate::token::store::StoredObject;
 use cryptoki_sys::{CK_OBJECT_HANDLE, CK_SESSION_HANDLE};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -6,3 +6,6 @@ mod store;
 
 pub use sealing::KdfCost;
 pub use store::EmbeddedStore;
+mod slot;
+
+pub use slot::EmbeddedSlot;

@@ -1,9 +1,9 @@
 //! The embedded store's cryptography: PIN-derived keys (Argon2id) and AES-256-GCM sealing with
 //! the record's identity as associated data.
 
-pub use crate::backend::random_bytes;
 use crate::config::PinKdf;
 use crate::error::{Error, Result};
+pub use crate::random::random_bytes;
 use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
 use zeroize::Zeroizing;

@@ -3,11 +3,11 @@
 //! when another one wrote.
 
 use super::sealing::{self, KdfCost, Key};
-use crate::backend::{Backend, Role, StoredObject, TokenState};
 use crate::config::PinKdf;
 use crate::error::{Error, Result};
 use crate::token::attributes::Attributes;
 use crate::token::object::Object;
+use crate::token::store::{Role, Store, StoredObject, TokenState};
 use cryptoki_sys::CKR_USER_PIN_NOT_INITIALIZED;
 use parking_lot::{Mutex, RwLock};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -305,7 +305,7 @@ fn set_private_mode(path: &std::path::Path) {
 #[cfg(not(unix))]
 fn set_private_mode(_path: &std::path::Path) {}
 
-impl Backend for EmbeddedStore {
+impl Store for EmbeddedStore {
     fn state(&self) -> Result<TokenState> {
         let mut state = TokenState {
             max_failures: self.max_failures,

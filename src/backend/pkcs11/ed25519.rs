@@ -3,9 +3,9 @@
 //! an attribute only this module reads.
 
 use crate::backend::pkcs11::library::HsmLibrary;
-use crate::backend::random_bytes;
 use crate::error::{Error, Result};
 use crate::mechanism::hybrid::{Ed25519Signer, ED25519_PUBLIC_LEN, ED25519_SIGNATURE_LEN};
+use crate::random::random_bytes;
 use crate::token::attributes::Attributes;
 use cryptoki_sys::*;
 use std::sync::Arc;

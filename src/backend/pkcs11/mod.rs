@@ -3,23 +3,28 @@
 //! hold natively are sealed records inside it ([`keystore`]), under a storage key that never
 //! leaves it ([`hierarchy`]).
 
+mod calls;
 pub mod ed25519;
 pub mod hierarchy;
 mod index;
 pub mod keystore;
 pub mod library;
 pub mod records;
+mod session;
+mod slot;
+
+pub use session::ForwardSession;
+pub use slot::HsmSlot;
 
 use crate::backend::pkcs11::library::HsmLibrary;
 use crate::config::TokenConfig;
 use crate::error::{Error, Result};
 use crate::mechanism::{self, MechanismInfo};
 use crate::token::attributes::Attributes;
-use crate::token::operations::{OpKind, Operations, Performer};
 use cryptoki_sys::*;
 use keystore::KeyStore;
 use parking_lot::RwLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 /// Which real token a slot stands for.
@@ -315,72 +320,5 @@ impl ForwardToken {
     pub fn all_sessions_closed(&self) {
         self.keys.close();
         self.keys.forget_secrets();
-    }
-}
-
-/// A session of a forwarded slot: ours, backed by one real session.
-pub struct ForwardSession {
-    pub handle: CK_SESSION_HANDLE,
-    pub real: CK_SESSION_HANDLE,
-    pub token: Arc<ForwardToken>,
-    pub rw: bool,
-    /// The operations this module performs itself (search, post-quantum keys).
-    pub ops: Operations,
-}
-
-impl ForwardSession {
-    pub fn new(
-        handle: CK_SESSION_HANDLE,
-        real: CK_SESSION_HANDLE,
-        token: Arc<ForwardToken>,
-        rw: bool,
-    ) -> Self {
-        token.sessions.fetch_add(1, Ordering::SeqCst);
-        ForwardSession {
-            handle,
-            real,
-            token,
-            rw,
-            ops: Operations::default(),
-        }
-    }
-}
-
-impl ForwardSession {
-    /// Ends the operation of `kind`, here or in the HSM (`C_xInit` with a NULL mechanism,
-    /// `C_SessionCancel`, or arguments refused before the HSM saw them).
-    pub fn cancel(&self, kind: OpKind) {
-        if self.ops.cancel(kind) == Performer::Hsm {
-            self.token.lib.end_operation(self.real, kind);
-        }
-    }
-
-    /// One call of an operation the HSM performs, whose arguments `check` vetted: refused
-    /// arguments end the operation in the HSM too, as the refused call would have.
-    pub fn step_in_hsm(
-        &self,
-        kind: OpKind,
-        continues: bool,
-        check: Result<()>,
-        call: impl FnOnce() -> Result<()>,
-    ) -> Result<()> {
-        if let Err(e) = check {
-            if self.ops.performer(kind) == Performer::Hsm {
-                self.cancel(kind);
-            }
-            return Err(e);
-        }
-        self.ops.step_in_hsm(kind, continues, call)
-    }
-}
-
-impl Drop for ForwardSession {
-    /// The application closed the session (or finalized the module) and no call is using it
-    /// any more: only now is the real session closed, never under a running call.
-    fn drop(&mut self) {
-        let _ = self.token.lib.close_session(self.real);
-        if self.token.sessions.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.token.all_sessions_closed();
-        }
     }
 }

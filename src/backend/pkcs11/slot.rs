@@ -1,0 +1,84 @@
+//! A pkcs11 slot behind the backend interface: the real token's answers, with this module's
+//! post-quantum mechanisms added where the HSM lacks them.
+
+use super::{ForwardSession, ForwardToken};
+use crate::backend::{Backend, BackendSession, SlotInfo};
+use crate::error::{Error, Result};
+use cryptoki_sys::*;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// A slot forwarding to one real token.
+pub struct HsmSlot(pub Arc<ForwardToken>);
+
+impl Backend for HsmSlot {
+    fn slot_id(&self) -> CK_SLOT_ID {
+        self.0.slot_id
+    }
+
+    fn slot_info(&self) -> Result<SlotInfo> {
+        let real = self.0.lib.slot_info(self.0.real_slot())?;
+        Ok(SlotInfo {
+            description: self.0.description.clone(),
+            flags: real.flags | CKF_TOKEN_PRESENT,
+        })
+    }
+
+    fn token_info(&self) -> Result<CK_TOKEN_INFO> {
+        self.0.lib.token_info(self.0.real_slot())
+    }
+
+    fn mechanisms(&self) -> Result<Vec<CK_MECHANISM_TYPE>> {
+        Ok(self.0.mechanisms())
+    }
+
+    fn mechanism_info(&self, kind: CK_MECHANISM_TYPE) -> Result<CK_MECHANISM_INFO> {
+        match self.0.ours(kind) {
+            Some(m) => Ok(CK_MECHANISM_INFO {
+                ulMinKeySize: m.min_key_size,
+                ulMaxKeySize: m.max_key_size,
+                flags: m.flags,
+            }),
+            None => self.0.lib.mechanism_info(self.0.real_slot(), kind),
+        }
+    }
+
+    fn init_token(&self, so_pin: &[u8], label: &[u8; 32]) -> Result<()> {
+        let token = &self.0;
+        if token.sessions.load(Ordering::SeqCst) > 0 {
+            return Err(Error(CKR_SESSION_EXISTS));
+        }
+        token.keys.close();
+        token.lib.init_token(token.real_slot(), so_pin, label)?;
+        let label = String::from_utf8_lossy(label).trim_end().to_owned();
+        token.reresolve(Some(label));
+        Ok(())
+    }
+
+    fn open_session(
+        &self,
+        handle: CK_SESSION_HANDLE,
+        flags: CK_FLAGS,
+    ) -> Result<Arc<dyn BackendSession>> {
+        let token = &self.0;
+        let rw = flags & CKF_RW_SESSION != 0;
+        let real = token.lib.open_session(
+            token.real_slot(),
+            flags & (CKF_SERIAL_SESSION | CKF_RW_SESSION),
+        )?;
+        Ok(Arc::new(ForwardSession::new(
+            handle,
+            real,
+            token.clone(),
+            rw,
+        )))
+    }
+
+    fn forget_secrets(&self) {
+        self.0.keys.forget_secrets()
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
