@@ -15,9 +15,6 @@ use crate::token::operations::{OpKind, Operations};
 use cryptoki_sys::*;
 use std::sync::Arc;
 
-// Kept for the mechanism layer's existing imports; new code uses `crate::random`.
-pub use crate::random::random_bytes;
-
 /// What `C_GetSlotInfo` reports of a slot besides the module's constants.
 pub struct SlotInfo {
     pub description: String,

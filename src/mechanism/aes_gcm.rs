@@ -3,14 +3,76 @@
 //! decryption must check the tag before it releases any plaintext.
 
 use crate::error::{Error, Result};
+use crate::mechanism::{check_key, Mechanism, MechanismFamily, MechanismInfo, Param, ParamShape};
+use crate::token::attributes::Attributes;
+use crate::token::factory;
+use crate::token::object::Object;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes128Gcm, Aes256Gcm, AesGcm};
+use cryptoki_sys::*;
 use zeroize::Zeroizing;
 
 pub const TAG_LEN: usize = 16;
 pub const IV_LEN: usize = 12;
 
 type Aes192Gcm = AesGcm<aes_gcm::aes::Aes192, aes_gcm::aead::consts::U12>;
+
+/// The AES family: `CKM_AES_KEY_GEN` and `CKM_AES_GCM`, classical. Key sizes in bytes.
+pub struct Aes;
+
+impl MechanismFamily for Aes {
+    fn mechanisms(&self) -> &'static [MechanismInfo] {
+        const MECHANISMS: &[MechanismInfo] = &[
+            MechanismInfo::new(CKM_AES_KEY_GEN, 16, 32, CKF_GENERATE),
+            MechanismInfo::new(CKM_AES_GCM, 16, 32, CKF_ENCRYPT | CKF_DECRYPT),
+        ];
+        MECHANISMS
+    }
+
+    fn param_shape(&self, mechanism: CK_MECHANISM_TYPE) -> ParamShape {
+        match mechanism {
+            CKM_AES_GCM => ParamShape::Gcm,
+            _ => ParamShape::Empty,
+        }
+    }
+
+    fn classical(&self) -> bool {
+        true
+    }
+
+    fn cipher_init(
+        &self,
+        mechanism: &Mechanism,
+        key: &Object,
+        decrypt: bool,
+    ) -> Result<GcmOperation> {
+        let Param::Gcm(params) = &mechanism.param else {
+            return Err(Error::MECHANISM_PARAM_INVALID);
+        };
+        let usage = if decrypt { CKA_DECRYPT } else { CKA_ENCRYPT };
+        check_key(key, CKO_SECRET_KEY, CKK_AES, usage, CKM_AES_GCM)?;
+        let value = key.attrs.get(CKA_VALUE).ok_or(Error::USER_NOT_LOGGED_IN)?;
+        GcmOperation::new(value, params.clone(), decrypt)
+    }
+
+    /// `CKA_VALUE_LEN` 16, 24 or 32.
+    fn generate_key(&self, _mechanism: &Mechanism, template: Attributes) -> Result<Attributes> {
+        let mut key = factory::key_template(template, CKO_SECRET_KEY, CKK_AES)?;
+        if key.contains(CKA_VALUE) {
+            return Err(Error::TEMPLATE_INCONSISTENT);
+        }
+        let len = key
+            .ulong(CKA_VALUE_LEN)?
+            .ok_or(Error::TEMPLATE_INCOMPLETE)?;
+        if !matches!(len, 16 | 24 | 32) {
+            return Err(Error::ATTRIBUTE_VALUE_INVALID);
+        }
+        let mut value = Zeroizing::new(vec![0u8; len as usize]);
+        getrandom::getrandom(&mut value).map_err(|_| Error::DEVICE)?;
+        key.set(CKA_VALUE, value.to_vec());
+        Ok(factory::generated_key(CKM_AES_KEY_GEN, CKK_AES, key))
+    }
+}
 
 /// The decoded `CK_GCM_PARAMS`.
 #[derive(Clone, Debug)]
@@ -52,7 +114,7 @@ fn run(key: &[u8], params: &GcmParams, data: &[u8], decrypt: bool) -> Result<Vec
         32 => with!(Aes256Gcm),
         _ => return Err(Error::GENERAL),
     };
-    out.map_err(|_| Error(cryptoki_sys::CKR_ENCRYPTED_DATA_INVALID))
+    out.map_err(|_| Error(CKR_ENCRYPTED_DATA_INVALID))
 }
 
 /// A GCM encryption or decryption in progress.
@@ -81,7 +143,7 @@ impl GcmOperation {
         if self.decrypt {
             input_len
                 .checked_sub(TAG_LEN)
-                .ok_or(Error(cryptoki_sys::CKR_ENCRYPTED_DATA_LEN_RANGE))
+                .ok_or(Error(CKR_ENCRYPTED_DATA_LEN_RANGE))
         } else {
             Ok(input_len + TAG_LEN)
         }

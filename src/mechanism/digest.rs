@@ -1,9 +1,38 @@
 //! SHA-2 digests, single- and multi-part.
 
 use crate::error::{Error, Result};
-use crate::mechanism::Mechanism;
+use crate::mechanism::{family_for, Mechanism, MechanismFamily, MechanismInfo};
 use cryptoki_sys::*;
 use sha2::{Digest as _, Sha256, Sha384, Sha512};
+
+/// The SHA-2 family: `CKM_SHA256`, `CKM_SHA384`, `CKM_SHA512`, classical.
+pub struct Sha2;
+
+impl MechanismFamily for Sha2 {
+    fn mechanisms(&self) -> &'static [MechanismInfo] {
+        const MECHANISMS: &[MechanismInfo] = &[
+            MechanismInfo::new(CKM_SHA256, 0, 0, CKF_DIGEST),
+            MechanismInfo::new(CKM_SHA384, 0, 0, CKF_DIGEST),
+            MechanismInfo::new(CKM_SHA512, 0, 0, CKF_DIGEST),
+        ];
+        MECHANISMS
+    }
+
+    fn classical(&self) -> bool {
+        true
+    }
+
+    fn digest_init(&self, mechanism: &Mechanism) -> Result<DigestOperation> {
+        let op = match mechanism.mechanism {
+            CKM_SHA256 => DigestOperation::Sha256(Sha256::new()),
+            CKM_SHA384 => DigestOperation::Sha384(Sha384::new()),
+            CKM_SHA512 => DigestOperation::Sha512(Sha512::new()),
+            _ => return Err(Error::MECHANISM_INVALID),
+        };
+        mechanism.expect_no_param()?;
+        Ok(op)
+    }
+}
 
 /// A digest in progress.
 #[derive(Clone)]
@@ -14,16 +43,9 @@ pub enum DigestOperation {
 }
 
 impl DigestOperation {
-    /// `C_DigestInit`.
+    /// `C_DigestInit`, by whichever family performs the mechanism.
     pub fn new(mechanism: &Mechanism) -> Result<Self> {
-        let op = match mechanism.mechanism {
-            CKM_SHA256 => DigestOperation::Sha256(Sha256::new()),
-            CKM_SHA384 => DigestOperation::Sha384(Sha384::new()),
-            CKM_SHA512 => DigestOperation::Sha512(Sha512::new()),
-            _ => return Err(Error::MECHANISM_INVALID),
-        };
-        mechanism.expect_no_param()?;
-        Ok(op)
+        family_for(mechanism.mechanism, CKF_DIGEST)?.digest_init(mechanism)
     }
 
     /// Length of the digest.

@@ -2,9 +2,19 @@
 //! 2592, private key 4864, signature 4595 bytes, deterministic signing. Not ML-DSA-87: the two
 //! differ in key format, hashing and signature length, and verify nothing of each other's.
 
+use crate::consts::{CKK_B4AE_DILITHIUM5, CKM_B4AE_DILITHIUM5, CKM_B4AE_DILITHIUM5_KEY_PAIR_GEN};
 use crate::error::{Error, Result};
+use crate::mechanism::hybrid::Ed25519Signer;
+use crate::mechanism::signing::{SignOperation, VerifyOperation};
+use crate::mechanism::signing::{WholeMessageSigner, WholeMessageVerifier};
+use crate::mechanism::{check_key, Mechanism, MechanismFamily, MechanismInfo};
+use crate::token::attributes::Attributes;
+use crate::token::factory;
+use crate::token::object::Object;
+use cryptoki_sys::*;
 use pqcrypto_dilithium::dilithium5;
 use pqcrypto_traits::sign::{DetachedSignature as _, PublicKey as _, SecretKey as _};
+use std::sync::Arc;
 use zeroize::Zeroizing;
 
 pub const PUBLIC_KEY_LEN: usize = dilithium5::public_key_bytes();
@@ -55,6 +65,73 @@ impl Drop for SigningKey {
             *self.0 = zero;
         }
         std::hint::black_box(&*self.0);
+    }
+}
+
+/// The Dilithium5 family: `CKM_B4AE_DILITHIUM5_KEY_PAIR_GEN` and `CKM_B4AE_DILITHIUM5`. Key
+/// sizes are the public key's bytes.
+pub struct Dilithium5;
+
+impl MechanismFamily for Dilithium5 {
+    fn mechanisms(&self) -> &'static [MechanismInfo] {
+        const LEN: CK_ULONG = PUBLIC_KEY_LEN as CK_ULONG;
+        const MECHANISMS: &[MechanismInfo] = &[
+            MechanismInfo::new(
+                CKM_B4AE_DILITHIUM5_KEY_PAIR_GEN,
+                LEN,
+                LEN,
+                CKF_GENERATE_KEY_PAIR,
+            ),
+            MechanismInfo::new(CKM_B4AE_DILITHIUM5, LEN, LEN, CKF_SIGN | CKF_VERIFY),
+        ];
+        MECHANISMS
+    }
+
+    fn sign_init(
+        &self,
+        mechanism: &Mechanism,
+        key: &Object,
+        _ed25519: Option<Arc<dyn Ed25519Signer>>,
+    ) -> Result<Box<dyn SignOperation>> {
+        mechanism.expect_no_param()?;
+        let (class, key_type) = (CKO_PRIVATE_KEY, CKK_B4AE_DILITHIUM5);
+        check_key(key, class, key_type, CKA_SIGN, CKM_B4AE_DILITHIUM5)?;
+        let key = key.dilithium5_key()?;
+        Ok(WholeMessageSigner::boxed(SIGNATURE_LEN, move |m| {
+            Ok(key.sign(m))
+        }))
+    }
+
+    fn verify_init(&self, mechanism: &Mechanism, key: &Object) -> Result<Box<dyn VerifyOperation>> {
+        mechanism.expect_no_param()?;
+        let (class, key_type) = (CKO_PUBLIC_KEY, CKK_B4AE_DILITHIUM5);
+        check_key(key, class, key_type, CKA_VERIFY, CKM_B4AE_DILITHIUM5)?;
+        let public_key = key.attrs.get(CKA_VALUE).ok_or(Error::GENERAL)?.to_vec();
+        Ok(WholeMessageVerifier::boxed(move |m, sig| {
+            verify(&public_key, m, sig)
+        }))
+    }
+
+    fn generate_key_pair(
+        &self,
+        _mechanism: &Mechanism,
+        public: Attributes,
+        private: Attributes,
+    ) -> Result<(Attributes, Attributes)> {
+        let (mut public, mut private) =
+            factory::pair_templates(public, private, CKK_B4AE_DILITHIUM5)?;
+        if public.contains(CKA_VALUE) || private.contains(CKA_VALUE) {
+            return Err(Error::TEMPLATE_INCONSISTENT);
+        }
+        let (pk, sk) = keypair();
+        public.set(CKA_VALUE, pk);
+        private.set(CKA_VALUE, sk.to_vec());
+        Ok(factory::generated_pair(
+            CKM_B4AE_DILITHIUM5_KEY_PAIR_GEN,
+            CKK_B4AE_DILITHIUM5,
+            public,
+            private,
+        ))
     }
 }
 

@@ -6,12 +6,18 @@
 #![allow(deprecated)] // `ml-dsa` deprecates the expanded key form; PKCS#11 keeps it in CKA_VALUE.
 
 use crate::error::{Error, Result};
+use crate::mechanism::hybrid::Ed25519Signer;
 use crate::mechanism::mldsa::ParamSet;
+use crate::mechanism::signing::{SignOperation, SignOptions, VerifyOperation};
+use crate::mechanism::{check_key, Mechanism, MechanismFamily, MechanismInfo, ParamShape};
+use crate::token::object::Object;
 use cryptoki_sys::*;
 use ml_dsa::{EncodedVerifyingKey, ExpandedSigningKey, ExpandedSigningKeyBytes, Signature};
 use ml_dsa::{MlDsa44, MlDsa65, MlDsa87, VerifyingKey};
 use sha2::Digest as _;
 use sha3::digest::{ExtendableOutput, Update as _};
+use std::sync::Arc;
+use zeroize::Zeroizing;
 
 /// A pre-hash function FIPS 204 names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -241,6 +247,239 @@ pub fn verify(
         Ok(())
     } else {
         Err(Error::SIGNATURE_INVALID)
+    }
+}
+
+/// The HashML-DSA family: `CKM_HASH_ML_DSA` (the caller hashes; the parameter names the hash)
+/// and `CKM_HASH_ML_DSA_<hash>` (this module hashes the message, multi-part).
+pub struct HashMlDsa;
+
+impl MechanismFamily for HashMlDsa {
+    fn mechanisms(&self) -> &'static [MechanismInfo] {
+        const fn signs(mechanism: CK_MECHANISM_TYPE) -> MechanismInfo {
+            MechanismInfo::new(
+                mechanism,
+                CKP_ML_DSA_44,
+                CKP_ML_DSA_87,
+                CKF_SIGN | CKF_VERIFY,
+            )
+        }
+        const MECHANISMS: &[MechanismInfo] = &[
+            signs(CKM_HASH_ML_DSA),
+            signs(CKM_HASH_ML_DSA_SHA224),
+            signs(CKM_HASH_ML_DSA_SHA256),
+            signs(CKM_HASH_ML_DSA_SHA384),
+            signs(CKM_HASH_ML_DSA_SHA512),
+            signs(CKM_HASH_ML_DSA_SHA3_224),
+            signs(CKM_HASH_ML_DSA_SHA3_256),
+            signs(CKM_HASH_ML_DSA_SHA3_384),
+            signs(CKM_HASH_ML_DSA_SHA3_512),
+            signs(CKM_HASH_ML_DSA_SHAKE128),
+            signs(CKM_HASH_ML_DSA_SHAKE256),
+        ];
+        MECHANISMS
+    }
+
+    fn param_shape(&self, mechanism: CK_MECHANISM_TYPE) -> ParamShape {
+        match mechanism {
+            CKM_HASH_ML_DSA => ParamShape::HashSignContext,
+            _ => ParamShape::SignContext,
+        }
+    }
+
+    fn sign_init(
+        &self,
+        mechanism: &Mechanism,
+        key: &Object,
+        _ed25519: Option<Arc<dyn Ed25519Signer>>,
+    ) -> Result<Box<dyn SignOperation>> {
+        let (options, hash, hasher) = options_and_hash(mechanism)?;
+        check_key(
+            key,
+            CKO_PRIVATE_KEY,
+            CKK_ML_DSA,
+            CKA_SIGN,
+            mechanism.mechanism,
+        )?;
+        Ok(Box::new(HashMlDsaSigner::new(key, options, hash, hasher)?))
+    }
+
+    fn verify_init(&self, mechanism: &Mechanism, key: &Object) -> Result<Box<dyn VerifyOperation>> {
+        let (options, hash, hasher) = options_and_hash(mechanism)?;
+        check_key(
+            key,
+            CKO_PUBLIC_KEY,
+            CKK_ML_DSA,
+            CKA_VERIFY,
+            mechanism.mechanism,
+        )?;
+        Ok(Box::new(HashMlDsaVerifier::new(
+            key, options, hash, hasher,
+        )?))
+    }
+}
+
+/// The options, pre-hash and, for `CKM_HASH_ML_DSA_<hash>` (which takes the message), the
+/// running hash; `CKM_HASH_ML_DSA` takes the digest itself.
+fn options_and_hash(mechanism: &Mechanism) -> Result<(SignOptions, PreHash, Option<Hasher>)> {
+    if mechanism.mechanism == CKM_HASH_ML_DSA {
+        let (options, hash) = SignOptions::from_hash_param(&mechanism.param)?;
+        return Ok((options, hash, None));
+    }
+    let hash = PreHash::of_mechanism(mechanism.mechanism).ok_or(Error::MECHANISM_INVALID)?;
+    let options = SignOptions::from_param(&mechanism.param)?;
+    Ok((options, hash, Some(hash.hasher())))
+}
+
+/// HashML-DSA signing: `hasher` hashes the message (`CKM_HASH_ML_DSA_<hash>`, multi-part);
+/// without one the data is the digest itself (`CKM_HASH_ML_DSA`, single-part only).
+struct HashMlDsaSigner {
+    set: ParamSet,
+    private_key: Zeroizing<Vec<u8>>,
+    deterministic: bool,
+    context: Vec<u8>,
+    hash: PreHash,
+    hasher: Option<Hasher>,
+    started: bool,
+}
+
+impl HashMlDsaSigner {
+    fn new(
+        key: &Object,
+        options: SignOptions,
+        hash: PreHash,
+        hasher: Option<Hasher>,
+    ) -> Result<Self> {
+        Ok(HashMlDsaSigner {
+            set: ParamSet::from_ck(key.ulong(CKA_PARAMETER_SET)?)?,
+            private_key: Zeroizing::new(
+                key.attrs
+                    .get(CKA_VALUE)
+                    .ok_or(Error::USER_NOT_LOGGED_IN)?
+                    .to_vec(),
+            ),
+            deterministic: options.hedge == CKH_DETERMINISTIC_REQUIRED,
+            context: options.context,
+            hash,
+            hasher,
+            started: false,
+        })
+    }
+
+    fn sign_digest(&self, digest: &[u8]) -> Result<Vec<u8>> {
+        let rnd = if self.deterministic {
+            Zeroizing::new([0u8; 32])
+        } else {
+            Zeroizing::new(crate::random::random_bytes::<32>()?)
+        };
+        sign(
+            self.set,
+            &self.private_key,
+            self.hash,
+            digest,
+            &self.context,
+            &rnd,
+        )
+    }
+}
+
+impl SignOperation for HashMlDsaSigner {
+    fn signature_len(&self) -> usize {
+        self.set.signature_len()
+    }
+
+    fn update(&mut self, data: &[u8]) -> Result<()> {
+        self.started = true;
+        self.hasher
+            .as_mut()
+            .ok_or(Error::FUNCTION_NOT_SUPPORTED)?
+            .update(data);
+        Ok(())
+    }
+
+    fn sign(&mut self, data: &[u8]) -> Result<Vec<u8>> {
+        if self.started {
+            return Err(Error::OPERATION_ACTIVE);
+        }
+        match self.hasher.take() {
+            Some(mut hasher) => {
+                hasher.update(data);
+                self.sign_digest(&hasher.finish())
+            }
+            None => self.sign_digest(data),
+        }
+    }
+
+    fn finish(&mut self) -> Result<Vec<u8>> {
+        let hasher = self.hasher.take().ok_or(Error::FUNCTION_NOT_SUPPORTED)?;
+        self.sign_digest(&hasher.finish())
+    }
+}
+
+struct HashMlDsaVerifier {
+    set: ParamSet,
+    public_key: Vec<u8>,
+    context: Vec<u8>,
+    hash: PreHash,
+    hasher: Option<Hasher>,
+    started: bool,
+}
+
+impl HashMlDsaVerifier {
+    fn new(
+        key: &Object,
+        options: SignOptions,
+        hash: PreHash,
+        hasher: Option<Hasher>,
+    ) -> Result<Self> {
+        Ok(HashMlDsaVerifier {
+            set: ParamSet::from_ck(key.ulong(CKA_PARAMETER_SET)?)?,
+            public_key: key.attrs.get(CKA_VALUE).ok_or(Error::GENERAL)?.to_vec(),
+            context: options.context,
+            hash,
+            hasher,
+            started: false,
+        })
+    }
+
+    fn check(&self, digest: &[u8], signature: &[u8]) -> Result<()> {
+        verify(
+            self.set,
+            &self.public_key,
+            self.hash,
+            digest,
+            &self.context,
+            signature,
+        )
+    }
+}
+
+impl VerifyOperation for HashMlDsaVerifier {
+    fn update(&mut self, data: &[u8]) -> Result<()> {
+        self.started = true;
+        self.hasher
+            .as_mut()
+            .ok_or(Error::FUNCTION_NOT_SUPPORTED)?
+            .update(data);
+        Ok(())
+    }
+
+    fn verify(&mut self, data: &[u8], signature: &[u8]) -> Result<()> {
+        if self.started {
+            return Err(Error::OPERATION_ACTIVE);
+        }
+        match self.hasher.take() {
+            Some(mut hasher) => {
+                hasher.update(data);
+                self.check(&hasher.finish(), signature)
+            }
+            None => self.check(data, signature),
+        }
+    }
+
+    fn finish(&mut self, signature: &[u8]) -> Result<()> {
+        let hasher = self.hasher.take().ok_or(Error::FUNCTION_NOT_SUPPORTED)?;
+        self.check(&hasher.finish(), signature)
     }
 }
 

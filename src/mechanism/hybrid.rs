@@ -10,9 +10,17 @@
 //! Ed25519 is PureEdDSA (RFC 8032); ML-DSA-87 is pure, hedged, with an empty context.
 //! Verification needs both halves.
 
+use crate::consts::{CKK_B4AE_HYBRID, CKM_B4AE_HYBRID, CKM_B4AE_HYBRID_KEY_PAIR_GEN};
 use crate::error::{Error, Result};
 use crate::mechanism::mldsa::{self, ParamSet};
+use crate::mechanism::signing::{SignOperation, VerifyOperation};
+use crate::mechanism::signing::{WholeMessageSigner, WholeMessageVerifier};
+use crate::mechanism::{check_key, Mechanism, MechanismFamily, MechanismInfo};
+use crate::token::attributes::Attributes;
+use crate::token::factory;
+use crate::token::object::Object;
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _, UnparsedPublicKey, ED25519};
+use cryptoki_sys::*;
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
@@ -61,13 +69,13 @@ impl Ed25519Signer for LocalEd25519 {
 
 /// A fresh ML-DSA-87 half: (public key, expanded private key).
 pub fn mldsa_keypair() -> Result<(Vec<u8>, Zeroizing<Vec<u8>>)> {
-    let seed = Zeroizing::new(crate::backend::random_bytes::<{ mldsa::SEED_LEN }>()?);
+    let seed = Zeroizing::new(crate::random::random_bytes::<{ mldsa::SEED_LEN }>()?);
     MLDSA.keygen_from_seed(&seed)
 }
 
 /// A fresh hybrid key pair held by this module: (public key, private key).
 pub fn keypair() -> Result<(Vec<u8>, Zeroizing<Vec<u8>>)> {
-    let seed = Zeroizing::new(crate::backend::random_bytes::<ED25519_SEED_LEN>()?);
+    let seed = Zeroizing::new(crate::random::random_bytes::<ED25519_SEED_LEN>()?);
     let ed_public = LocalEd25519::new(seed.as_ref())?.public_key();
     let (ml_public, ml_private) = mldsa_keypair()?;
     let mut private = Zeroizing::new(Vec::with_capacity(PRIVATE_KEY_LEN));
@@ -151,6 +159,80 @@ pub fn verify(public: &[u8], message: &[u8], signature: &[u8]) -> Result<()> {
         Ok(())
     } else {
         Err(Error::SIGNATURE_INVALID)
+    }
+}
+
+/// The hybrid family: `CKM_B4AE_HYBRID_KEY_PAIR_GEN` and `CKM_B4AE_HYBRID`. Key sizes are the
+/// public key's bytes.
+pub struct Hybrid;
+
+impl MechanismFamily for Hybrid {
+    fn mechanisms(&self) -> &'static [MechanismInfo] {
+        const LEN: CK_ULONG = PUBLIC_KEY_LEN as CK_ULONG;
+        const MECHANISMS: &[MechanismInfo] = &[
+            MechanismInfo::new(
+                CKM_B4AE_HYBRID_KEY_PAIR_GEN,
+                LEN,
+                LEN,
+                CKF_GENERATE_KEY_PAIR,
+            ),
+            MechanismInfo::new(CKM_B4AE_HYBRID, LEN, LEN, CKF_SIGN | CKF_VERIFY),
+        ];
+        MECHANISMS
+    }
+
+    fn sign_init(
+        &self,
+        mechanism: &Mechanism,
+        key: &Object,
+        ed25519: Option<Arc<dyn Ed25519Signer>>,
+    ) -> Result<Box<dyn SignOperation>> {
+        mechanism.expect_no_param()?;
+        check_key(
+            key,
+            CKO_PRIVATE_KEY,
+            CKK_B4AE_HYBRID,
+            CKA_SIGN,
+            CKM_B4AE_HYBRID,
+        )?;
+        let key = match ed25519 {
+            // The record keeps only the ML-DSA-87 half; the HSM signs with the other.
+            Some(ed) => {
+                let value = key.attrs.get(CKA_VALUE).ok_or(Error::USER_NOT_LOGGED_IN)?;
+                Arc::new(SigningKey::with_ed25519(ed, value)?)
+            }
+            None => key.hybrid_key()?,
+        };
+        Ok(WholeMessageSigner::boxed(SIGNATURE_LEN, move |m| {
+            key.sign(m)
+        }))
+    }
+
+    fn verify_init(&self, mechanism: &Mechanism, key: &Object) -> Result<Box<dyn VerifyOperation>> {
+        mechanism.expect_no_param()?;
+        check_key(
+            key,
+            CKO_PUBLIC_KEY,
+            CKK_B4AE_HYBRID,
+            CKA_VERIFY,
+            CKM_B4AE_HYBRID,
+        )?;
+        let public_key = key.attrs.get(CKA_VALUE).ok_or(Error::GENERAL)?.to_vec();
+        Ok(WholeMessageVerifier::boxed(move |m, sig| {
+            verify(&public_key, m, sig)
+        }))
+    }
+
+    /// Both halves held by this module; a pkcs11 slot whose HSM keeps the Ed25519 half makes
+    /// its pairs itself (`factory::hybrid_pair`).
+    fn generate_key_pair(
+        &self,
+        _mechanism: &Mechanism,
+        public: Attributes,
+        private: Attributes,
+    ) -> Result<(Attributes, Attributes)> {
+        let (pk, sk) = keypair()?;
+        factory::hybrid_pair(public, private, pk, sk.to_vec())
     }
 }
 

@@ -7,11 +7,17 @@
 //! three produce and accept the same FIPS 204 encodings.
 
 use crate::error::{Error, Result};
-use cryptoki_sys::{
-    CKP_ML_DSA_44, CKP_ML_DSA_65, CKP_ML_DSA_87, CKR_PARAMETER_SET_NOT_SUPPORTED, CK_ULONG,
-};
+use crate::mechanism::hybrid::Ed25519Signer;
+use crate::mechanism::signing::{SignOperation, SignOptions, VerifyOperation};
+use crate::mechanism::signing::{WholeMessageSigner, WholeMessageVerifier};
+use crate::mechanism::{check_key, Mechanism, MechanismFamily, MechanismInfo, ParamShape};
+use crate::token::attributes::Attributes;
+use crate::token::factory;
+use crate::token::object::Object;
+use cryptoki_sys::*;
 use fips204::traits::{SerDes, Signer};
 use pqcrypto_traits::sign::{DetachedSignature as _, PublicKey as _, SecretKey as _};
+use std::sync::Arc;
 use zeroize::Zeroizing;
 
 /// Length of the key-generation seed ξ.
@@ -270,6 +276,98 @@ impl Drop for SigningKey {
             Inner::MlDsa65(sk) => wipe!(sk, mldsa65),
             Inner::MlDsa87(sk) => wipe!(sk, mldsa87),
         }
+    }
+}
+
+/// The ML-DSA family: `CKM_ML_DSA_KEY_PAIR_GEN` and pure `CKM_ML_DSA` (HashML-DSA is its own
+/// family, in `hash_mldsa`).
+pub struct MlDsa;
+
+impl MechanismFamily for MlDsa {
+    fn mechanisms(&self) -> &'static [MechanismInfo] {
+        const SIGN: CK_FLAGS = CKF_SIGN | CKF_VERIFY;
+        const MECHANISMS: &[MechanismInfo] = &[
+            MechanismInfo::new(
+                CKM_ML_DSA_KEY_PAIR_GEN,
+                CKP_ML_DSA_44,
+                CKP_ML_DSA_87,
+                CKF_GENERATE_KEY_PAIR,
+            ),
+            MechanismInfo::new(CKM_ML_DSA, CKP_ML_DSA_44, CKP_ML_DSA_87, SIGN),
+        ];
+        MECHANISMS
+    }
+
+    fn param_shape(&self, mechanism: CK_MECHANISM_TYPE) -> ParamShape {
+        match mechanism {
+            CKM_ML_DSA => ParamShape::SignContext,
+            _ => ParamShape::Empty,
+        }
+    }
+
+    fn sign_init(
+        &self,
+        mechanism: &Mechanism,
+        key: &Object,
+        _ed25519: Option<Arc<dyn Ed25519Signer>>,
+    ) -> Result<Box<dyn SignOperation>> {
+        let options = SignOptions::from_param(&mechanism.param)?;
+        check_key(key, CKO_PRIVATE_KEY, CKK_ML_DSA, CKA_SIGN, CKM_ML_DSA)?;
+        let set = ParamSet::from_ck(key.ulong(CKA_PARAMETER_SET)?)?;
+        // PQClean signs hedged only: a deterministic signature needs the encoded key.
+        let deterministic_key = match options.hedge {
+            CKH_DETERMINISTIC_REQUIRED => Some(Zeroizing::new(
+                key.attrs
+                    .get(CKA_VALUE)
+                    .ok_or(Error::USER_NOT_LOGGED_IN)?
+                    .to_vec(),
+            )),
+            _ => None,
+        };
+        let key = key.signing_key()?;
+        let context = options.context;
+        Ok(WholeMessageSigner::boxed(
+            set.signature_len(),
+            move |m| match &deterministic_key {
+                Some(sk) => set.sign_deterministic(sk, m, &context),
+                None => Ok(key.sign_hedged(m, &context)),
+            },
+        ))
+    }
+
+    fn verify_init(&self, mechanism: &Mechanism, key: &Object) -> Result<Box<dyn VerifyOperation>> {
+        let options = SignOptions::from_param(&mechanism.param)?;
+        check_key(key, CKO_PUBLIC_KEY, CKK_ML_DSA, CKA_VERIFY, CKM_ML_DSA)?;
+        let set = ParamSet::from_ck(key.ulong(CKA_PARAMETER_SET)?)?;
+        let public_key = key.attrs.get(CKA_VALUE).ok_or(Error::GENERAL)?.to_vec();
+        let context = options.context;
+        Ok(WholeMessageVerifier::boxed(move |m, sig| {
+            set.verify(&public_key, m, &context, sig)
+        }))
+    }
+
+    fn generate_key_pair(
+        &self,
+        _mechanism: &Mechanism,
+        public: Attributes,
+        private: Attributes,
+    ) -> Result<(Attributes, Attributes)> {
+        let (mut public, mut private) = factory::pair_templates(public, private, CKK_ML_DSA)?;
+        let set = ParamSet::from_ck(factory::pair_parameter_set(&public, &private)?)?;
+        let mut seed = Zeroizing::new([0u8; SEED_LEN]);
+        getrandom::getrandom(seed.as_mut()).map_err(|_| Error::DEVICE)?;
+        let (pk, sk) = set.keygen_from_seed(&seed)?;
+        public.set_ulong(CKA_PARAMETER_SET, set.ck());
+        public.set(CKA_VALUE, pk);
+        private.set_ulong(CKA_PARAMETER_SET, set.ck());
+        private.set(CKA_VALUE, sk.to_vec());
+        private.set(CKA_SEED, seed.to_vec());
+        Ok(factory::generated_pair(
+            CKM_ML_DSA_KEY_PAIR_GEN,
+            CKK_ML_DSA,
+            public,
+            private,
+        ))
     }
 }
 

@@ -4,9 +4,11 @@
 #![allow(deprecated)] // The expanded key form is deprecated in `ml-kem`; PKCS#11 keeps it in CKA_VALUE.
 
 use crate::error::{Error, Result};
-use cryptoki_sys::{
-    CKP_ML_KEM_1024, CKP_ML_KEM_512, CKP_ML_KEM_768, CKR_PARAMETER_SET_NOT_SUPPORTED, CK_ULONG,
-};
+use crate::mechanism::{check_key, Mechanism, MechanismFamily, MechanismInfo};
+use crate::token::attributes::Attributes;
+use crate::token::factory;
+use crate::token::object::Object;
+use cryptoki_sys::*;
 use ml_kem::{Decapsulate, ExpandedKeyEncoding, KeyExport};
 use zeroize::Zeroizing;
 
@@ -183,7 +185,7 @@ from_boxed!(EncapKey,
 impl EncapKey {
     /// ML-KEM.Encaps with fresh randomness: (ciphertext, shared secret).
     pub fn encapsulate(&self) -> Result<(Vec<u8>, Zeroizing<[u8; SHARED_SECRET_LEN]>)> {
-        let m = Zeroizing::new(crate::backend::random_bytes::<32>()?);
+        let m = Zeroizing::new(crate::random::random_bytes::<32>()?);
         Ok(self.encapsulate_with(&m))
     }
 
@@ -206,6 +208,87 @@ impl DecapKey {
             DecapKey::MlKem768(k) => decap!(k, ciphertext),
             DecapKey::MlKem1024(k) => decap!(k, ciphertext),
         }
+    }
+}
+
+/// The ML-KEM family: `CKM_ML_KEM_KEY_PAIR_GEN` and `CKM_ML_KEM`.
+pub struct MlKem;
+
+impl MechanismFamily for MlKem {
+    fn mechanisms(&self) -> &'static [MechanismInfo] {
+        const MECHANISMS: &[MechanismInfo] = &[
+            MechanismInfo::new(
+                CKM_ML_KEM_KEY_PAIR_GEN,
+                CKP_ML_KEM_512,
+                CKP_ML_KEM_1024,
+                CKF_GENERATE_KEY_PAIR,
+            ),
+            MechanismInfo::new(
+                CKM_ML_KEM,
+                CKP_ML_KEM_512,
+                CKP_ML_KEM_1024,
+                CKF_ENCAPSULATE | CKF_DECAPSULATE,
+            ),
+        ];
+        MECHANISMS
+    }
+
+    fn ciphertext_len(&self, mechanism: &Mechanism, key: &Object) -> Result<usize> {
+        mechanism.expect_no_param()?;
+        check_key(key, CKO_PUBLIC_KEY, CKK_ML_KEM, CKA_ENCAPSULATE, CKM_ML_KEM)?;
+        Ok(ParamSet::from_ck(key.ulong(CKA_PARAMETER_SET)?)?.ciphertext_len())
+    }
+
+    fn encapsulate(
+        &self,
+        mechanism: &Mechanism,
+        key: &Object,
+    ) -> Result<(Vec<u8>, Zeroizing<Vec<u8>>)> {
+        mechanism.expect_no_param()?;
+        check_key(key, CKO_PUBLIC_KEY, CKK_ML_KEM, CKA_ENCAPSULATE, CKM_ML_KEM)?;
+        let (ciphertext, secret) = key.encap_key()?.encapsulate()?;
+        Ok((ciphertext, Zeroizing::new(secret.to_vec())))
+    }
+
+    fn decapsulate(
+        &self,
+        mechanism: &Mechanism,
+        key: &Object,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        mechanism.expect_no_param()?;
+        check_key(
+            key,
+            CKO_PRIVATE_KEY,
+            CKK_ML_KEM,
+            CKA_DECAPSULATE,
+            CKM_ML_KEM,
+        )?;
+        let secret = key.decap_key()?.decapsulate(ciphertext)?;
+        Ok(Zeroizing::new(secret.to_vec()))
+    }
+
+    fn generate_key_pair(
+        &self,
+        _mechanism: &Mechanism,
+        public: Attributes,
+        private: Attributes,
+    ) -> Result<(Attributes, Attributes)> {
+        let (mut public, mut private) = factory::pair_templates(public, private, CKK_ML_KEM)?;
+        let set = ParamSet::from_ck(factory::pair_parameter_set(&public, &private)?)?;
+        let seed = Zeroizing::new(crate::random::random_bytes::<SEED_LEN>()?);
+        let (ek, dk) = set.keygen_from_seed(&seed);
+        public.set_ulong(CKA_PARAMETER_SET, set.ck());
+        public.set(CKA_VALUE, ek);
+        private.set_ulong(CKA_PARAMETER_SET, set.ck());
+        private.set(CKA_VALUE, dk.to_vec());
+        private.set(CKA_SEED, seed.to_vec());
+        Ok(factory::generated_pair(
+            CKM_ML_KEM_KEY_PAIR_GEN,
+            CKK_ML_KEM,
+            public,
+            private,
+        ))
     }
 }
 

@@ -1,5 +1,14 @@
-//! Mechanisms: the registry keyed by `CKM_*` (what `C_GetMechanismList`/`Info` report) and the
-//! operations behind digesting, signing and key generation. One file per algorithm family.
+//! Mechanisms: the registry keyed by `CKM_*` (what `C_GetMechanismList`/`Info` report and
+//! which code performs each mechanism) and the operations behind digesting, signing,
+//! encryption, key encapsulation and key generation. One file per algorithm family.
+//!
+//! Adding a family: write one file implementing [`MechanismFamily`] (its `MechanismInfo` list,
+//! the parameter shapes that are not empty, `classical` if the embedded token alone performs
+//! it, and the operations its mechanisms' `CKF_*` flags promise), then add its `pub mod` and
+//! one line to [`FAMILIES`]. Lookups, `C_GetMechanismList`, parameter decoding and the
+//! `C_*Init` dispatch follow from the registry. A new key type also needs its attribute rules
+//! (`token::rules`), its import checks and defaults (`token::factory`) and, to cache parsed
+//! keys, an accessor on `token::object::Object`.
 
 /// Most input a multi-part operation collects before its final call (mechanisms that need the
 /// whole message: pure ML-DSA, Dilithium5, the hybrid, AES-GCM). Past it, `C_*Update` answers
@@ -29,6 +38,7 @@ pub mod aes_gcm;
 pub mod digest;
 pub mod dilithium5;
 pub mod eddsa;
+pub mod family;
 pub mod hash_mldsa;
 pub mod hybrid;
 pub mod kem;
@@ -36,13 +46,37 @@ pub mod mldsa;
 pub mod mlkem;
 pub mod signing;
 
-use crate::consts::{
-    CKM_B4AE_DILITHIUM5, CKM_B4AE_DILITHIUM5_KEY_PAIR_GEN, CKM_B4AE_HYBRID,
-    CKM_B4AE_HYBRID_KEY_PAIR_GEN,
-};
+pub use family::MechanismFamily;
+
 use crate::error::{Error, Result};
+use crate::token::object::Object;
 use cryptoki_sys::*;
+use std::sync::LazyLock;
 use zeroize::Zeroizing;
+
+/// Every family this module performs, one line each. Their mechanisms, in this order, are what
+/// `C_GetMechanismList` reports.
+pub static FAMILIES: &[&dyn MechanismFamily] = &[
+    &digest::Sha2,
+    &aes_gcm::Aes,
+    &eddsa::EdDsa,
+    &mldsa::MlDsa,
+    &dilithium5::Dilithium5,
+    &hybrid::Hybrid,
+    &hash_mldsa::HashMlDsa,
+    &mlkem::MlKem,
+];
+
+/// Every mechanism this module performs itself, in `C_GetMechanismList` order: the families'
+/// lists end to end. ML-DSA and ML-KEM key sizes are given as the range of parameter sets
+/// (`CKP_*_44/512`..`CKP_*_87/1024`); Dilithium5's and the hybrid's as their public keys' bytes.
+pub static REGISTRY: LazyLock<Vec<MechanismInfo>> = LazyLock::new(|| {
+    FAMILIES
+        .iter()
+        .flat_map(|family| family.mechanisms())
+        .copied()
+        .collect()
+});
 
 /// What `C_GetMechanismInfo` answers for one mechanism.
 #[derive(Clone, Copy, Debug)]
@@ -53,122 +87,90 @@ pub struct MechanismInfo {
     pub flags: CK_FLAGS,
 }
 
-const fn info(
-    mechanism: CK_MECHANISM_TYPE,
-    min: CK_ULONG,
-    max: CK_ULONG,
-    flags: CK_FLAGS,
-) -> MechanismInfo {
-    MechanismInfo {
-        mechanism,
-        min_key_size: min,
-        max_key_size: max,
-        flags,
+impl MechanismInfo {
+    pub const fn new(
+        mechanism: CK_MECHANISM_TYPE,
+        min_key_size: CK_ULONG,
+        max_key_size: CK_ULONG,
+        flags: CK_FLAGS,
+    ) -> Self {
+        MechanismInfo {
+            mechanism,
+            min_key_size,
+            max_key_size,
+            flags,
+        }
     }
 }
 
-/// Every mechanism this module performs itself. ML-DSA and ML-KEM key sizes are given as the
-/// range of parameter sets (`CKP_*_44/512`..`CKP_*_87/1024`); Dilithium5's and the hybrid's as
-/// their public keys' bytes.
-pub const REGISTRY: &[MechanismInfo] = &[
-    info(CKM_SHA256, 0, 0, CKF_DIGEST),
-    info(CKM_SHA384, 0, 0, CKF_DIGEST),
-    info(CKM_SHA512, 0, 0, CKF_DIGEST),
-    info(CKM_AES_KEY_GEN, 16, 32, CKF_GENERATE),
-    info(CKM_AES_GCM, 16, 32, CKF_ENCRYPT | CKF_DECRYPT),
-    info(CKM_EC_EDWARDS_KEY_PAIR_GEN, 255, 255, CKF_GENERATE_KEY_PAIR),
-    info(CKM_EDDSA, 255, 255, CKF_SIGN | CKF_VERIFY),
-    info(
-        CKM_ML_DSA_KEY_PAIR_GEN,
-        CKP_ML_DSA_44,
-        CKP_ML_DSA_87,
-        CKF_GENERATE_KEY_PAIR,
-    ),
-    info(
-        CKM_ML_DSA,
-        CKP_ML_DSA_44,
-        CKP_ML_DSA_87,
-        CKF_SIGN | CKF_VERIFY,
-    ),
-    info(
-        CKM_B4AE_DILITHIUM5_KEY_PAIR_GEN,
-        2592,
-        2592,
-        CKF_GENERATE_KEY_PAIR,
-    ),
-    info(CKM_B4AE_DILITHIUM5, 2592, 2592, CKF_SIGN | CKF_VERIFY),
-    info(
-        CKM_B4AE_HYBRID_KEY_PAIR_GEN,
-        hybrid::PUBLIC_KEY_LEN as CK_ULONG,
-        hybrid::PUBLIC_KEY_LEN as CK_ULONG,
-        CKF_GENERATE_KEY_PAIR,
-    ),
-    info(
-        CKM_B4AE_HYBRID,
-        hybrid::PUBLIC_KEY_LEN as CK_ULONG,
-        hybrid::PUBLIC_KEY_LEN as CK_ULONG,
-        CKF_SIGN | CKF_VERIFY,
-    ),
-    info(
-        CKM_HASH_ML_DSA,
-        CKP_ML_DSA_44,
-        CKP_ML_DSA_87,
-        CKF_SIGN | CKF_VERIFY,
-    ),
-    hash_ml_dsa(CKM_HASH_ML_DSA_SHA224),
-    hash_ml_dsa(CKM_HASH_ML_DSA_SHA256),
-    hash_ml_dsa(CKM_HASH_ML_DSA_SHA384),
-    hash_ml_dsa(CKM_HASH_ML_DSA_SHA512),
-    hash_ml_dsa(CKM_HASH_ML_DSA_SHA3_224),
-    hash_ml_dsa(CKM_HASH_ML_DSA_SHA3_256),
-    hash_ml_dsa(CKM_HASH_ML_DSA_SHA3_384),
-    hash_ml_dsa(CKM_HASH_ML_DSA_SHA3_512),
-    hash_ml_dsa(CKM_HASH_ML_DSA_SHAKE128),
-    hash_ml_dsa(CKM_HASH_ML_DSA_SHAKE256),
-    info(
-        CKM_ML_KEM_KEY_PAIR_GEN,
-        CKP_ML_KEM_512,
-        CKP_ML_KEM_1024,
-        CKF_GENERATE_KEY_PAIR,
-    ),
-    info(
-        CKM_ML_KEM,
-        CKP_ML_KEM_512,
-        CKP_ML_KEM_1024,
-        CKF_ENCAPSULATE | CKF_DECAPSULATE,
-    ),
-];
+/// A mechanism's registry entry and the family that performs it. A linear search: a couple
+/// dozen entries, and the list order is `C_GetMechanismList`'s.
+fn entry(
+    mechanism: CK_MECHANISM_TYPE,
+) -> Option<(&'static MechanismInfo, &'static dyn MechanismFamily)> {
+    FAMILIES.iter().find_map(|&family| {
+        let info = family
+            .mechanisms()
+            .iter()
+            .find(|m| m.mechanism == mechanism)?;
+        Some((info, family))
+    })
+}
 
-const fn hash_ml_dsa(mechanism: CK_MECHANISM_TYPE) -> MechanismInfo {
-    info(
-        mechanism,
-        CKP_ML_DSA_44,
-        CKP_ML_DSA_87,
-        CKF_SIGN | CKF_VERIFY,
-    )
+/// Looks a mechanism up in the registry.
+pub fn lookup(mechanism: CK_MECHANISM_TYPE) -> Result<&'static MechanismInfo> {
+    entry(mechanism)
+        .map(|(info, _)| info)
+        .ok_or(Error::MECHANISM_INVALID)
+}
+
+/// The family performing `operation` (a `CKF_*` flag) with `mechanism`: a mechanism does
+/// exactly what its registry flags say, anything else is `CKR_MECHANISM_INVALID`.
+pub fn family_for(
+    mechanism: CK_MECHANISM_TYPE,
+    operation: CK_FLAGS,
+) -> Result<&'static dyn MechanismFamily> {
+    match entry(mechanism) {
+        Some((info, family)) if info.flags & operation != 0 => Ok(family),
+        _ => Err(Error::MECHANISM_INVALID),
+    }
 }
 
 /// The registry's classical mechanisms: the embedded token performs them, while on a pkcs11
 /// slot they are the HSM's business (this module seals only post-quantum keys there).
 pub fn classical(mechanism: CK_MECHANISM_TYPE) -> bool {
-    matches!(
-        mechanism,
-        CKM_SHA256
-            | CKM_SHA384
-            | CKM_SHA512
-            | CKM_AES_KEY_GEN
-            | CKM_AES_GCM
-            | CKM_EC_EDWARDS_KEY_PAIR_GEN
-            | CKM_EDDSA
-    )
+    entry(mechanism).is_some_and(|(_, family)| family.classical())
 }
 
-/// Looks a mechanism up in the registry.
-pub fn lookup(mechanism: CK_MECHANISM_TYPE) -> Result<&'static MechanismInfo> {
-    REGISTRY
-        .iter()
-        .find(|m| m.mechanism == mechanism)
-        .ok_or(Error::MECHANISM_INVALID)
+/// `C_EncryptInit` / `C_DecryptInit` on `key`, whichever family performs the mechanism.
+pub fn cipher_init(
+    mechanism: &Mechanism,
+    key: &Object,
+    decrypt: bool,
+) -> Result<aes_gcm::GcmOperation> {
+    let operation = if decrypt { CKF_DECRYPT } else { CKF_ENCRYPT };
+    family_for(mechanism.mechanism, operation)?.cipher_init(mechanism, key, decrypt)
+}
+
+/// The checks every operation makes on its key: class and key type, the usage attribute
+/// (`CKA_SIGN`, `CKA_ENCRYPT`, ...), and the key's `CKA_ALLOWED_MECHANISMS`.
+pub fn check_key(
+    key: &Object,
+    class: CK_OBJECT_CLASS,
+    key_type: CK_KEY_TYPE,
+    usage: CK_ATTRIBUTE_TYPE,
+    mechanism: CK_MECHANISM_TYPE,
+) -> Result<()> {
+    if key.class() != class || key.key_type() != Some(key_type) {
+        return Err(Error::KEY_TYPE_INCONSISTENT);
+    }
+    if !key.attrs.bool_or(usage, false) {
+        return Err(Error::KEY_FUNCTION_NOT_PERMITTED);
+    }
+    if !key.permits(mechanism) {
+        return Err(Error::MECHANISM_INVALID);
+    }
+    Ok(())
 }
 
 /// How the ABI layer must read a mechanism's parameter.
@@ -188,17 +190,11 @@ pub enum ParamShape {
     Opaque,
 }
 
-/// The parameter shape of a mechanism.
+/// The parameter shape of a mechanism; opaque for the ones this module does not know.
 pub fn param_shape(mechanism: CK_MECHANISM_TYPE) -> ParamShape {
-    match mechanism {
-        CKM_ML_DSA => ParamShape::SignContext,
-        CKM_HASH_ML_DSA => ParamShape::HashSignContext,
-        CKM_AES_GCM => ParamShape::Gcm,
-        CKM_EDDSA => ParamShape::Eddsa,
-        m if hash_mldsa::PreHash::of_mechanism(m).is_some() => ParamShape::SignContext,
-        m if lookup(m).is_ok() => ParamShape::Empty,
-        _ => ParamShape::Opaque,
-    }
+    entry(mechanism).map_or(ParamShape::Opaque, |(_, family)| {
+        family.param_shape(mechanism)
+    })
 }
 
 /// A decoded `CK_MECHANISM`.
@@ -247,5 +243,105 @@ impl Mechanism {
             Param::None => Ok(()),
             _ => Err(Error::MECHANISM_PARAM_INVALID),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consts::*;
+
+    /// `C_GetMechanismList`'s order before the registry was split into families: kept.
+    #[test]
+    fn registry_order_is_the_reported_order() {
+        let expected = [
+            CKM_SHA256,
+            CKM_SHA384,
+            CKM_SHA512,
+            CKM_AES_KEY_GEN,
+            CKM_AES_GCM,
+            CKM_EC_EDWARDS_KEY_PAIR_GEN,
+            CKM_EDDSA,
+            CKM_ML_DSA_KEY_PAIR_GEN,
+            CKM_ML_DSA,
+            CKM_B4AE_DILITHIUM5_KEY_PAIR_GEN,
+            CKM_B4AE_DILITHIUM5,
+            CKM_B4AE_HYBRID_KEY_PAIR_GEN,
+            CKM_B4AE_HYBRID,
+            CKM_HASH_ML_DSA,
+            CKM_HASH_ML_DSA_SHA224,
+            CKM_HASH_ML_DSA_SHA256,
+            CKM_HASH_ML_DSA_SHA384,
+            CKM_HASH_ML_DSA_SHA512,
+            CKM_HASH_ML_DSA_SHA3_224,
+            CKM_HASH_ML_DSA_SHA3_256,
+            CKM_HASH_ML_DSA_SHA3_384,
+            CKM_HASH_ML_DSA_SHA3_512,
+            CKM_HASH_ML_DSA_SHAKE128,
+            CKM_HASH_ML_DSA_SHAKE256,
+            CKM_ML_KEM_KEY_PAIR_GEN,
+            CKM_ML_KEM,
+        ];
+        let listed: Vec<_> = REGISTRY.iter().map(|m| m.mechanism).collect();
+        assert_eq!(listed, expected);
+    }
+
+    #[test]
+    fn each_mechanism_has_one_family() {
+        for (i, m) in REGISTRY.iter().enumerate() {
+            assert!(
+                REGISTRY[i + 1..].iter().all(|n| n.mechanism != m.mechanism),
+                "{:#x} listed twice",
+                m.mechanism
+            );
+        }
+    }
+
+    #[test]
+    fn classical_and_parameter_shapes() {
+        let classical_ones = [
+            CKM_SHA256,
+            CKM_SHA384,
+            CKM_SHA512,
+            CKM_AES_KEY_GEN,
+            CKM_AES_GCM,
+            CKM_EC_EDWARDS_KEY_PAIR_GEN,
+            CKM_EDDSA,
+        ];
+        for m in REGISTRY.iter() {
+            assert_eq!(
+                classical(m.mechanism),
+                classical_ones.contains(&m.mechanism)
+            );
+        }
+        assert!(!classical(CKM_RSA_PKCS));
+        let shapes = [
+            (CKM_ML_DSA, ParamShape::SignContext),
+            (CKM_HASH_ML_DSA, ParamShape::HashSignContext),
+            (CKM_HASH_ML_DSA_SHA3_256, ParamShape::SignContext),
+            (CKM_AES_GCM, ParamShape::Gcm),
+            (CKM_EDDSA, ParamShape::Eddsa),
+            (CKM_ML_DSA_KEY_PAIR_GEN, ParamShape::Empty),
+            (CKM_B4AE_HYBRID, ParamShape::Empty),
+            (CKM_ML_KEM, ParamShape::Empty),
+            (CKM_SHA256, ParamShape::Empty),
+            (CKM_RSA_PKCS, ParamShape::Opaque),
+        ];
+        for (m, shape) in shapes {
+            assert_eq!(param_shape(m), shape, "{m:#x}");
+        }
+    }
+
+    #[test]
+    fn operations_follow_the_flags() {
+        assert!(family_for(CKM_ML_DSA, CKF_SIGN).is_ok());
+        assert_eq!(
+            family_for(CKM_ML_DSA_KEY_PAIR_GEN, CKF_SIGN).err(),
+            Some(Error::MECHANISM_INVALID)
+        );
+        assert_eq!(
+            family_for(CKM_RSA_PKCS, CKF_SIGN).err(),
+            Some(Error::MECHANISM_INVALID)
+        );
     }
 }

@@ -5,7 +5,7 @@
 use crate::consts::*;
 use crate::error::{Error, Result};
 use crate::mechanism::mldsa::{ParamSet, SEED_LEN};
-use crate::mechanism::{dilithium5, eddsa, hybrid, mlkem};
+use crate::mechanism::{dilithium5, eddsa, family_for, hybrid, mlkem, Mechanism};
 use crate::token::attributes::Attributes;
 use crate::token::object::Object;
 use crate::token::rules::{self, Access, Rule};
@@ -42,163 +42,60 @@ pub fn create(template: Attributes) -> Result<Attributes> {
     Ok(attrs)
 }
 
-/// `C_GenerateKeyPair` with one of this module's mechanisms: (public, private) objects.
+/// `C_GenerateKeyPair` with one of this module's mechanisms: (public, private) objects. The
+/// mechanism's family makes the key material (see [`generated_pair`]).
 pub fn generate_pair(
-    mechanism: &crate::mechanism::Mechanism,
+    mechanism: &Mechanism,
     public: Attributes,
     private: Attributes,
 ) -> Result<(Attributes, Attributes)> {
     mechanism.expect_no_param()?;
-    match mechanism.mechanism {
-        CKM_ML_DSA_KEY_PAIR_GEN => generate_ml_dsa(public, private),
-        CKM_ML_KEM_KEY_PAIR_GEN => generate_ml_kem(public, private),
-        CKM_B4AE_DILITHIUM5_KEY_PAIR_GEN => generate_dilithium5(public, private),
-        CKM_B4AE_HYBRID_KEY_PAIR_GEN => generate_hybrid(public, private),
-        CKM_EC_EDWARDS_KEY_PAIR_GEN => generate_ed25519(public, private),
-        _ => Err(Error::MECHANISM_INVALID),
-    }
+    family_for(mechanism.mechanism, CKF_GENERATE_KEY_PAIR)?
+        .generate_key_pair(mechanism, public, private)
 }
 
-/// `C_GenerateKeyPair` with `CKM_EC_EDWARDS_KEY_PAIR_GEN` (Ed25519 only).
-fn generate_ed25519(public: Attributes, private: Attributes) -> Result<(Attributes, Attributes)> {
-    let mut public = pair_half(public, CKO_PUBLIC_KEY, CKK_EC_EDWARDS)?;
-    let mut private = pair_half(private, CKO_PRIVATE_KEY, CKK_EC_EDWARDS)?;
-    let params = public
-        .get(CKA_EC_PARAMS)
-        .ok_or(Error::TEMPLATE_INCOMPLETE)?
-        .to_vec();
-    eddsa::check_params(&params)?;
-    if private
-        .get(CKA_EC_PARAMS)
-        .is_some_and(|p| p != params.as_slice())
-        || public.contains(CKA_EC_POINT)
-        || private.contains(CKA_VALUE)
-    {
-        return Err(Error::TEMPLATE_INCONSISTENT);
-    }
-    let (seed, point) = eddsa::keypair()?;
-    public.set(CKA_EC_POINT, eddsa::encode_point(&point));
-    private.set(CKA_EC_PARAMS, params);
-    private.set(CKA_VALUE, seed.to_vec());
-    let origin = Origin::Generated(CKM_EC_EDWARDS_KEY_PAIR_GEN);
-    apply_defaults(CKO_PUBLIC_KEY, Some(CKK_EC_EDWARDS), &mut public, origin);
-    apply_defaults(CKO_PRIVATE_KEY, Some(CKK_EC_EDWARDS), &mut private, origin);
-    Ok((public, private))
+/// `C_GenerateKey` with one of this module's mechanisms: the secret key object.
+pub fn generate_key(mechanism: &Mechanism, template: Attributes) -> Result<Attributes> {
+    let family = family_for(mechanism.mechanism, CKF_GENERATE)?;
+    mechanism.expect_no_param()?;
+    family.generate_key(mechanism, template)
 }
 
-/// `C_GenerateKey` with `CKM_AES_KEY_GEN`: `CKA_VALUE_LEN` 16, 24 or 32.
-pub fn generate_aes(template: Attributes) -> Result<Attributes> {
-    let mut key = pair_half(template, CKO_SECRET_KEY, CKK_AES)?;
-    if key.contains(CKA_VALUE) {
-        return Err(Error::TEMPLATE_INCONSISTENT);
-    }
-    let len = key
-        .ulong(CKA_VALUE_LEN)?
-        .ok_or(Error::TEMPLATE_INCOMPLETE)?;
-    if !matches!(len, 16 | 24 | 32) {
-        return Err(Error::ATTRIBUTE_VALUE_INVALID);
-    }
-    let mut value = Zeroizing::new(vec![0u8; len as usize]);
-    getrandom::getrandom(&mut value).map_err(|_| Error::DEVICE)?;
-    key.set(CKA_VALUE, value.to_vec());
-    apply_defaults(
-        CKO_SECRET_KEY,
-        Some(CKK_AES),
-        &mut key,
-        Origin::Generated(CKM_AES_KEY_GEN),
-    );
-    Ok(key)
-}
-
-/// `C_GenerateKeyPair` with `CKM_ML_DSA_KEY_PAIR_GEN`: (public, private) objects.
-pub fn generate_ml_dsa(
+/// A key-pair template checked and typed, for a family's key generation to fill in.
+pub fn pair_templates(
     public: Attributes,
     private: Attributes,
+    key_type: CK_KEY_TYPE,
 ) -> Result<(Attributes, Attributes)> {
-    let mechanism = CKM_ML_DSA_KEY_PAIR_GEN;
-    let mut public = pair_half(public, CKO_PUBLIC_KEY, CKK_ML_DSA)?;
-    let mut private = pair_half(private, CKO_PRIVATE_KEY, CKK_ML_DSA)?;
-    let set = ParamSet::from_ck(pair_parameter_set(&public, &private)?)?;
-    let mut seed = Zeroizing::new([0u8; SEED_LEN]);
-    getrandom::getrandom(seed.as_mut()).map_err(|_| Error::DEVICE)?;
-    let (pk, sk) = set.keygen_from_seed(&seed)?;
-    public.set_ulong(CKA_PARAMETER_SET, set.ck());
-    public.set(CKA_VALUE, pk);
-    private.set_ulong(CKA_PARAMETER_SET, set.ck());
-    private.set(CKA_VALUE, sk.to_vec());
-    private.set(CKA_SEED, seed.to_vec());
-    apply_defaults(
-        CKO_PUBLIC_KEY,
-        Some(CKK_ML_DSA),
-        &mut public,
-        Origin::Generated(mechanism),
-    );
-    apply_defaults(
-        CKO_PRIVATE_KEY,
-        Some(CKK_ML_DSA),
-        &mut private,
-        Origin::Generated(mechanism),
-    );
-    Ok((public, private))
+    Ok((
+        key_template(public, CKO_PUBLIC_KEY, key_type)?,
+        key_template(private, CKO_PRIVATE_KEY, key_type)?,
+    ))
 }
 
-/// `C_GenerateKeyPair` with `CKM_B4AE_DILITHIUM5_KEY_PAIR_GEN`: (public, private) objects.
-pub fn generate_dilithium5(
-    public: Attributes,
-    private: Attributes,
-) -> Result<(Attributes, Attributes)> {
-    let mut public = pair_half(public, CKO_PUBLIC_KEY, CKK_B4AE_DILITHIUM5)?;
-    let mut private = pair_half(private, CKO_PRIVATE_KEY, CKK_B4AE_DILITHIUM5)?;
-    if public.contains(CKA_VALUE) || private.contains(CKA_VALUE) {
-        return Err(Error::TEMPLATE_INCONSISTENT);
-    }
-    let (pk, sk) = dilithium5::keypair();
-    public.set(CKA_VALUE, pk);
-    private.set(CKA_VALUE, sk.to_vec());
-    let origin = Origin::Generated(CKM_B4AE_DILITHIUM5_KEY_PAIR_GEN);
-    apply_defaults(
-        CKO_PUBLIC_KEY,
-        Some(CKK_B4AE_DILITHIUM5),
-        &mut public,
-        origin,
-    );
-    apply_defaults(
-        CKO_PRIVATE_KEY,
-        Some(CKK_B4AE_DILITHIUM5),
-        &mut private,
-        origin,
-    );
-    Ok((public, private))
+/// A pair a family generated with `mechanism`, completed: the defaults, `CKA_LOCAL`,
+/// `CKA_KEY_GEN_MECHANISM` and the ALWAYS_SENSITIVE / NEVER_EXTRACTABLE history.
+pub fn generated_pair(
+    mechanism: CK_MECHANISM_TYPE,
+    key_type: CK_KEY_TYPE,
+    mut public: Attributes,
+    mut private: Attributes,
+) -> (Attributes, Attributes) {
+    let origin = Origin::Generated(mechanism);
+    apply_defaults(CKO_PUBLIC_KEY, Some(key_type), &mut public, origin);
+    apply_defaults(CKO_PRIVATE_KEY, Some(key_type), &mut private, origin);
+    (public, private)
 }
 
-/// `C_GenerateKeyPair` with `CKM_ML_KEM_KEY_PAIR_GEN`: (public, private) objects.
-pub fn generate_ml_kem(
-    public: Attributes,
-    private: Attributes,
-) -> Result<(Attributes, Attributes)> {
-    let mut public = pair_half(public, CKO_PUBLIC_KEY, CKK_ML_KEM)?;
-    let mut private = pair_half(private, CKO_PRIVATE_KEY, CKK_ML_KEM)?;
-    let set = mlkem::ParamSet::from_ck(pair_parameter_set(&public, &private)?)?;
-    let seed = Zeroizing::new(crate::random::random_bytes::<{ mlkem::SEED_LEN }>()?);
-    let (ek, dk) = set.keygen_from_seed(&seed);
-    public.set_ulong(CKA_PARAMETER_SET, set.ck());
-    public.set(CKA_VALUE, ek);
-    private.set_ulong(CKA_PARAMETER_SET, set.ck());
-    private.set(CKA_VALUE, dk.to_vec());
-    private.set(CKA_SEED, seed.to_vec());
-    let origin = Origin::Generated(CKM_ML_KEM_KEY_PAIR_GEN);
-    apply_defaults(CKO_PUBLIC_KEY, Some(CKK_ML_KEM), &mut public, origin);
-    apply_defaults(CKO_PRIVATE_KEY, Some(CKK_ML_KEM), &mut private, origin);
-    Ok((public, private))
-}
-
-/// `C_GenerateKeyPair` with `CKM_B4AE_HYBRID_KEY_PAIR_GEN`, both halves held by this module.
-pub fn generate_hybrid(
-    public: Attributes,
-    private: Attributes,
-) -> Result<(Attributes, Attributes)> {
-    let (pk, sk) = hybrid::keypair()?;
-    hybrid_pair(public, private, pk, sk.to_vec())
+/// A secret key a family generated with `mechanism`, completed as [`generated_pair`] does.
+pub fn generated_key(
+    mechanism: CK_MECHANISM_TYPE,
+    key_type: CK_KEY_TYPE,
+    mut key: Attributes,
+) -> Attributes {
+    let origin = Origin::Generated(mechanism);
+    apply_defaults(CKO_SECRET_KEY, Some(key_type), &mut key, origin);
+    key
 }
 
 /// A hybrid pair from its key material; `private_value` is whatever this module keeps of the
@@ -209,8 +106,7 @@ pub fn hybrid_pair(
     public_value: Vec<u8>,
     private_value: Vec<u8>,
 ) -> Result<(Attributes, Attributes)> {
-    let mut public = pair_half(public, CKO_PUBLIC_KEY, CKK_B4AE_HYBRID)?;
-    let mut private = pair_half(private, CKO_PRIVATE_KEY, CKK_B4AE_HYBRID)?;
+    let (mut public, mut private) = pair_templates(public, private, CKK_B4AE_HYBRID)?;
     if public.contains(CKA_VALUE) || private.contains(CKA_VALUE) {
         return Err(Error::TEMPLATE_INCONSISTENT);
     }
@@ -218,10 +114,12 @@ pub fn hybrid_pair(
     set_hybrid_halves(&mut private, &public_value)?;
     public.set(CKA_VALUE, public_value);
     private.set(CKA_VALUE, private_value);
-    let origin = Origin::Generated(CKM_B4AE_HYBRID_KEY_PAIR_GEN);
-    apply_defaults(CKO_PUBLIC_KEY, Some(CKK_B4AE_HYBRID), &mut public, origin);
-    apply_defaults(CKO_PRIVATE_KEY, Some(CKK_B4AE_HYBRID), &mut private, origin);
-    Ok((public, private))
+    Ok(generated_pair(
+        CKM_B4AE_HYBRID_KEY_PAIR_GEN,
+        CKK_B4AE_HYBRID,
+        public,
+        private,
+    ))
 }
 
 /// The readable halves of a hybrid public key, on either object of the pair.
@@ -270,7 +168,7 @@ pub fn shared_secret_key(mut template: Attributes, secret: &[u8]) -> Result<Attr
 }
 
 /// The parameter set a key-pair template names: in either half, the same in both if in both.
-fn pair_parameter_set(public: &Attributes, private: &Attributes) -> Result<CK_ULONG> {
+pub fn pair_parameter_set(public: &Attributes, private: &Attributes) -> Result<CK_ULONG> {
     for half in [public, private] {
         if half.contains(CKA_VALUE) || half.contains(CKA_SEED) {
             return Err(Error::TEMPLATE_INCONSISTENT);
@@ -286,8 +184,8 @@ fn pair_parameter_set(public: &Attributes, private: &Attributes) -> Result<CK_UL
     }
 }
 
-/// One half of a key-pair template: checked, with its class and key type filled in.
-fn pair_half(
+/// A template for a key to generate: checked, with its class and key type filled in.
+pub fn key_template(
     mut template: Attributes,
     class: CK_OBJECT_CLASS,
     key_type: CK_KEY_TYPE,

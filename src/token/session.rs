@@ -1,9 +1,8 @@
 //! A session of an embedded token: its token, its read/write flag, its operations.
 
 use crate::error::{Error, Result};
-use crate::mechanism::aes_gcm::GcmOperation;
 use crate::mechanism::{self, Mechanism};
-use crate::mechanism::{kem, signing, Param};
+use crate::mechanism::{kem, signing};
 use crate::token::attributes::Attributes;
 use crate::token::factory;
 use crate::token::object::Object;
@@ -141,7 +140,8 @@ impl Session {
 
     // ---- AES ----
 
-    /// `C_EncryptInit` / `C_DecryptInit` with `CKM_AES_GCM`.
+    /// `C_EncryptInit` / `C_DecryptInit`: an unknown mechanism is reported before the key is
+    /// looked up (its parameter was checked when the ABI layer decoded it).
     pub fn cipher_init(
         &self,
         direction: Direction,
@@ -149,46 +149,26 @@ impl Session {
         key: CK_OBJECT_HANDLE,
     ) -> Result<()> {
         self.ops.cipher_init(direction, || {
-            let params = match &mechanism.param {
-                Param::Gcm(params) if mechanism.mechanism == CKM_AES_GCM => params.clone(),
-                _ if mechanism.mechanism == CKM_AES_GCM => {
-                    return Err(Error::MECHANISM_PARAM_INVALID)
-                }
-                _ => return Err(Error::MECHANISM_INVALID),
+            let operation = match direction {
+                Direction::Encrypt => CKF_ENCRYPT,
+                Direction::Decrypt => CKF_DECRYPT,
             };
+            mechanism::family_for(mechanism.mechanism, operation)?;
             let key = self.key(key)?;
             if key.is_private() && self.token.login_state() != Login::User {
                 return Err(Error::USER_NOT_LOGGED_IN);
             }
-            let usage = match direction {
-                Direction::Encrypt => CKA_ENCRYPT,
-                Direction::Decrypt => CKA_DECRYPT,
-            };
-            if key.class() != CKO_SECRET_KEY || key.key_type() != Some(CKK_AES) {
-                return Err(Error::KEY_TYPE_INCONSISTENT);
-            }
-            if !key.attrs.bool_or(usage, false) {
-                return Err(Error::KEY_FUNCTION_NOT_PERMITTED);
-            }
-            if !key.permits(CKM_AES_GCM) {
-                return Err(Error::MECHANISM_INVALID);
-            }
-            let value = key.attrs.get(CKA_VALUE).ok_or(Error::USER_NOT_LOGGED_IN)?;
-            GcmOperation::new(value, params, direction == Direction::Decrypt)
+            mechanism::cipher_init(mechanism, &key, direction == Direction::Decrypt)
         })
     }
 
-    /// `C_GenerateKey` with `CKM_AES_KEY_GEN`.
+    /// `C_GenerateKey`.
     pub fn generate_key(
         &self,
         mechanism: &Mechanism,
         template: Attributes,
     ) -> Result<CK_OBJECT_HANDLE> {
-        if mechanism.mechanism != CKM_AES_KEY_GEN {
-            return Err(Error::MECHANISM_INVALID);
-        }
-        mechanism.expect_no_param()?;
-        self.add_one(factory::generate_aes(template)?)
+        self.add_one(factory::generate_key(mechanism, template)?)
     }
 
     // ---- key encapsulation ----
