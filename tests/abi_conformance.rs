@@ -2,7 +2,8 @@
 //! and on a token over SoftHSM2: one active operation of each kind per session whoever performs
 //! it, `CKR_KEY_TYPE_INCONSISTENT` for a key the mechanism cannot use, a NULL mechanism and
 //! `C_SessionCancel` ending operations, capped multi-part input, `CKA_TRUSTED` for the SO only,
-//! private session objects gone at logout, and `C_GetAttributeValue` answers.
+//! private session objects gone at logout, `C_GetAttributeValue` answers, and encryption in
+//! place (one buffer for input and output).
 
 #[macro_use]
 mod common;
@@ -21,7 +22,7 @@ use std::sync::OnceLock;
 const ED25519_OID: &[u8] = &[0x06, 0x03, 0x2B, 0x65, 0x70];
 
 /// One token pair per test: the embedded token and the SoftHSM-backed token of that index.
-const PAIRS: usize = 8;
+const PAIRS: usize = 9;
 const ONE_OPERATION: usize = 0;
 const KEY_TYPES: usize = 1;
 const CANCEL: usize = 2;
@@ -30,6 +31,7 @@ const TRUSTED: usize = 4;
 const LOGOUT: usize = 5;
 const ATTRIBUTES: usize = 6;
 const SO_TRUSTED: usize = 7;
+const IN_PLACE: usize = 8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Backend {
@@ -525,5 +527,64 @@ fn get_attribute_value_answers_each_entry_in_place() {
             CKR_OK,
         );
         assert_eq!(template[0].ulValueLen as usize, Ps::P65.pk_len());
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// In place
+
+/// AES-GCM with the input and output in one buffer, as C callers encrypt in place: the output
+/// is the same as from separate buffers, and decrypting in place gives the plaintext back.
+#[test]
+fn encryption_in_place_gives_what_separate_buffers_give() {
+    on_both(IN_PLACE, |session, _backend| {
+        let h = session.handle();
+        let aes = aes_key(session, "in-place", false).handle();
+        let plaintext = [0x42u8; 32];
+        let mut iv = [9u8; 12];
+        let mut gcm = gcm_params(&mut iv);
+        let mut m = gcm_mechanism(&mut gcm);
+        // Separate buffers first.
+        assert_rv(ck!(C_EncryptInit(h, &mut m, aes)), CKR_OK);
+        let mut separate = [0u8; 48];
+        let mut len = separate.len() as CK_ULONG;
+        let rv = ck!(C_Encrypt(
+            h,
+            plaintext.as_ptr().cast_mut(),
+            32,
+            separate.as_mut_ptr(),
+            &mut len
+        ));
+        assert_rv(rv, CKR_OK);
+        assert_eq!(len, 48);
+        // One buffer, plaintext at its start.
+        let mut buf = [0u8; 48];
+        buf[..32].copy_from_slice(&plaintext);
+        assert_rv(ck!(C_EncryptInit(h, &mut m, aes)), CKR_OK);
+        let mut len = buf.len() as CK_ULONG;
+        assert_rv(
+            ck!(C_Encrypt(
+                h,
+                buf.as_mut_ptr(),
+                32,
+                buf.as_mut_ptr(),
+                &mut len
+            )),
+            CKR_OK,
+        );
+        assert_eq!(&buf[..len as usize], &separate[..]);
+        assert_rv(ck!(C_DecryptInit(h, &mut m, aes)), CKR_OK);
+        let mut len = buf.len() as CK_ULONG;
+        assert_rv(
+            ck!(C_Decrypt(
+                h,
+                buf.as_mut_ptr(),
+                48,
+                buf.as_mut_ptr(),
+                &mut len
+            )),
+            CKR_OK,
+        );
+        assert_eq!(&buf[..len as usize], &plaintext[..]);
     });
 }
