@@ -142,6 +142,8 @@ fn main() {
     );
     println!("key pair generation, mean of 200: token object {token_keygen:?}, session object {session_keygen:?}");
 
+    two_thread_scaling(&m, sk, &raw_sk);
+
     // Round-3 Dilithium5 (vendor mechanisms) beside pqcrypto-dilithium called directly. Round-3
     // signing is deterministic, so both sides must sign with the same key and message (the
     // number of rejection rounds depends on both): the raw key pair is imported.
@@ -432,4 +434,89 @@ fn ml_kem(m: &Module, s: CK_SESSION_HANDLE) {
             ("decaps", module_decaps, raw_decaps),
         ],
     );
+}
+
+/// Ops/s of `threads` threads each running `op(thread)` for one round.
+fn threaded_round(threads: usize, op: &(impl Fn(usize) + Sync)) -> f64 {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let start = Instant::now();
+    let total: u64 = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let stop = &stop;
+                scope.spawn(move || {
+                    let mut n = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        op(t);
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        std::thread::sleep(ROUND_TIME);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        workers.into_iter().map(|w| w.join().expect("worker")).sum()
+    });
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+/// ML-DSA-87 signing on one and on two threads, through the module (one session per thread,
+/// one key) and with `pqcrypto-mldsa` called directly, rounds interleaved: the module's
+/// two-thread/one-thread scaling beside the raw library's.
+fn two_thread_scaling(
+    m: &Module,
+    sk: CK_OBJECT_HANDLE,
+    raw_sk: &pqcrypto_mldsa::mldsa87::SecretKey,
+) {
+    let sessions: Vec<CK_SESSION_HANDLE> = (0..2)
+        .map(|_| {
+            let mut s = 0;
+            let flags = CKF_SERIAL_SESSION;
+            rv(
+                "C_OpenSession",
+                call!(m, C_OpenSession(0, flags, ptr::null_mut(), None, &mut s)),
+            );
+            s
+        })
+        .collect();
+    let module_op = |t: usize| {
+        let mut sig = [0u8; 4627];
+        sign(m, sessions[t], CKM_ML_DSA, sk, MESSAGE, &mut sig);
+    };
+    let raw_op = |_t: usize| {
+        std::hint::black_box(pqcrypto_mldsa::mldsa87::detached_sign_ctx(
+            MESSAGE, b"", raw_sk,
+        ));
+    };
+    for t in 0..2 {
+        module_op(t);
+        raw_op(t);
+    }
+    let mut figures: [Vec<f64>; 4] = Default::default();
+    for _ in 0..ROUNDS {
+        figures[0].push(threaded_round(1, &module_op));
+        figures[1].push(threaded_round(1, &raw_op));
+        figures[2].push(threaded_round(2, &module_op));
+        figures[3].push(threaded_round(2, &raw_op));
+    }
+    let [m1, r1, m2, r2] = figures.map(|mut v| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[ROUNDS / 2]
+    });
+    let (module_scaling, raw_scaling) = (m2 / m1, r2 / r1);
+    println!("ML-DSA-87 sign on 2 threads, median of {ROUNDS} interleaved rounds (ops/s)");
+    println!(
+        "{:<10} {:>14} {:>18}",
+        "threads", "module C ABI", "pqcrypto-mldsa"
+    );
+    println!("{:<10} {m1:>14.0} {r1:>18.0}", "1");
+    println!("{:<10} {m2:>14.0} {r2:>18.0}", "2");
+    println!(
+        "scaling 2/1: module {module_scaling:.3}, raw {raw_scaling:.3}, module/raw {:.3}",
+        module_scaling / raw_scaling
+    );
+    for s in sessions {
+        rv("C_CloseSession", call!(m, C_CloseSession(s)));
+    }
 }
