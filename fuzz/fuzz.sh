@@ -11,6 +11,8 @@
 #
 # Environment:
 #   B4AE_FUZZ_SECONDS     how long to fuzz (default 60)
+#   B4AE_FUZZ_BACKEND     the token the inputs drive: embedded (default), or pkcs11 (a token
+#                         over SoftHSM2 through the module's pkcs11 backend)
 #   B4AE_FUZZ_TARGET_DIR  cargo target directory (default ~/.cache/b4ae-pkcs11/fuzz-target:
 #                         kept between runs and clones, so only the first build is long)
 #   B4AE_FUZZ_CORPUS      working corpus (default fuzz/corpus/abi); fuzz/seeds/abi/ and

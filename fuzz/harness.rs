@@ -10,7 +10,10 @@
 //! the keys below, slot 1 is left blank for `C_InitToken`), `B4AE_PKCS11_CONF` pointing at
 //! them; slot 0 initialised (SO and user PIN) and given token objects of every kind the
 //! module holds: ML-DSA-44/65/87, Dilithium5, the hybrid, ML-KEM, data and secret keys. The
-//! token directory is then kept as a pristine copy.
+//! token directory is then kept as a pristine copy. With `B4AE_FUZZ_BACKEND=pkcs11`, a third
+//! slot (2) is a pkcs11-backend token over SoftHSM2, given the same objects (post-quantum keys
+//! as sealed records in SoftHSM2, the rest SoftHSM2's own), and the inputs drive it instead:
+//! their sessions open there, and SoftHSM2's token directory is restored with the module's.
 //!
 //! **Each input** starts from that copy (`C_Finalize`, the files put back, `C_Initialize`),
 //! with one read/write session logged in as the user and one read-only session, and the
@@ -686,6 +689,81 @@ pub struct Harness {
     pristine: PathBuf,
     /// Key material: valid keys, seeds and public keys of every algorithm here.
     materials: Vec<Vec<u8>>,
+    /// With `B4AE_FUZZ_BACKEND=pkcs11`: the SoftHSM2 token behind slot 2, which inputs then
+    /// drive (their sessions open there).
+    hsm: Option<SoftHsm>,
+}
+
+/// The slot of the pkcs11 backend's token (over SoftHSM2), when the harness has one.
+pub const HSM_SLOT: CK_SLOT_ID = 2;
+const SOFTHSM_LIB: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// SoftHSM2's token directory and its pristine copy.
+struct SoftHsm {
+    tokens: PathBuf,
+    pristine: PathBuf,
+}
+
+/// Which backend's token the inputs drive: `B4AE_FUZZ_BACKEND` = `embedded` (default) or
+/// `pkcs11` (a token over SoftHSM2, forwarded through the module).
+fn fuzz_pkcs11_backend() -> bool {
+    match std::env::var("B4AE_FUZZ_BACKEND").as_deref() {
+        Ok("pkcs11") => true,
+        Ok("embedded") | Err(_) => false,
+        Ok(other) => panic!("B4AE_FUZZ_BACKEND={other}: embedded or pkcs11"),
+    }
+}
+
+/// SoftHSM2 set up under `dir`: a configuration, a token directory with one token ("fuzz-hsm",
+/// SO and user PIN as the embedded token's), `SOFTHSM2_CONF` pointing at it.
+fn softhsm(dir: &Path) -> SoftHsm {
+    assert!(
+        Path::new(SOFTHSM_LIB).exists(),
+        "B4AE_FUZZ_BACKEND=pkcs11 needs SoftHSM2 ({SOFTHSM_LIB}; scripts/deps.sh installs it)"
+    );
+    let tokens = dir.join("softhsm-tokens");
+    std::fs::create_dir_all(&tokens).expect("SoftHSM2 token directory");
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .expect("softhsm2.conf");
+    std::env::set_var("SOFTHSM2_CONF", &conf);
+    let pin = |p: &[u8]| String::from_utf8(p.to_vec()).expect("ASCII PIN");
+    let output = std::process::Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", "fuzz-hsm"])
+        .args(["--so-pin", &pin(SO_PIN), "--pin", &pin(USER_PIN)])
+        .output()
+        .expect("running softhsm2-util");
+    assert!(
+        output.status.success(),
+        "softhsm2-util --init-token: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    SoftHsm {
+        pristine: dir.join("softhsm-pristine"),
+        tokens,
+    }
+}
+
+/// Copies a directory tree (SoftHSM2 keeps one directory per token).
+fn copy_tree(from: &Path, to: &Path) {
+    retrying("creating a directory", || std::fs::create_dir_all(to));
+    let entries = retrying("reading a directory", || {
+        std::fs::read_dir(from)?.collect::<std::io::Result<Vec<_>>>()
+    });
+    for entry in entries {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            retrying("copying a file", || std::fs::copy(entry.path(), &target));
+        }
+    }
 }
 
 static HARNESS: OnceLock<Harness> = OnceLock::new();
@@ -797,18 +875,22 @@ impl Harness {
         let pristine = dir.join("pristine");
         let text = |p: &Path| p.to_str().expect("UTF-8 temporary path").to_owned();
         let conf = dir.join("b4ae-pkcs11.toml");
-        std::fs::write(
-            &conf,
-            format!(
-                "[[token]]\nlabel = \"fuzz\"\nbackend = \"embedded\"\npath = \"{}\"\n\
-                 pin_kdf = \"test-only-fast\"\nmax_pin_failures = 3\n\n\
-                 [[token]]\nlabel = \"blank\"\nbackend = \"embedded\"\npath = \"{}\"\n\
-                 pin_kdf = \"test-only-fast\"\n",
-                text(&token),
-                text(&blank)
-            ),
-        )
-        .expect("writing the configuration");
+        let hsm = fuzz_pkcs11_backend().then(|| softhsm(&dir));
+        let mut config = format!(
+            "[[token]]\nlabel = \"fuzz\"\nbackend = \"embedded\"\npath = \"{}\"\n\
+             pin_kdf = \"test-only-fast\"\nmax_pin_failures = 3\n\n\
+             [[token]]\nlabel = \"blank\"\nbackend = \"embedded\"\npath = \"{}\"\n\
+             pin_kdf = \"test-only-fast\"\n",
+            text(&token),
+            text(&blank)
+        );
+        if hsm.is_some() {
+            config.push_str(&format!(
+                "\n[[token]]\nlabel = \"hsm\"\nbackend = \"pkcs11\"\nlibrary = \"{SOFTHSM_LIB}\"\n\
+                 token_label = \"fuzz-hsm\"\n"
+            ));
+        }
+        std::fs::write(&conf, config).expect("writing the configuration");
         std::env::set_var("B4AE_PKCS11_CONF", &conf);
         if std::env::var_os("B4AE_PKCS11_LOG").is_none() {
             std::env::set_var("B4AE_PKCS11_LOG", "off");
@@ -821,6 +903,7 @@ impl Harness {
             blank,
             pristine,
             materials: Vec::new(),
+            hsm,
         };
         h.materials = materials();
         h.make_pristine_token();
@@ -831,9 +914,10 @@ impl Harness {
     fn make_pristine_token(&self) {
         let f = self.fl;
         let ok = |name: &str, rv: CK_RV| assert!(rv == CKR_OK, "set-up: {name}: {}", rv_name(rv));
+        // SAFETY: NULL arguments.
+        unsafe { ok("C_Initialize", f.C_Initialize.unwrap()(null_mut())) };
         // SAFETY (all calls below): pointers to live values of the announced sizes.
         let s = unsafe {
-            ok("C_Initialize", f.C_Initialize.unwrap()(null_mut()));
             let mut label = [b' '; 32];
             label[..4].copy_from_slice(b"fuzz");
             let rv = f.C_InitToken.unwrap()(
@@ -877,6 +961,37 @@ impl Harness {
             );
             s
         };
+        self.populate(s);
+        if let Some(hsm) = &self.hsm {
+            // The SoftHSM2 token was initialised by softhsm2-util; its user logs in here.
+            let mut s = 0;
+            // SAFETY: pointers to live values of the announced sizes.
+            unsafe {
+                let flags = CKF_SERIAL_SESSION | CKF_RW_SESSION;
+                let rv = f.C_OpenSession.unwrap()(HSM_SLOT, flags, null_mut(), None, &mut s);
+                ok("C_OpenSession(HSM)", rv);
+                let pin = USER_PIN.as_ptr().cast_mut();
+                let rv = f.C_Login.unwrap()(s, CKU_USER, pin, USER_PIN.len() as CK_ULONG);
+                ok("C_Login(HSM)", rv);
+            }
+            self.populate(s);
+            // SAFETY: no pointer arguments.
+            unsafe { ok("C_Finalize", f.C_Finalize.unwrap()(null_mut())) };
+            copy_tree(&hsm.tokens, &hsm.pristine);
+            copy_dir(&self.token, &self.pristine);
+            return;
+        }
+        // SAFETY: no pointer arguments.
+        unsafe {
+            ok("C_Finalize", f.C_Finalize.unwrap()(null_mut()));
+        }
+        copy_dir(&self.token, &self.pristine);
+    }
+
+    /// Token objects of every kind, made through session `s` (logged in as the user).
+    fn populate(&self, s: CK_SESSION_HANDLE) {
+        let f = self.fl;
+        let ok = |name: &str, rv: CK_RV| assert!(rv == CKR_OK, "set-up: {name}: {}", rv_name(rv));
         let keypair = |mech: CK_MECHANISM_TYPE,
                        set: Option<CK_ULONG>,
                        label: &[u8],
@@ -1037,11 +1152,6 @@ impl Harness {
             }
             create(&mut t);
         }
-        // SAFETY: no pointer arguments.
-        unsafe {
-            ok("C_Finalize", f.C_Finalize.unwrap()(null_mut()));
-        }
-        copy_dir(&self.token, &self.pristine);
     }
 }
 
@@ -1096,6 +1206,8 @@ pub struct Run<'h, 'a> {
     ciphertexts: Vec<Vec<u8>>,
     pins: Vec<Vec<u8>>,
     call: usize,
+    /// The slot whose token the input drives: 0 (embedded) or [`HSM_SLOT`].
+    home: CK_SLOT_ID,
 }
 
 /// Runs one input from the pristine token.
@@ -1125,6 +1237,7 @@ impl<'h, 'a> Run<'h, 'a> {
             ciphertexts: Vec::new(),
             pins: vec![USER_PIN.to_vec(), SO_PIN.to_vec()],
             call: 0,
+            home: if h.hsm.is_some() { HSM_SLOT } else { 0 },
         }
     }
 
@@ -1155,6 +1268,10 @@ impl<'h, 'a> Run<'h, 'a> {
         remove_dir(&self.h.token);
         remove_dir(&self.h.blank);
         copy_dir(&self.h.pristine, &self.h.token);
+        if let Some(hsm) = &self.h.hsm {
+            remove_dir(&hsm.tokens);
+            copy_tree(&hsm.pristine, &hsm.tokens);
+        }
         // SAFETY: NULL arguments.
         let rv = unsafe { f.C_Initialize.unwrap()(null_mut()) };
         assert!(
@@ -1169,7 +1286,11 @@ impl<'h, 'a> Run<'h, 'a> {
     fn prologue(&mut self) {
         for flags in [CKF_SERIAL_SESSION | CKF_RW_SESSION, CKF_SERIAL_SESSION] {
             let mut s = 0;
-            if ck!(self, C_OpenSession(0, flags, null_mut(), None, &mut s)) == CKR_OK {
+            if ck!(
+                self,
+                C_OpenSession(self.home, flags, null_mut(), None, &mut s)
+            ) == CKR_OK
+            {
                 self.sessions.push(s);
             }
         }
@@ -1220,7 +1341,12 @@ impl<'h, 'a> Run<'h, 'a> {
                 rv_name(rv)
             ));
         }
-        for slot in [0, 1] {
+        let slots: &[CK_SLOT_ID] = if self.h.hsm.is_some() {
+            &[0, 1, HSM_SLOT]
+        } else {
+            &[0, 1]
+        };
+        for &slot in slots {
             let mut s = 0;
             if ck!(
                 self,
@@ -1328,9 +1454,9 @@ impl<'h, 'a> Run<'h, 'a> {
 
     fn slot(&mut self) -> CK_SLOT_ID {
         match self.inp.u8() % 16 {
-            0..=11 => 0,
+            0..=11 => self.home,
             12 | 13 => 1,
-            14 => 2,
+            14 => HSM_SLOT - self.home,
             _ => self.inp.u64() as CK_SLOT_ID,
         }
     }

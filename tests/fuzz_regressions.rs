@@ -7,6 +7,10 @@
 //! fuzz target does) instead of loading the built `.so`: the harness's panic hook then sees a
 //! panic inside the module even though the module catches it at its border.
 //!
+//! Every input is replayed twice: on the embedded token (in this process) and on a
+//! pkcs11-backend token over SoftHSM2 (this test program again, in a child process with
+//! `B4AE_FUZZ_BACKEND=pkcs11`: the harness is set up once per process).
+//!
 //! One input alone, with every call and its answer printed:
 //! `B4AE_FUZZ_REPLAY=path/to/input B4AE_FUZZ_TRACE=1 cargo test --test fuzz_regressions -- --nocapture`
 
@@ -88,5 +92,37 @@ fn every_regression_input_replays_without_a_finding() {
         failures.len(),
         files.len(),
         failures.join("\n\n")
+    );
+}
+
+/// The same inputs on the pkcs11 backend: the test above, run by a child process whose
+/// harness drives a token over SoftHSM2.
+#[test]
+fn every_regression_input_replays_on_the_pkcs11_backend() {
+    if std::env::var_os("B4AE_FUZZ_BACKEND").is_some() {
+        return; // the child itself (or a run that chose its backend)
+    }
+    let output = std::process::Command::new(std::env::current_exe().expect("test program"))
+        .args([
+            "--exact",
+            "every_regression_input_replays_without_a_finding",
+            "--nocapture",
+        ])
+        .env("B4AE_FUZZ_BACKEND", "pkcs11")
+        .output()
+        .expect("running the test program again");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!(
+        "pkcs11 backend: {}",
+        stderr
+            .lines()
+            .filter(|l| l.starts_with("replayed"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    assert!(
+        output.status.success() && stderr.contains("replayed"),
+        "on the pkcs11 backend:\n{}\n{stderr}",
+        String::from_utf8_lossy(&output.stdout)
     );
 }
