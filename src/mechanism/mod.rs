@@ -88,6 +88,15 @@ pub struct MechanismInfo {
 }
 
 impl MechanismInfo {
+    /// What `C_GetMechanismInfo` answers.
+    pub fn ck(&self) -> CK_MECHANISM_INFO {
+        CK_MECHANISM_INFO {
+            ulMinKeySize: self.min_key_size,
+            ulMaxKeySize: self.max_key_size,
+            flags: self.flags,
+        }
+    }
+
     pub const fn new(
         mechanism: CK_MECHANISM_TYPE,
         min_key_size: CK_ULONG,

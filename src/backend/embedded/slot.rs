@@ -99,12 +99,7 @@ impl Backend for EmbeddedSlot {
     }
 
     fn mechanism_info(&self, kind: CK_MECHANISM_TYPE) -> Result<CK_MECHANISM_INFO> {
-        let m = mechanism::lookup(kind)?;
-        Ok(CK_MECHANISM_INFO {
-            ulMinKeySize: m.min_key_size,
-            ulMaxKeySize: m.max_key_size,
-            flags: m.flags,
-        })
+        Ok(mechanism::lookup(kind)?.ck())
     }
 
     fn init_token(&self, so_pin: &[u8], label: &[u8; 32]) -> Result<()> {

@@ -2,7 +2,7 @@
 //! typed arguments (already decoded and bounded by the ABI layer) turned back into the C
 //! structures the library takes. The caller's own buffers are passed through, never copied.
 
-use super::library::{HsmLibrary, EMPTY};
+use super::library::{raw_template, HsmLibrary, EMPTY};
 use crate::backend::{Dual, Recover};
 use crate::error::{Error, Result};
 use crate::mechanism::{Mechanism, Param};
@@ -110,22 +110,6 @@ impl RawMechanism {
     fn as_ptr(&mut self) -> *mut CK_MECHANISM {
         &mut self.mechanism
     }
-}
-
-/// A template as the C API wants it, pointing into `attrs` (which must outlive it).
-fn raw_template(attrs: &Attributes) -> Vec<CK_ATTRIBUTE> {
-    attrs
-        .iter()
-        .map(|(t, v)| CK_ATTRIBUTE {
-            type_: t,
-            pValue: if v.is_empty() {
-                ptr::null_mut()
-            } else {
-                v.as_ptr() as *mut _
-            },
-            ulValueLen: v.len() as CK_ULONG,
-        })
-        .collect()
 }
 
 /// An input buffer's pointer: never NULL (some libraries dereference it at length 0).
@@ -335,7 +319,8 @@ impl HsmLibrary {
         }
     }
 
-    pub fn generate_key_with(
+    /// A secret key generated inside the HSM.
+    pub fn generate_key(
         &self,
         session: CK_SESSION_HANDLE,
         mechanism: &Mechanism,
@@ -357,7 +342,8 @@ impl HsmLibrary {
         Ok(key)
     }
 
-    pub fn generate_key_pair_with(
+    /// A key pair generated inside the HSM: (public, private) handles.
+    pub fn generate_key_pair(
         &self,
         session: CK_SESSION_HANDLE,
         mechanism: &Mechanism,

@@ -5,6 +5,7 @@
 use crate::backend::pkcs11::library::HsmLibrary;
 use crate::error::{Error, Result};
 use crate::mechanism::hybrid::{Ed25519Signer, ED25519_PUBLIC_LEN, ED25519_SIGNATURE_LEN};
+use crate::mechanism::Mechanism;
 use crate::random::random_bytes;
 use crate::token::attributes::Attributes;
 use cryptoki_sys::*;
@@ -55,8 +56,12 @@ pub fn generate(
     public.set_bool(CKA_VERIFY, true);
     public.set(CKA_EC_PARAMS, ED25519_PARAMS.to_vec());
     let private = private_template(&label, token);
-    let (public_key, private_key) =
-        lib.generate_key_pair(session, CKM_EC_EDWARDS_KEY_PAIR_GEN, &public, &private)?;
+    let (public_key, private_key) = lib.generate_key_pair(
+        session,
+        &Mechanism::plain(CKM_EC_EDWARDS_KEY_PAIR_GEN),
+        &public,
+        &private,
+    )?;
     // The public half lives in the hybrid public key; the HSM's copy is not kept.
     let point = lib.attribute(session, public_key, CKA_EC_POINT);
     let _ = lib.destroy(session, public_key);

@@ -5,6 +5,7 @@
 
 use crate::backend::pkcs11::library::HsmLibrary;
 use crate::error::{Error, Result};
+use crate::mechanism::Mechanism;
 use crate::token::attributes::Attributes;
 use cryptoki_sys::*;
 
@@ -117,7 +118,7 @@ fn device_key(
             let mut template = protected_key_template(MIK_LABEL, root_type, true, false);
             template.set_bool(CKA_DESTROYABLE, false);
             tracing::info!("creating the master key {MIK_LABEL} in the HSM");
-            lib.generate_key(session, generator, &template)?
+            lib.generate_key(session, &Mechanism::plain(generator), &template)?
         }
     };
     let template = protected_key_template(DMK_LABEL, root_type, true, false);

@@ -84,7 +84,7 @@ macro_rules! call {
 }
 
 /// A template as the C API wants it, pointing into `attrs` (which must outlive it).
-fn raw_template(attrs: &Attributes) -> Vec<CK_ATTRIBUTE> {
+pub(super) fn raw_template(attrs: &Attributes) -> Vec<CK_ATTRIBUTE> {
     attrs
         .iter()
         .map(|(t, v)| CK_ATTRIBUTE {
@@ -442,63 +442,6 @@ impl HsmLibrary {
         call!(self, C_GetAttributeValue(session, object, &mut query, 1))?;
         value.truncate(query.ulValueLen as usize);
         Ok(Some(value))
-    }
-
-    pub fn generate_key(
-        &self,
-        session: CK_SESSION_HANDLE,
-        mechanism: CK_MECHANISM_TYPE,
-        attrs: &Attributes,
-    ) -> Result<CK_OBJECT_HANDLE> {
-        let mut mech = CK_MECHANISM {
-            mechanism,
-            pParameter: ptr::null_mut(),
-            ulParameterLen: 0,
-        };
-        let mut raw = raw_template(attrs);
-        let mut key = CK_INVALID_HANDLE;
-        call!(
-            self,
-            C_GenerateKey(
-                session,
-                &mut mech,
-                raw.as_mut_ptr(),
-                raw.len() as CK_ULONG,
-                &mut key
-            )
-        )?;
-        Ok(key)
-    }
-
-    /// A key pair generated inside the HSM: (public, private) handles.
-    pub fn generate_key_pair(
-        &self,
-        session: CK_SESSION_HANDLE,
-        mechanism: CK_MECHANISM_TYPE,
-        public: &Attributes,
-        private: &Attributes,
-    ) -> Result<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
-        let mut mech = CK_MECHANISM {
-            mechanism,
-            pParameter: ptr::null_mut(),
-            ulParameterLen: 0,
-        };
-        let (mut public, mut private) = (raw_template(public), raw_template(private));
-        let (mut public_key, mut private_key) = (CK_INVALID_HANDLE, CK_INVALID_HANDLE);
-        call!(
-            self,
-            C_GenerateKeyPair(
-                session,
-                &mut mech,
-                public.as_mut_ptr(),
-                public.len() as CK_ULONG,
-                private.as_mut_ptr(),
-                private.len() as CK_ULONG,
-                &mut public_key,
-                &mut private_key
-            )
-        )?;
-        Ok((public_key, private_key))
     }
 
     /// A signature made inside the HSM with a mechanism that takes no parameter.

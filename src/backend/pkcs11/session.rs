@@ -421,8 +421,7 @@ impl BackendSession for ForwardSession {
         mechanism: &Mechanism,
         template: Attributes,
     ) -> Result<CK_OBJECT_HANDLE> {
-        self.lib()
-            .generate_key_with(self.real, mechanism, &template)
+        self.lib().generate_key(self.real, mechanism, &template)
     }
 
     fn generate_key_pair(
@@ -434,7 +433,7 @@ impl BackendSession for ForwardSession {
         if self.token.ours(mechanism.mechanism).is_none() {
             return self
                 .lib()
-                .generate_key_pair_with(self.real, mechanism, &public, &private);
+                .generate_key_pair(self.real, mechanism, &public, &private);
         }
         let hybrid_in_hsm =
             mechanism.mechanism == CKM_B4AE_HYBRID_KEY_PAIR_GEN && self.token.hsm_ed25519();

@@ -34,11 +34,7 @@ impl Backend for HsmSlot {
 
     fn mechanism_info(&self, kind: CK_MECHANISM_TYPE) -> Result<CK_MECHANISM_INFO> {
         match self.0.ours(kind) {
-            Some(m) => Ok(CK_MECHANISM_INFO {
-                ulMinKeySize: m.min_key_size,
-                ulMaxKeySize: m.max_key_size,
-                flags: m.flags,
-            }),
+            Some(m) => Ok(m.ck()),
             None => self.0.lib.mechanism_info(self.0.real_slot(), kind),
         }
     }
