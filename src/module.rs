@@ -4,7 +4,7 @@
 
 use crate::backend::embedded::{EmbeddedSlot, EmbeddedStore};
 use crate::backend::pkcs11::library::HsmLibrary;
-use crate::backend::pkcs11::{ForwardToken, HsmSlot};
+use crate::backend::pkcs11::{AbsentToken, ForwardToken, HsmSlot};
 use crate::backend::{Backend, BackendSession};
 use crate::config::{BackendKind, Config};
 use crate::error::{Error, Result};
@@ -138,8 +138,21 @@ impl Module {
                                 t.label
                             );
                         })?;
-                    let token = ForwardToken::open(slot_id, t, lib)?;
-                    slots.push(Arc::new(HsmSlot(Arc::new(token))));
+                    match ForwardToken::open(slot_id, t, lib) {
+                        Ok(token) => slots.push(Arc::new(HsmSlot(Arc::new(token)))),
+                        Err(Error(CKR_TOKEN_NOT_PRESENT)) => {
+                            tracing::error!(
+                                "token {index} (\"{}\"): slot {slot_id} has no token until \
+                                 the HSM's token is there at a later C_Initialize",
+                                t.label
+                            );
+                            slots.push(Arc::new(AbsentToken {
+                                slot_id,
+                                description: t.label.clone(),
+                            }));
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
                 BackendKind::ForwardAll => {
                     let path = t.library.clone().ok_or(Error::GENERAL)?;

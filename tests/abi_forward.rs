@@ -25,6 +25,7 @@ use forward_common::*;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::ptr::null_mut;
 use std::time::Duration;
 
 /// One SoftHSM token (and module slot, by index) per test; the native slot comes after them.
@@ -799,19 +800,49 @@ fn a_missing_hsm_library_fails_c_initialize_cleanly() {
     );
 }
 
+/// In the child: the module initialises; slot 0 (embedded) has its token, slot 1 (pkcs11,
+/// naming a token the HSM lacks) is a slot without a token.
+fn absent_token_is_a_slot_without_token() {
+    assert_ck!(CKR_OK; C_Initialize(null_mut()));
+    let mut count: CK_ULONG = 0;
+    assert_ck!(CKR_OK; C_GetSlotList(CK_FALSE, null_mut(), &mut count));
+    assert_eq!(count, 2, "every configured slot is listed");
+    assert_ck!(CKR_OK; C_GetSlotList(CK_TRUE, null_mut(), &mut count));
+    assert_eq!(count, 1, "only the embedded slot has a token");
+    let mut slots = [CK_ULONG::MAX; 2];
+    assert_ck!(CKR_OK; C_GetSlotList(CK_TRUE, slots.as_mut_ptr(), &mut count));
+    assert_eq!(slots[0], 0);
+    let mut info = CK_SLOT_INFO::default();
+    assert_ck!(CKR_OK; C_GetSlotInfo(1, &mut info));
+    assert_eq!(info.flags & CKF_TOKEN_PRESENT, 0);
+    assert_ne!(info.flags & CKF_REMOVABLE_DEVICE, 0);
+    let mut token = CK_TOKEN_INFO::default();
+    let mut session = 0;
+    assert_ck!(CKR_TOKEN_NOT_PRESENT;
+        C_GetTokenInfo(1, &mut token),
+        C_OpenSession(1, CKF_SERIAL_SESSION, null_mut(), None, &mut session),
+        C_GetMechanismList(1, null_mut(), &mut count),
+    );
+    assert_ck!(CKR_OK; C_GetTokenInfo(0, &mut token), C_Finalize(null_mut()));
+}
+
 #[test]
-fn a_token_label_matching_nothing_fails_c_initialize_cleanly() {
+fn a_token_label_matching_nothing_leaves_a_slot_without_token() {
     let name = test_name!();
     if is_child(name) {
-        return initialize_must_fail();
+        return absent_token_is_a_slot_without_token();
     }
     assert!(
         std::path::Path::new(SOFTHSM_LIB).exists(),
         "{SOFTHSM_LIB} is missing"
     );
     let softhsm = OwnSoftHsm::new("b4ae-empty-softhsm-", &[]);
+    let embedded = temp_dir("b4ae-absent-token-");
     let config = format!(
-        "[[token]]\nbackend = \"pkcs11\"\nlibrary = \"{SOFTHSM_LIB}\"\ntoken_label = \"no-such-token\"\n"
+        "[[token]]\nlabel = \"here\"\npath = \"{}\"\npin_kdf = \"test-only-fast\"\n\n\
+         [[token]]\nbackend = \"pkcs11\"\nlibrary = \"{SOFTHSM_LIB}\"\n\
+         token_label = \"no-such-token\"\n",
+        embedded.path().join("token").display()
     );
     let softhsm_conf = softhsm.conf.to_str().expect("UTF-8");
     let log = fault_child(name, &config, &[(SOFTHSM_CONF_VAR, softhsm_conf)]);

@@ -22,9 +22,13 @@ unsafe fn pin<'a>(pin: *const CK_UTF8CHAR, len: CK_ULONG) -> Result<&'a [u8]> {
 
 entry_points! {
     fn C_GetSlotList(token_present: CK_BBOOL, list: CK_SLOT_ID_PTR, count: CK_ULONG_PTR) {
-        let _ = token_present; // every slot always holds its token
         let module = module::get()?;
-        let slots: Vec<CK_SLOT_ID> = module.slots.iter().map(|s| s.slot_id()).collect();
+        let present = |s: &std::sync::Arc<dyn crate::backend::Backend>| {
+            token_present == CK_FALSE
+                || s.slot_info().is_ok_and(|i| i.flags & CKF_TOKEN_PRESENT != 0)
+        };
+        let slots: Vec<CK_SLOT_ID> =
+            module.slots.iter().filter(|s| present(s)).map(|s| s.slot_id()).collect();
         // SAFETY: PKCS#11 contract on pSlotList / pulCount.
         unsafe { deliver_list(list, count, &slots) }
     }

@@ -65,7 +65,8 @@ pub struct KeyStore {
     hkdf: bool,
     /// This process's own session with the real token, for sealing and opening records.
     internal: Mutex<Option<CK_SESSION_HANDLE>>,
-    real_slot: CK_SLOT_ID,
+    /// The real slot (it may move when the token is re-initialised).
+    real_slot: std::sync::atomic::AtomicU64,
     index: RwLock<Index>,
     cache: RwLock<HashMap<CK_OBJECT_HANDLE, Cached>>,
     /// Whether the index has been read from the HSM since this process started.
@@ -93,12 +94,23 @@ impl KeyStore {
             lib,
             hkdf,
             internal: Mutex::new(None),
-            real_slot,
+            real_slot: std::sync::atomic::AtomicU64::new(real_slot as u64),
             index: RwLock::new(Index::default()),
             cache: RwLock::new(HashMap::new()),
             ed25519: RwLock::new(HashMap::new()),
             loaded: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    fn real_slot(&self) -> CK_SLOT_ID {
+        self.real_slot.load(std::sync::atomic::Ordering::Acquire) as CK_SLOT_ID
+    }
+
+    /// The token moved to another real slot (after `C_InitToken`); the internal session,
+    /// if any, was closed with [`Self::close`] before.
+    pub fn moved_to(&self, real_slot: CK_SLOT_ID) {
+        self.real_slot
+            .store(real_slot as u64, std::sync::atomic::Ordering::Release);
     }
 
     /// Runs `f` with the internal session (opened on first use; it shares the application's
@@ -110,7 +122,7 @@ impl KeyStore {
             None => {
                 let s = self
                     .lib
-                    .open_session(self.real_slot, CKF_SERIAL_SESSION | CKF_RW_SESSION)?;
+                    .open_session(self.real_slot(), CKF_SERIAL_SESSION | CKF_RW_SESSION)?;
                 *guard = Some(s);
                 s
             }

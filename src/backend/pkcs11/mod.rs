@@ -14,7 +14,7 @@ mod session;
 mod slot;
 
 pub use session::ForwardSession;
-pub use slot::HsmSlot;
+pub use slot::{AbsentToken, HsmSlot};
 
 use crate::backend::pkcs11::library::HsmLibrary;
 use crate::config::TokenConfig;
@@ -174,6 +174,7 @@ impl ForwardToken {
         };
         if let Ok(slot) = Self::resolve(&self.lib, &selector) {
             *self.real_slot.write() = slot;
+            self.keys.moved_to(slot);
         }
     }
 

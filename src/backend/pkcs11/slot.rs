@@ -78,3 +78,54 @@ impl Backend for HsmSlot {
         self
     }
 }
+
+/// A configured slot whose real token is not there (not inserted, or re-labelled so that the
+/// configuration no longer names it): the slot stays, without a token, so the module's other
+/// slots keep working. The token is looked for again at the next `C_Initialize`.
+pub struct AbsentToken {
+    pub slot_id: CK_SLOT_ID,
+    pub description: String,
+}
+
+impl Backend for AbsentToken {
+    fn slot_id(&self) -> CK_SLOT_ID {
+        self.slot_id
+    }
+
+    fn slot_info(&self) -> Result<SlotInfo> {
+        Ok(SlotInfo {
+            description: self.description.clone(),
+            flags: CKF_REMOVABLE_DEVICE | CKF_HW_SLOT,
+        })
+    }
+
+    fn token_info(&self) -> Result<CK_TOKEN_INFO> {
+        Err(Error(CKR_TOKEN_NOT_PRESENT))
+    }
+
+    fn mechanisms(&self) -> Result<Vec<CK_MECHANISM_TYPE>> {
+        Err(Error(CKR_TOKEN_NOT_PRESENT))
+    }
+
+    fn mechanism_info(&self, _kind: CK_MECHANISM_TYPE) -> Result<CK_MECHANISM_INFO> {
+        Err(Error(CKR_TOKEN_NOT_PRESENT))
+    }
+
+    fn init_token(&self, _so_pin: &[u8], _label: &[u8; 32]) -> Result<()> {
+        Err(Error(CKR_TOKEN_NOT_PRESENT))
+    }
+
+    fn open_session(
+        &self,
+        _handle: CK_SESSION_HANDLE,
+        _flags: CK_FLAGS,
+    ) -> Result<Arc<dyn BackendSession>> {
+        Err(Error(CKR_TOKEN_NOT_PRESENT))
+    }
+
+    fn forget_secrets(&self) {}
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
