@@ -94,7 +94,7 @@ impl KeyStore {
             lib,
             hkdf,
             internal: Mutex::new(None),
-            real_slot: std::sync::atomic::AtomicU64::new(real_slot as u64),
+            real_slot: std::sync::atomic::AtomicU64::new(real_slot),
             index: RwLock::new(Index::default()),
             cache: RwLock::new(HashMap::new()),
             ed25519: RwLock::new(HashMap::new()),
@@ -103,14 +103,14 @@ impl KeyStore {
     }
 
     fn real_slot(&self) -> CK_SLOT_ID {
-        self.real_slot.load(std::sync::atomic::Ordering::Acquire) as CK_SLOT_ID
+        self.real_slot.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The token moved to another real slot (after `C_InitToken`); the internal session,
     /// if any, was closed with [`Self::close`] before.
     pub fn moved_to(&self, real_slot: CK_SLOT_ID) {
         self.real_slot
-            .store(real_slot as u64, std::sync::atomic::Ordering::Release);
+            .store(real_slot, std::sync::atomic::Ordering::Release);
     }
 
     /// Runs `f` with the internal session (opened on first use; it shares the application's
