@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # The consumer suite: real, unmodified programs drive the built module on both backends
-# (embedded, and pkcs11 over SoftHSM2). Each part installs what it needs and prints
-# "<consumer>: N passed, M failed"; this prints every part's line again at the end.
+# (embedded, and pkcs11 over SoftHSM2). Every consumer test of the project lives here, one
+# directory per part. Each part installs what it needs, declares how many checks it runs
+# (`expect_checks N` in its run.sh; lib.sh fails the part when another number ran, and has no
+# skip) and prints "<consumer>: N passed, M failed"; this prints every part's line again at the end.
 # Usage: pkcs11-test-suite/run.sh [part...]   (default: every part)
+# The module under test: $B4AE_MODULE (and $B4AE_ADMIN), else target/debug/ of $CARGO_TARGET_DIR
+# (default: the repository's target/).
 set -uo pipefail
 cd "$(dirname "$0")"
 

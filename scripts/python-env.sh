@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Creates or refreshes .venv with the pinned packages of tests/python/requirements.txt, the
-# independent checkers that tests/python/crosscheck.py uses. Does nothing when the venv already
+# Creates or refreshes .venv with the pinned packages of pkcs11-test-suite/python/requirements.txt, the
+# independent checkers that pkcs11-test-suite/python/crosscheck.py uses. Does nothing when the venv already
 # holds exactly those pins (a hash of the requirements file is kept in the venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-req=tests/python/requirements.txt
+req=pkcs11-test-suite/python/requirements.txt
 stamp=.venv/requirements.sha256
 want=$(sha256sum "$req" | cut -d' ' -f1)
 if [ -x .venv/bin/python ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then

@@ -3,7 +3,7 @@
 //! post-quantum keys are sealed records SoftHSM cannot leak (custody 2), the module keeps no
 //! state of its own, storage-key rotation (also an interrupted one, and one by another process
 //! under an open session), native routing to a token that does ML-DSA itself (custody 1), and
-//! faults: configuration faults, a device answering CKR_DEVICE_ERROR (tests/c/faulty_hsm.c, a
+//! faults: configuration faults, a device answering CKR_DEVICE_ERROR (tests/forward_common/faulty_hsm.c, a
 //! SoftHSM shim), a token that disappears.
 //!
 //! Each test has its own SoftHSM token and slot (see `TOKENS`); tests that finalise the module
@@ -759,7 +759,7 @@ fn one_slot_config(library: &Path, token_label: &str) -> String {
     )
 }
 
-/// The variable naming the file whose existence makes tests/c/faulty_hsm.c fail.
+/// The variable naming the file whose existence makes tests/forward_common/faulty_hsm.c fail.
 const TRIGGER_VAR: &str = "FAULTY_HSM_TRIGGER";
 /// In the token-removal child: SoftHSM's tokendir.
 const TOKENDIR_VAR: &str = "B4AE_TEST_TOKENDIR";
@@ -863,7 +863,7 @@ fn text(path: &Path) -> &str {
     path.to_str().expect("UTF-8 temporary path")
 }
 
-/// A backend answering CKR_DEVICE_ERROR (tests/c/faulty_hsm.c in front of SoftHSM, faulting
+/// A backend answering CKR_DEVICE_ERROR (tests/forward_common/faulty_hsm.c in front of SoftHSM, faulting
 /// while a trigger file exists): the application gets that code, never a crash, and the log
 /// names the library; once the device works again, every key does too.
 #[test]

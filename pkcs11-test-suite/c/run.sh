@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# C: pkcs11-test-suite/c/dilithium5_sign.c, built against include/b4ae_pkcs11.h only, dlopen()s the
-# module, takes the 3.2 table from C_GetInterface, initialises with CKF_OS_LOCKING_OK, signs with
-# round-3 Dilithium5 through the vendor mechanisms and runs ML-KEM-768 C_EncapsulateKey /
-# C_DecapsulateKey, on both backends. Every `ok - ` / `not ok - ` line it prints is one check.
-# docs/consumers/c.md explains the program.
+# C: two programs built against include/b4ae_pkcs11.h only, each dlopen()ing the module.
+#   - dilithium5_sign.c takes the 3.2 table from C_GetInterface, initialises with
+#     CKF_OS_LOCKING_OK, signs with round-3 Dilithium5 through the vendor mechanisms and runs
+#     ML-KEM-768 C_EncapsulateKey / C_DecapsulateKey, on both backends;
+#   - abi_smoke.c checks the ABI itself on a fresh embedded token: the 3.2 / 3.0 / 2.40 function
+#     tables of C_GetInterface, C_GetInterfaceList and C_GetFunctionList, C_InitToken / C_InitPIN
+#     from scratch, ML-DSA-87 key attributes, deterministic and hedged signing, re-initialisation.
+# Every `ok - ` / `not ok - ` line they print is one check. docs/consumers/c.md explains them.
 set -uo pipefail
 source "$(dirname "$0")/../lib.sh"
 suite_begin "c"
+expect_checks 173
 apt_need gcc:gcc libc6-dev:/usr/include/dlfcn.h softhsm2:softhsm2-util
 need gcc
 make_tokens
@@ -28,18 +32,35 @@ if ! out=$(gcc "${CFLAGS[@]}" -o "$app" "$src" -ldl 2>&1); then
 fi
 ok "gcc ${CFLAGS[*]/#$ROOT\//} dilithium5_sign.c -ldl compiles without a warning"
 
+# abi_smoke.c: its own configuration, one embedded token never initialised (it initialises it).
+smoke=$WORK/abi_smoke
+if ! out=$(gcc "${CFLAGS[@]}" -o "$smoke" "$ROOT/pkcs11-test-suite/c/abi_smoke.c" -ldl 2>&1); then
+    fail "gcc ${CFLAGS[*]/#$ROOT\//} abi_smoke.c -ldl compiles without a warning" "$out"
+else
+    ok "gcc ${CFLAGS[*]/#$ROOT\//} abi_smoke.c -ldl compiles without a warning"
+    printf '[[token]]\nlabel = "C-Smoke"\nbackend = "embedded"\npath = "%s/smoke-token"\npin_kdf = "test-only-fast"\n' \
+        "$WORK" >"$WORK/smoke.toml"
+    echo "# abi_smoke on a fresh embedded token"
+    out=$(B4AE_PKCS11_CONF=$WORK/smoke.toml timeout 120 "$smoke" "$MODULE" 2>&1)
+    status=$?
+    relay_checks "abi_smoke: " <<<"$out"
+    why="exit status $status"
+    [ "$status" -eq 124 ] && why="timed out after 120 s (hang?)"
+    [ "$status" -gt 128 ] && why="killed by signal $((status - 128)) (crash?)"
+    # exit 1 after its summary only says that some check failed, and those are counted above
+    clean=1
+    if [ "$status" -eq 0 ] || { [ "$status" -eq 1 ] && grep -q '^# abi_smoke: [0-9]* passed' <<<"$out"; }; then
+        clean=0
+    fi
+    check "abi_smoke runs to its end" "$clean" "$why"
+fi
+
 for slot in "$EMBEDDED_SLOT" "$HSM_SLOT"; do
     echo "# slot $slot"
     started=$SECONDS
     out=$(timeout 60 "$app" "$MODULE" "$slot" "$USER_PIN" 2>&1)
     status=$?
-    while IFS= read -r line; do
-        case $line in
-        "ok - "*) ok "slot $slot: ${line#ok - }" ;;
-        "not ok - "*) fail "slot $slot: ${line#not ok - }" ;;
-        *) echo "$line" ;;
-        esac
-    done <<<"$out"
+    relay_checks "slot $slot: " <<<"$out"
     # exit 1 after its last line only says that some check failed, and those are counted above
     why="exit status $status"
     [ "$status" -eq 124 ] && why="timed out after 60 s (hang?)"

@@ -7,6 +7,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=../lib.sh
 source "$HERE/../lib.sh"
 suite_begin java
+expect_checks 36
 
 apt_need openjdk-17-jdk-headless:javac openssl:openssl libengine-pkcs11-openssl \
     opensc:pkcs11-tool softhsm2:softhsm2-util

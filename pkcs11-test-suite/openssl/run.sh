@@ -7,6 +7,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=../lib.sh
 source "$HERE/../lib.sh"
 suite_begin openssl
+expect_checks 28
 
 apt_need openssl:openssl libengine-pkcs11-openssl opensc:pkcs11-tool \
     opensc-pkcs11:/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so \

@@ -18,6 +18,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib.sh
 source "$HERE/../lib.sh"
 suite_begin p11-kit
+expect_checks 39
 started=$SECONDS
 
 apt_need p11-kit:p11-kit p11-kit-modules opensc:pkcs11-tool softhsm2:softhsm2-util

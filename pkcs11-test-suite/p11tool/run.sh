@@ -12,6 +12,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib.sh
 source "$HERE/../lib.sh"
 suite_begin p11tool
+expect_checks 36
 started=$SECONDS
 
 apt_need gnutls-bin:p11tool softhsm2:softhsm2-util openssl:openssl p11-kit:p11-kit

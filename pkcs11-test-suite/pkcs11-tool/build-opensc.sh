@@ -1,19 +1,28 @@
 #!/usr/bin/env bash
 # Builds OpenSC 0.27.1's pkcs11-tool (the first OpenSC with ML-DSA key types and -m ML-DSA) once,
-# from the upstream source tarball that Debian's archive carries, and keeps the binary outside the
-# repository:
+# from the upstream source tarball of Debian's opensc source package, and keeps the binary outside
+# the repository:
 #
 #   ${XDG_CACHE_HOME:-$HOME/.cache}/b4ae-pkcs11/opensc-0.27.1/pkcs11-tool
 #
 # A no-op when that binary exists and runs. Prints the binary's path on its last line.
 # Debian 12 ships OpenSC 0.23, whose pkcs11-tool cannot make or use ML-DSA keys.
 # Needs (installed with apt-get when missing): gcc, make, autoconf, automake, libtool,
-# pkg-config, libssl-dev, zlib1g-dev, curl. The build takes 1-2 minutes on 2 cores.
+# pkg-config, libssl-dev, zlib1g-dev. The build takes 1-2 minutes on 2 cores.
+#
+# The source comes through apt, with the machine's own archive and keyring: a private apt
+# configuration under the cache directory (its own sources list, lists and cache, so the system's
+# apt state is not touched) has a `deb-src` line for each suite of $OPENSC_SUITES (default: sid),
+# made from the URIs and Signed-By of the machine's /etc/apt/sources.list.d/*.sources (or
+# /etc/apt/sources.list). `apt-get source --download-only opensc=<version>` then fetches the
+# package's files, checked against the signed index. Only the upstream tarball
+# opensc_<version>.orig.tar.gz is needed (and pinned by its sha256 here): the archive has at times
+# listed a revision whose .dsc and debian tarball were gone, which apt reports and this ignores.
 set -euo pipefail
 
 VERSION=0.27.1
-URL=https://deb.debian.org/debian/pool/main/o/opensc/opensc_${VERSION}.orig.tar.gz
 SHA256=fce74e68efcaa1c82c356c7c0320ed482fbb76819194d26df565b82e77727447
+SUITES=${OPENSC_SUITES:-sid}
 home=${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}
 CACHE=${XDG_CACHE_HOME:-$home/.cache}/b4ae-pkcs11/opensc-$VERSION
 BIN=$CACHE/pkcs11-tool
@@ -35,7 +44,7 @@ fi
 missing=()
 for spec in gcc:gcc make:make autoconf:autoreconf automake:automake libtool:libtoolize \
     pkg-config:pkg-config libssl-dev:/usr/include/openssl/evp.h zlib1g-dev:/usr/include/zlib.h \
-    curl:curl libc6-dev:/usr/include/stdio.h; do
+    libc6-dev:/usr/include/stdio.h; do
     pkg=${spec%%:*} file=${spec#*:}
     [ -e "$file" ] || command -v "$file" >/dev/null 2>&1 || missing+=("$pkg")
 done
@@ -73,10 +82,63 @@ step() { # description, command...: run it into the log; on failure show the log
     fi
 }
 
+# The machine's archive (URI and keyring) for Debian's main suites, from its deb822 sources, or
+# else from a one-line sources.list; one "URI KEYRING" line.
+archive() {
+    local f
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [ -e "$f" ] || continue
+        awk 'BEGIN { RS = ""; FS = "\n" }
+            {
+                uri = ""; key = ""; deb = 0; main = 0
+                for (i = 1; i <= NF; i++) {
+                    if ($i ~ /^URIs:/) { split($i, a, /[ \t]+/); uri = a[2] }
+                    if ($i ~ /^Signed-By:/) { split($i, a, /[ \t]+/); key = a[2] }
+                    if ($i ~ /^Types:.*deb/) deb = 1
+                    if ($i ~ /^Suites:/ && $i !~ /-security/) main = 1
+                }
+                if (deb && main && uri != "") { print uri, key; exit }
+            }' "$f"
+    done | head -n 1
+    [ -e /etc/apt/sources.list ] &&
+        awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' \
+            /etc/apt/sources.list
+}
+
+# fetch_source: opensc_$VERSION.orig.tar.gz into $CACHE through a private apt configuration.
+fetch_source() {
+    local apt=$CACHE/apt uri key line suite
+    read -r uri key < <(archive | head -n 1) || true
+    [ -n "${uri:-}" ] || { echo "build-opensc: no Debian archive URI in /etc/apt/sources.list{,.d}" >>"$log"; return 1; }
+    mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$apt/download"
+    : >"$apt/sources.list"
+    for suite in $SUITES; do
+        line="deb-src $uri $suite main"
+        [ -n "${key:-}" ] && line="deb-src [signed-by=$key] $uri $suite main"
+        echo "$line" >>"$apt/sources.list"
+    done
+    APT_OPTS=(-o "Dir::Etc::SourceList=$apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
+        -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache"
+        -o "APT::Sandbox::User=$(id -un)" -o Debug::NoLocking=true)
+    echo "build-opensc: private apt sources ($apt/sources.list):" >>"$log"
+    cat "$apt/sources.list" >>"$log"
+    apt-get "${APT_OPTS[@]}" -q update >>"$log" 2>&1 || return 1
+    # The source package's version for this upstream version (any Debian revision).
+    local version
+    version=$(apt-cache "${APT_OPTS[@]}" showsrc opensc 2>>"$log" |
+        awk -v v="$VERSION" '$1 == "Version:" && index($2, v "-") == 1 { print $2; exit }')
+    [ -n "$version" ] || { echo "build-opensc: no opensc $VERSION-* source package in $SUITES" >>"$log"; return 1; }
+    echo "build-opensc: apt-get source --download-only opensc=$version" >>"$log"
+    # Its exit status is not the verdict: only the orig tarball is needed (see the top).
+    (cd "$apt/download" && apt-get "${APT_OPTS[@]}" -q source --download-only "opensc=$version") >>"$log" 2>&1 || true
+    [ -s "$apt/download/opensc_${VERSION}.orig.tar.gz" ] || return 1
+    mv "$apt/download/opensc_${VERSION}.orig.tar.gz" "$tarball"
+    rm -rf "$apt/download" "$apt/cache"
+}
+
 tarball=$CACHE/opensc_${VERSION}.orig.tar.gz
 if [ ! -s "$tarball" ] || ! echo "$SHA256  $tarball" | sha256sum -c --quiet - >/dev/null 2>&1; then
-    step "downloading $URL" curl -fsSL --retry 3 --max-time 300 -o "$tarball.part" "$URL"
-    mv "$tarball.part" "$tarball"
+    step "fetching opensc_${VERSION}.orig.tar.gz with apt-get source (suites: $SUITES)" fetch_source
 fi
 echo "$SHA256  $tarball" | sha256sum -c --quiet - ||
     { echo "build-opensc: $tarball does not have the expected sha256" >&2; rm -f "$tarball"; exit 1; }

@@ -5,7 +5,12 @@
 #   - OpenSC 0.27.1's pkcs11-tool (built once by build-opensc.sh, cached outside the repository)
 #     for the post-quantum keys: ML-DSA-44/65/87 generation, -m ML-DSA, HashML-DSA, and the vendor
 #     mechanisms by number (-m 0xB4AE0002 Dilithium5, -m 0xB4AE0004 hybrid), single- and
-#     multi-part. 0.27 cannot generate the vendor key types, so PyKCS11 (pykeys.py) does.
+#     multi-part. 0.27 cannot generate the vendor key types, so PyKCS11 (pykeys.py) does;
+#   - 0.23 on two fresh embedded tokens of their own configuration: library information and
+#     interfaces, tokens from scratch, data objects, random, digests, Ed25519 on the embedded
+#     backend, PIN lockout, and no secret in the module's debug log;
+#   - SoftHSM2 directly beside the module: the same mechanism list and --test output, an RSA
+#     signature and an AES-CBC-PAD ciphertext made through the module accepted by SoftHSM2.
 # Results are read from the tools' output, not only their exit codes (0.23 exits 0 on
 # "Invalid signature"). Prints "pkcs11-tool: N passed, M failed".
 # Environment: P11_TIMEOUT (seconds per tool call, default 60), OPENSC27 (a pkcs11-tool 0.27+
@@ -16,6 +21,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib.sh
 source "$HERE/../lib.sh"
 suite_begin pkcs11-tool
+expect_checks 212
 started=$SECONDS
 
 apt_need opensc:pkcs11-tool softhsm2:softhsm2-util openssl:openssl
@@ -62,6 +68,9 @@ refused() {
 }
 # slot_block N: the lines of the -L output in $OUT that describe slot N.
 slot_block() { awk -v n="$1" '/^Slot [0-9]+ /{p = ($2 == n)} p' "$OUT"; }
+# block_has N ERE: slot N's part of the -L output in $OUT matches ERE (through a file: with
+# pipefail, an early grep exit could fail the writer).
+block_has() { slot_block "$1" >"$WORK/block"; grep -Eq -- "$2" "$WORK/block"; }
 size() { stat -c %s "$1" 2>/dev/null || echo 0; }
 # flip FILE OUT [OFFSET]: a copy of FILE with the lowest bit of byte OFFSET (default 100) flipped.
 flip() {
@@ -108,9 +117,10 @@ for slot in "$EMBEDDED_SLOT" "$HSM_SLOT"; do
             grep -Eq '^  mechtype-0x17, .*other flags=0x30000000' "M23.$slot"; echo $?)" \
         "$(grep -E 'mechtype-0x(1D|17),' "M23.$slot")"
 done
-check "0.23 -M on slot $HSM_SLOT also lists SoftHSM2's own mechanisms" \
-    "$(grep -Eq '^  ECDSA,' "M23.$HSM_SLOT" && grep -Eq '^  RSA-PKCS,' "M23.$HSM_SLOT" &&
-        grep -Eq '^  AES-CBC-PAD,' "M23.$HSM_SLOT" && grep -Eq '^  EDDSA,' "M23.$HSM_SLOT"; echo $?)"
+run pkcs11-tool --module "$SOFTHSM" --token-label "$HSM_LABEL" -M
+missing=$(grep -E '^  ' "$OUT" | while IFS= read -r line; do grep -qxF -- "$line" "M23.$HSM_SLOT" || echo "$line"; done)
+check "0.23 -M on slot $HSM_SLOT also lists every mechanism SoftHSM2 lists directly, with the same flags" \
+    "$([ "$RC" -eq 0 ] && [ "$(grep -c '^  ' "$OUT")" -gt 20 ] && [ -z "$missing" ]; echo $?)" "missing: $missing"
 
 # ------------------------------------------------------------------ 0.23: token and PIN management
 # The embedded slot: re-initialized by pkcs11-tool itself (it erases the token), then the user PIN
@@ -184,6 +194,9 @@ tool_test() {
 }
 tool_test "slot $EMBEDDED_SLOT, no keys" "${L0[@]}"
 tool_test "slot $HSM_SLOT, no keys" "${L1[@]}"
+t23 --test-fork
+check "--test-fork: C_Initialize in a forked child (both backends configured)" \
+    "$([ "$RC" -eq 0 ] && has 'forked child' && ! has 'error:|Aborting'; echo $?)" "$(why)"
 
 # ------------------------------------------------------------------ 0.23: forwarded classical keys
 expect "--keypairgen EC:prime256v1 on slot $HSM_SLOT (forwarded)" 'Private Key Object; EC' -- \
@@ -216,6 +229,10 @@ check "RSA SHA256-RSA-PKCS signature made through the module verifies with opens
         -signature rsa.sig msg >/dev/null 2>&1; echo $?)" "$(why)"
 expect "--verify -m SHA256-RSA-PKCS through the module" '^Signature is valid' -- \
     "${L1[@]}" --verify -m SHA256-RSA-PKCS --id 02 -i msg --signature-file rsa.sig
+run pkcs11-tool --module "$SOFTHSM" --token-label "$HSM_LABEL" --login --pin "$USER_PIN" \
+    --verify -m SHA256-RSA-PKCS --id 02 -i msg --signature-file rsa.sig
+check "the RSA signature made through the module verifies in SoftHSM2 directly" \
+    "$([ "$RC" -eq 0 ] && has '^Signature is valid'; echo $?)" "$(why)"
 printf 'secret for RSA-OAEP\n' >plain
 openssl pkeyutl -encrypt -pubin -keyform DER -inkey rsa.der -in plain -out plain.oaep \
     -pkeyopt rsa_padding_mode:oaep 2>/dev/null
@@ -230,6 +247,11 @@ t23 "${L1[@]}" --encrypt -m AES-CBC-PAD --id 03 --iv "$iv" -i data -o data.enc
 t23 "${L1[@]}" --decrypt -m AES-CBC-PAD --id 03 --iv "$iv" -i data.enc -o data.dec
 check "AES-256-CBC-PAD encrypt and decrypt round trip through the module" \
     "$([ "$(size data.enc)" -eq 1008 ] && cmp -s data data.dec; echo $?)" "$(why)"
+rm -f data.direct
+run pkcs11-tool --module "$SOFTHSM" --token-label "$HSM_LABEL" --login --pin "$USER_PIN" \
+    --decrypt -m AES-CBC-PAD --id 03 --iv "$iv" -i data.enc -o data.direct
+check "AES-CBC-PAD: encrypted through the module, decrypted by SoftHSM2 directly" \
+    "$(cmp -s data data.direct; echo $?)" "$(why)"
 head -c 32 /dev/urandom >aes.key
 t23 "${L1[@]}" --write-object aes.key --type secrkey --key-type AES:32 --id 04 --label aes-known
 t23 "${L1[@]}" --encrypt -m AES-CBC-PAD --id 04 --iv "$iv" -i data -o known.enc
@@ -258,6 +280,199 @@ check "--test on slot $HSM_SLOT with RSA keys: the same output as SoftHSM2 direc
 check "--test on slot $HSM_SLOT: RSA-X-509 verify and RSA-PKCS decrypt OK through the module" \
     "$(grep -q 'RSA-X-509: OK' test.via && grep -q 'RSA-PKCS: OK' test.via && ! grep -q 'ERR:' test.via; echo $?)" \
     "$(head -20 test.via)"
+
+# ------------------------------------------------------------------ 0.23: two fresh embedded tokens
+# A configuration of its own: two embedded tokens never initialised (pkcs11-tool initialises
+# them), max_pin_failures = 10, and the module's debug log in a file, which is then searched for
+# secrets. What this covers and the rest of the part does not: the library information and
+# interfaces, tokens from scratch, data objects, random, digests, 0.23's refusals around
+# ML-DSA key generation, Ed25519 on the embedded backend, PIN lockout, and the log.
+FRESH=$WORK/fresh
+mkdir -p "$FRESH"
+cat >"$FRESH/b4ae-pkcs11.toml" <<TOML
+[[token]]
+label = "B4AE-Slot-0"
+backend = "embedded"
+path = "$FRESH/token0"
+pin_kdf = "test-only-fast"
+max_pin_failures = 10
+
+[[token]]
+label = "B4AE-Slot-1"
+backend = "embedded"
+path = "$FRESH/token1"
+pin_kdf = "test-only-fast"
+max_pin_failures = 10
+TOML
+SAVED_CONF=$B4AE_PKCS11_CONF SAVED_LOG=$B4AE_PKCS11_LOG
+export B4AE_PKCS11_CONF=$FRESH/b4ae-pkcs11.toml B4AE_PKCS11_LOG=debug:$FRESH/module.log
+F0=(--slot 0)
+F1=(--slot 1)
+FL0=(--slot 0 --login --pin "$USER_PIN")
+SO_PIN1=87654321
+
+expect "fresh tokens: -I shows the library information" 'Cryptoki version' -- -I
+expect "fresh tokens: -I with --use-locking (CKF_OS_LOCKING_OK)" 'Cryptoki version' -- --use-locking -I
+t23 --list-interfaces
+check "fresh tokens: --list-interfaces offers PKCS 11 3.2, 3.0 and 2.40" \
+    "$([ "$RC" -eq 0 ] && has "Interface 'PKCS 11'" && has 'version: 3\.2' && has 'version: 3\.0' &&
+        has 'version: 2\.40'; echo $?)" "$(why)"
+t23 -L
+check "fresh tokens: -L lists slot 0 and slot 1 with the configured descriptions, both uninitialized" \
+    "$([ "$RC" -eq 0 ] && has '^Slot 0 \(0x0\): B4AE-Slot-0' && has '^Slot 1 \(0x1\): B4AE-Slot-1' &&
+        [ "$(grep -Ec 'token state: +uninitialized' "$OUT")" -eq 2 ]; echo $?)" "$(why)"
+t23 -T
+check "fresh tokens: -T (--list-token-slots) lists both token slots" \
+    "$([ "$RC" -eq 0 ] && has '^Slot 0 \(0x0\)' && has '^Slot 1 \(0x1\)'; echo $?)" "$(why)"
+expect "fresh tokens: -M on an uninitialized token" 'mechtype-0x1D' -- "${F1[@]}" -M
+
+expect "fresh tokens: --init-token on the never-initialized slot 0 (label t1)" \
+    'Token successfully initialized' -- "${F0[@]}" --init-token --label t1 --so-pin "$SO_PIN"
+t23 -L
+check "fresh tokens: -L: slot 0 is initialized with label t1, slot 1 still uninitialized" \
+    "$(block_has 0 'token label +: t1$' && block_has 0 'token initialized' &&
+        block_has 1 'token state: +uninitialized'; echo $?)" "$(why)"
+expect "fresh tokens: --init-token on slot 1 (label t2, another SO PIN)" \
+    'Token successfully initialized' -- "${F1[@]}" --init-token --label t2 --so-pin "$SO_PIN1"
+t23 "${F0[@]}" --init-pin --so-pin "$SO_PIN" --pin "$USER_PIN"
+t23 -L
+check "fresh tokens: --init-pin on slot 0, then -L shows PIN initialized and label t1" \
+    "$([ "$RC" -eq 0 ] && block_has 0 'PIN initialized' &&
+        block_has 0 'token label +: t1$'; echo $?)" "$(why)"
+
+# Data objects, public and private.
+head -c 200 /dev/urandom >d1.bin
+printf '\0\0\0' >>d1.bin
+expect "fresh tokens: --write-object data d1 (application app)" 'Created Data Object' -- \
+    "${FL0[@]}" --write-object d1.bin --type data --label d1 --application-label app
+t23 "${FL0[@]}" -O
+check "fresh tokens: -O lists data object d1 with application app" \
+    "$([ "$RC" -eq 0 ] && has "label: +'d1'" && has "application: +'app'"; echo $?)" "$(why)"
+rm -f d1.out d1.pub d1.gone d2.out
+t23 "${FL0[@]}" --read-object --type data --label d1 -o d1.out
+check "fresh tokens: --read-object d1 returns the same 203 bytes" \
+    "$([ "$RC" -eq 0 ] && cmp -s d1.bin d1.out; echo $?)" "$(why)"
+t23 "${F0[@]}" -O
+check "fresh tokens: -O without login lists the public object d1" \
+    "$([ "$RC" -eq 0 ] && has "label: +'d1'"; echo $?)" "$(why)"
+t23 "${F0[@]}" --read-object --type data --label d1 -o d1.pub
+check "fresh tokens: --read-object d1 without login (CKA_PRIVATE false)" \
+    "$([ "$RC" -eq 0 ] && cmp -s d1.bin d1.pub; echo $?)" "$(why)"
+MARKER="b4ae-plaintext-marker-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+printf '%s' "$MARKER" >d2.bin
+expect "fresh tokens: --write-object --private data d2" 'Created Data Object' -- \
+    "${FL0[@]}" --write-object d2.bin --type data --label d2 --private
+t23 "${F0[@]}" -O
+check "fresh tokens: -O without login hides the private object d2" \
+    "$([ "$RC" -eq 0 ] && ! has "label: +'d2'"; echo $?)" "$(why)"
+t23 "${FL0[@]}" --read-object --type data --label d2 -o d2.out
+check "fresh tokens: --read-object d2 after login returns its bytes" \
+    "$([ "$RC" -eq 0 ] && cmp -s d2.bin d2.out; echo $?)" "$(why)"
+t23 "${F1[@]}" -O
+check "fresh tokens: slot 1 does not see slot 0's objects" \
+    "$([ "$RC" -eq 0 ] && ! has "label: +'d1'"; echo $?)" "$(why)"
+expect "fresh tokens: --delete-object --type data --label d1" '' -- \
+    "${FL0[@]}" --delete-object --type data --label d1
+t23 "${FL0[@]}" -O
+check "fresh tokens: -O no longer lists d1" "$([ "$RC" -eq 0 ] && ! has "label: +'d1'"; echo $?)" "$(why)"
+refused "fresh tokens: --read-object of the deleted d1 fails cleanly" '' -- \
+    "${FL0[@]}" --read-object --type data --label d1 -o d1.gone
+expect "fresh tokens: --delete-object d2" '' -- "${FL0[@]}" --delete-object --type data --label d2
+
+# Random and digests (3 bytes, 0 bytes, and 5000 bytes: multi-part in the tool).
+rm -f r1 r2
+t23 "${F0[@]}" --generate-random 32 -o r1
+check "fresh tokens: --generate-random 32 gives 32 bytes" \
+    "$([ "$RC" -eq 0 ] && [ "$(size r1)" -eq 32 ]; echo $?)" "$(why "$(size r1) bytes")"
+t23 "${F0[@]}" --generate-random 32 -o r2
+check "fresh tokens: two --generate-random 32 outputs differ" \
+    "$([ "$RC" -eq 0 ] && [ -s r2 ] && ! cmp -s r1 r2; echo $?)" "$(why)"
+printf 'abc' >abc
+: >empty
+head -c 5000 /dev/urandom >h5000
+hexof() { od -An -v -tx1 "$1" | tr -d ' \n'; }
+for digest in SHA256:abc SHA256:empty SHA256:h5000 SHA384:h5000 SHA512:h5000; do
+    alg=${digest%%:*} input=${digest#*:}
+    rm -f "$input.$alg"
+    t23 "${F0[@]}" --hash -m "$alg" -i "$input" -o "$input.$alg"
+    want=$("${alg,,}sum" "$input" | cut -d' ' -f1)
+    got=$([ -f "$input.$alg" ] && hexof "$input.$alg" || echo none)
+    check "fresh tokens: --hash -m $alg of $(size "$input") bytes equals ${alg,,}sum" \
+        "$([ "$RC" -eq 0 ] && [ "$got" = "$want" ]; echo $?)" "$(why "got $got want $want")"
+done
+
+# 0.23 cannot make an ML-DSA key: what it sends instead must be refused cleanly, no key left.
+t23 "${FL0[@]}" --keypairgen --key-type ML-DSA-87 --id 8701 --label pq0
+check "fresh tokens: 0.23 --keypairgen --key-type ML-DSA-87 ends cleanly (0.23 does not know the type)" \
+    "$([ "$RC" -le 123 ]; echo $?)" "$(why)"
+# -m without --key-type: 0.23 ignores -m and asks for RSA key pair generation, no RSA attributes.
+t23 "${FL0[@]}" --keypairgen -m 0x1c --id 1c01 --label pq1
+check "fresh tokens: 0.23 --keypairgen -m 0x1c without --key-type gives a clean answer" \
+    "$([ "$RC" -le 123 ]; echo $?)" "$(why)"
+# -m 0x1c with an RSA/EC/EdDSA key type: CKM_ML_DSA_KEY_PAIR_GEN with a CKK_RSA/CKK_EC/
+# CKK_EC_EDWARDS template and no CKA_PARAMETER_SET. The module must refuse (no key), not crash.
+i=2
+for kt in rsa:2048 EC:prime256v1 EC:edwards25519; do
+    refused "fresh tokens: 0.23 --keypairgen -m 0x1c --key-type $kt is refused by C_GenerateKeyPair" \
+        'C_GenerateKeyPair' -- "${FL0[@]}" --keypairgen -m 0x1c --key-type "$kt" --id "1c0$i" --label "pq$i"
+    i=$((i + 1))
+done
+t23 "${FL0[@]}" -O
+check "fresh tokens: no key object was left behind by the refused generations" \
+    "$([ "$RC" -eq 0 ] && ! has 'label: +pq[0-9]'; echo $?)" "$(why)"
+
+# Ed25519 on the embedded backend (0.23 sends CKA_EC_PARAMS as PrintableString "edwards25519").
+expect "fresh tokens: --keypairgen --key-type EC:edwards25519 on the embedded token" 'Key pair generated' -- \
+    "${FL0[@]}" --keypairgen --key-type EC:edwards25519 --id ed01 --label ed1
+printf 'message signed with Ed25519 through pkcs11-tool\n' >ed.msg
+rm -f ed0.sig
+t23 "${FL0[@]}" --sign -m EDDSA --id ed01 -i ed.msg -o ed0.sig
+check "fresh tokens: --sign -m EDDSA on the embedded token gives a 64-byte signature" \
+    "$([ "$RC" -eq 0 ] && [ "$(size ed0.sig)" -eq 64 ]; echo $?)" "$(why)"
+expect "fresh tokens: --verify -m EDDSA on the embedded token: Signature is valid" '^Signature is valid' -- \
+    "${FL0[@]}" --verify -m EDDSA --id ed01 -i ed.msg --signature-file ed0.sig
+flip ed0.sig ed0.bad 0
+t23 "${FL0[@]}" --verify -m EDDSA --id ed01 -i ed.msg --signature-file ed0.bad
+check "fresh tokens: --verify of a flipped embedded Ed25519 signature says Invalid signature" \
+    "$(has 'Invalid signature' && ! has 'Signature is valid' && [ "$RC" -le 1 ]; echo $?)" "$(why)"
+
+# PIN lockout on slot 1 (max_pin_failures = 10).
+expect "fresh tokens: --init-pin on slot 1" 'User PIN successfully initialized' -- \
+    "${F1[@]}" --init-pin --so-pin "$SO_PIN1" --pin 5678
+expect "fresh tokens: slot 1 user login" '' -- "${F1[@]}" --login --pin 5678 -O
+refused "fresh tokens: a wrong PIN on slot 1 answers CKR_PIN_INCORRECT" 'CKR_PIN_INCORRECT' -- \
+    "${F1[@]}" --login --pin 0000 -O
+t23 -L
+check "fresh tokens: -L: slot 1 shows 'user PIN count low' after a wrong PIN" \
+    "$(block_has 1 'user PIN count low'; echo $?)" "$(why)"
+bad=0
+for _ in 2 3 4 5 6 7 8 9; do
+    t23 "${F1[@]}" --login --pin 0000 -O
+    [ "$RC" -eq 1 ] && has 'CKR_PIN_INCORRECT' || bad=$((bad + 1))
+done
+check "fresh tokens: wrong PINs 2 to 9 each answer CKR_PIN_INCORRECT" "$([ "$bad" -eq 0 ]; echo $?)" "$bad did not"
+t23 -L
+check "fresh tokens: -L: slot 1 shows 'final user PIN try' after 9 of 10" \
+    "$(block_has 1 'final user PIN try'; echo $?)" "$(why)"
+refused "fresh tokens: the 10th wrong PIN answers CKR_PIN_INCORRECT or CKR_PIN_LOCKED" \
+    'CKR_PIN_INCORRECT|CKR_PIN_LOCKED' -- "${F1[@]}" --login --pin 0000 -O
+refused "fresh tokens: the right PIN now answers CKR_PIN_LOCKED" 'CKR_PIN_LOCKED' -- \
+    "${F1[@]}" --login --pin 5678 -O
+t23 -L
+check "fresh tokens: -L: slot 1 shows 'user PIN locked', slot 0 does not" \
+    "$(block_has 1 'user PIN locked' && ! block_has 0 'user PIN locked'; echo $?)" "$(why)"
+expect "fresh tokens: slot 0 login still works" '' -- "${FL0[@]}" -O
+expect "fresh tokens: SO --init-pin resets the locked PIN on slot 1" 'User PIN successfully initialized' -- \
+    "${F1[@]}" --init-pin --so-pin "$SO_PIN1" --pin 5678
+expect "fresh tokens: slot 1 login works after the reset" '' -- "${F1[@]}" --login --pin 5678 -O
+
+# The module's debug log of all of the above.
+check "fresh tokens: the module wrote its debug log" "$([ -s "$FRESH/module.log" ]; echo $?)" "$FRESH/module.log"
+check "fresh tokens: the module log never contains an SO PIN" \
+    "$(! grep -Fq -e "$SO_PIN" -e "$SO_PIN1" "$FRESH/module.log"; echo $?)"
+check "fresh tokens: the module log never contains a private data object's value" \
+    "$(! grep -Fq -e "$MARKER" "$FRESH/module.log"; echo $?)"
+export B4AE_PKCS11_CONF=$SAVED_CONF B4AE_PKCS11_LOG=$SAVED_LOG
 
 # ------------------------------------------------------------------ OpenSC 0.27.1
 N27=${OPENSC27:-}

@@ -8,6 +8,7 @@
 set -uo pipefail
 source "$(dirname "$0")/../lib.sh"
 suite_begin "robustness"
+expect_checks 3
 apt_need g++:g++ softhsm2:softhsm2-util
 need cargo rustc c++
 [ -e "$MODULE" ] || cannot_run "$MODULE is missing (cargo build --lib --bins)"

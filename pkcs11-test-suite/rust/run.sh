@@ -4,6 +4,7 @@
 set -uo pipefail
 source "$(dirname "$0")/../lib.sh"
 suite_begin "rust (cryptoki 0.12)"
+expect_checks 32
 need cargo
 make_tokens
 app=$ROOT/target/suite/debug/b4ae-suite-cryptoki

@@ -343,20 +343,20 @@ pub fn only_token_dir(tokens: &Path) -> PathBuf {
     dirs.into_iter().next().expect("one directory")
 }
 
-/// Compiles tests/c/faulty_hsm.c (SoftHSM with a switchable CKR_DEVICE_ERROR) into `dir`.
+/// Compiles tests/forward_common/faulty_hsm.c (SoftHSM with a switchable CKR_DEVICE_ERROR) into `dir`.
 pub fn build_faulty_hsm(dir: &Path) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let library = dir.join("libfaulty.so");
     let output = Command::new("cc")
         .current_dir(root)
         .args(["-shared", "-fPIC", "-Wall", "-Werror", "-I", "include"])
-        .arg("tests/c/faulty_hsm.c")
+        .arg("tests/forward_common/faulty_hsm.c")
         .arg("-ldl")
         .arg("-o")
         .arg(&library)
         .output()
         .expect("running cc (install a C compiler: scripts/deps.sh)");
-    assert_success("cc tests/c/faulty_hsm.c", &output);
+    assert_success("cc tests/forward_common/faulty_hsm.c", &output);
     library
 }
 

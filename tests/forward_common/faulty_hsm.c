@@ -13,7 +13,7 @@
  *
  * Deliberately no C_GetInterface: the module under test must fall back to C_GetFunctionList.
  *
- * Build: cc -shared -fPIC -Wall -Werror -I include tests/c/faulty_hsm.c -ldl -o libfaulty.so
+ * Build: cc -shared -fPIC -Wall -Werror -I include tests/forward_common/faulty_hsm.c -ldl -o libfaulty.so
  */
 
 #include <dlfcn.h>

@@ -3,8 +3,10 @@
 (dilithium-py, kyber-py, cryptography), driving the built module through its C ABI with PyKCS11, on
 an embedded token and on a token forwarded to SoftHSM2.
 
-Usage: crosscheck.py path/to/libb4ae_pkcs11.so   (the admin binary b4ae-pkcs11 is taken from beside it)
-Prints one line per check and `python cross-checks: N passed, M failed`; exits 1 on any failure.
+Usage: crosscheck.py path/to/libb4ae_pkcs11.so [slots]   (the admin binary b4ae-pkcs11 is taken
+from beside it; it makes its own pair of tokens, so the slots argument that pkcs11-test-suite/python/run.sh
+passes every client is ignored)
+Prints one `ok - ` / `not ok - ` line per check, then `# crosscheck.py done`; exits 1 on any failure.
 """
 
 import ctypes
@@ -511,7 +513,8 @@ def main():
                 tally.run(f"{backend}: {name}", function, token, *args)
             token.session.closeSession()
         lib.unload()
-    print(f"python cross-checks: {tally.passed} passed, {tally.failed} failed")
+    print(f"# crosscheck.py: {tally.passed} passed, {tally.failed} failed")
+    print("# crosscheck.py done")
     return 1 if tally.failed else 0
 
 
