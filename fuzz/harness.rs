@@ -692,6 +692,33 @@ pub struct Harness {
     /// With `B4AE_FUZZ_BACKEND=pkcs11`: the SoftHSM2 token behind slot 2, which inputs then
     /// drive (their sessions open there).
     hsm: Option<SoftHsm>,
+    /// The module's log file, when it logs to one.
+    module_log: Option<PathBuf>,
+}
+
+/// How much of the module's log file earlier calls have read.
+static LOG_READ: Mutex<u64> = Mutex::new(0);
+
+impl Harness {
+    /// Whether the module's log says, since the last look, that the HSM itself answered
+    /// `CKR_GENERAL_ERROR` to `name`: the module passes an HSM's answer on unchanged, so that is
+    /// a finding about the HSM (SoftHSM2 answers it, e.g., to Ed25519ph signing), not the module.
+    fn hsm_answered_general_error(&self, name: &str) -> bool {
+        let Some(path) = &self.module_log else {
+            return false;
+        };
+        let Ok(text) = std::fs::read(path) else {
+            return false;
+        };
+        let mut read = LOG_READ.lock().unwrap_or_else(|e| e.into_inner());
+        let new = text.get(*read as usize..).unwrap_or_default();
+        *read = text.len() as u64;
+        let new = String::from_utf8_lossy(new);
+        let real = name.trim_start_matches('#');
+        new.lines().any(|l| {
+            l.contains(&format!("{real}: the HSM library")) && l.contains("CKR_GENERAL_ERROR")
+        })
+    }
 }
 
 /// The slot of the pkcs11 backend's token (over SoftHSM2), when the harness has one.
@@ -893,8 +920,16 @@ impl Harness {
         std::fs::write(&conf, config).expect("writing the configuration");
         std::env::set_var("B4AE_PKCS11_CONF", &conf);
         if std::env::var_os("B4AE_PKCS11_LOG").is_none() {
-            std::env::set_var("B4AE_PKCS11_LOG", "off");
+            // On the pkcs11 backend the module's warnings say which errors the HSM answered.
+            let setting = match &hsm {
+                Some(_) => format!("warn:{}", text(&dir.join("module.log"))),
+                None => "off".to_string(),
+            };
+            std::env::set_var("B4AE_PKCS11_LOG", setting);
         }
+        let module_log = std::env::var("B4AE_PKCS11_LOG")
+            .ok()
+            .and_then(|v| v.split_once(':').map(|(_, path)| PathBuf::from(path)));
         install_panic_hook();
         let mut h = Harness {
             fl: function_list(),
@@ -904,6 +939,7 @@ impl Harness {
             pristine,
             materials: Vec::new(),
             hsm,
+            module_log,
         };
         h.materials = materials();
         h.make_pristine_token();
@@ -1255,7 +1291,11 @@ impl<'h, 'a> Run<'h, 'a> {
             ));
         }
         let known = KNOWN_PANIC.with(|k| k.replace(false));
-        if rv == CKR_GENERAL_ERROR && !general_error_allowed() && !known {
+        if rv == CKR_GENERAL_ERROR
+            && !general_error_allowed()
+            && !known
+            && !self.h.hsm_answered_general_error(name)
+        {
             finding(format!("{name} answered CKR_GENERAL_ERROR"));
         }
     }
@@ -1268,6 +1308,13 @@ impl<'h, 'a> Run<'h, 'a> {
         remove_dir(&self.h.token);
         remove_dir(&self.h.blank);
         copy_dir(&self.h.pristine, &self.h.token);
+        if let Some(log) = &self.h.module_log {
+            // A fresh log per input (the module appends, so it writes at the new end).
+            if let Ok(file) = std::fs::OpenOptions::new().write(true).open(log) {
+                let _ = file.set_len(0);
+            }
+            *LOG_READ.lock().unwrap_or_else(|e| e.into_inner()) = 0;
+        }
         if let Some(hsm) = &self.h.hsm {
             remove_dir(&hsm.tokens);
             copy_tree(&hsm.pristine, &hsm.tokens);
