@@ -274,6 +274,56 @@ fn hostile_arguments_are_stopped_before_softhsm() {
     let plaintext = [0x42u8; 64];
     let mut out = [0u8; 128];
 
+    // CKM_ECDSA with an Ed25519 key (SoftHSM2 2.6 segfaults in C_VerifyInit; found by the
+    // fuzzer) and CKM_EDDSA with an EC key: refused before SoftHSM2 sees them.
+    let ed_public = [
+        Attribute::Token(false),
+        Attribute::Verify(true),
+        Attribute::EcParams(vec![0x06, 0x03, 0x2B, 0x65, 0x70]),
+    ];
+    let ed_private = [Attribute::Token(false), Attribute::Sign(true)];
+    let (ed_pk, ed_sk) =
+        ok(session.generate_key_pair(&Mechanism::EccEdwardsKeyPairGen, &ed_public, &ed_private));
+    let (ec_pk, ec_sk) = ec_keypair(&session, "hard-ec");
+    for (mechanism, key) in [
+        (CKM_ECDSA, ed_pk),
+        (CKM_ECDSA_SHA256, ed_pk),
+        (CKM_EDDSA, ec_pk),
+    ] {
+        let mut m = CK_MECHANISM {
+            mechanism,
+            pParameter: null_mut(),
+            ulParameterLen: 0,
+        };
+        assert_rv(
+            ck!(C_VerifyInit(s, &mut m, key.handle())),
+            CKR_KEY_TYPE_INCONSISTENT,
+        );
+    }
+    for (mechanism, key) in [(CKM_ECDSA, ed_sk), (CKM_EDDSA, ec_sk)] {
+        let mut m = CK_MECHANISM {
+            mechanism,
+            pParameter: null_mut(),
+            ulParameterLen: 0,
+        };
+        assert_rv(
+            ck!(C_SignInit(s, &mut m, key.handle())),
+            CKR_KEY_TYPE_INCONSISTENT,
+        );
+    }
+    // The right pairs still work.
+    let digest = Sha256::digest(MESSAGE);
+    let signature = ok(session.sign(&Mechanism::Ecdsa, ec_sk, &digest));
+    ok(session.verify(&Mechanism::Ecdsa, ec_pk, &digest, &signature));
+    let signature = ok(session.sign(
+        &Mechanism::Eddsa(cryptoki::mechanism::eddsa::EddsaParams::new(
+            cryptoki::mechanism::eddsa::EddsaSignatureScheme::Pure,
+        )),
+        ed_sk,
+        MESSAGE,
+    ));
+    assert_eq!(signature.len(), 64);
+
     // NULL IV of length 0: any CKR_* but a crash; the session keeps working afterwards.
     let mut params = CK_GCM_PARAMS {
         pIv: null(),

@@ -53,6 +53,8 @@ pub struct ForwardToken {
     real_mechanisms: Vec<CK_MECHANISM_TYPE>,
     pub keys: KeyStore,
     pub sessions: AtomicUsize,
+    /// The key type of the HSM's keys this module has checked (see [`Self::check_key_type`]).
+    key_types: RwLock<std::collections::HashMap<CK_OBJECT_HANDLE, CK_KEY_TYPE>>,
 }
 
 impl ForwardToken {
@@ -121,6 +123,7 @@ impl ForwardToken {
             real_slot: RwLock::new(real_slot),
             real_mechanisms,
             sessions: AtomicUsize::new(0),
+            key_types: RwLock::new(std::collections::HashMap::new()),
         })
     }
 
@@ -318,6 +321,47 @@ impl ForwardToken {
 
     /// The application's last session on this token closed: the HSM logs it out, so the
     /// internal session goes too (else it would keep the login alive) and secrets are dropped.
+    /// Checks, before the HSM sees it, that a key of the HSM's fits a mechanism whose key type
+    /// is certain: SoftHSM2 2.6 crashes the process on `C_VerifyInit(CKM_ECDSA)` with an
+    /// Ed25519 key. The key type is asked once per handle and kept (a handle names one object
+    /// for as long as it exists).
+    pub fn check_key_type(
+        &self,
+        real_session: CK_SESSION_HANDLE,
+        mechanism: CK_MECHANISM_TYPE,
+        key: CK_OBJECT_HANDLE,
+    ) -> Result<()> {
+        let wanted = match mechanism {
+            CKM_ECDSA | CKM_ECDSA_SHA1 | CKM_ECDSA_SHA224 | CKM_ECDSA_SHA256 | CKM_ECDSA_SHA384
+            | CKM_ECDSA_SHA512 => CKK_EC,
+            CKM_EDDSA => CKK_EC_EDWARDS,
+            _ => return Ok(()),
+        };
+        let known = self.key_types.read().get(&key).copied();
+        let key_type = match known {
+            Some(t) => t,
+            None => {
+                let value = self.lib.attribute(real_session, key, CKA_KEY_TYPE)?;
+                let t = value
+                    .and_then(|v| v.try_into().ok())
+                    .map(CK_KEY_TYPE::from_ne_bytes)
+                    .ok_or(Error::KEY_TYPE_INCONSISTENT)?;
+                self.key_types.write().insert(key, t);
+                t
+            }
+        };
+        if key_type == wanted {
+            Ok(())
+        } else {
+            Err(Error::KEY_TYPE_INCONSISTENT)
+        }
+    }
+
+    /// An object of the HSM's is gone: its handle no longer names a key.
+    pub fn forget_key_type(&self, object: CK_OBJECT_HANDLE) {
+        self.key_types.write().remove(&object);
+    }
+
     pub fn all_sessions_closed(&self) {
         self.keys.close();
         self.keys.forget_secrets();

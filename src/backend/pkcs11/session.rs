@@ -63,7 +63,11 @@ impl ForwardSession {
             return Err(self.wrong_key_type(key, false));
         }
         self.ops.begin_in_hsm(kind, || {
-            key_handle(self.lib().init(self.real, kind, mechanism, key))
+            key_handle(
+                self.token
+                    .check_key_type(self.real, mechanism.mechanism, key)
+                    .and_then(|()| self.lib().init(self.real, kind, mechanism, key)),
+            )
         })
     }
 
@@ -329,6 +333,7 @@ impl BackendSession for ForwardSession {
                 .map(<[u8]>::to_vec)
         });
         self.lib().destroy(self.real, object)?;
+        self.token.forget_key_type(object);
         self.token.keys.removed(object);
         if let Some(label) = label {
             // The hybrid key is gone; so is its Ed25519 half.
