@@ -10,13 +10,13 @@ mod common;
 mod forward_common;
 
 use common::*;
-use cryptoki::context::Pkcs11;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, KeyType, ObjectClass};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki_sys::*;
-use forward_common::{aes_key, softhsm_init_token_with, write_softhsm_conf, HSM_PIN, SOFTHSM_LIB};
+use forward_common::aes_key;
+use forward_common::both::{Backend, Both};
 use std::sync::OnceLock;
 
 const ED25519_OID: &[u8] = &[0x06, 0x03, 0x2B, 0x65, 0x70];
@@ -33,73 +33,27 @@ const ATTRIBUTES: usize = 6;
 const SO_TRUSTED: usize = 7;
 const IN_PLACE: usize = 8;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Backend {
-    Embedded,
-    Hsm,
-}
-
-struct Both {
-    pkcs11: Pkcs11,
-    slots: Vec<Slot>,
-}
-
 fn both() -> &'static Both {
     static BOTH: OnceLock<Both> = OnceLock::new();
-    BOTH.get_or_init(|| {
-        let dir = temp_dir("b4ae-conformance-").keep();
-        std::fs::create_dir_all(dir.join("softhsm")).expect("token directory");
-        let softhsm_conf = dir.join("softhsm2.conf");
-        write_softhsm_conf(&softhsm_conf, &dir.join("softhsm"));
-        std::env::set_var(forward_common::SOFTHSM_CONF_VAR, &softhsm_conf);
-        let mut conf = config_toml(&dir, PAIRS, None);
-        for i in 0..PAIRS {
-            softhsm_init_token_with(Some(&softhsm_conf), &format!("conf-{i}"));
-            conf += &format!(
-                "[[token]]\nlabel = \"HSM conf-{i}\"\nbackend = \"pkcs11\"\nlibrary = \"{SOFTHSM_LIB}\"\ntoken_label = \"conf-{i}\"\n\n"
-            );
-        }
-        std::fs::write(dir.join("b4ae-pkcs11.toml"), conf).expect("configuration");
-        std::env::set_var(CONF_VAR, dir.join("b4ae-pkcs11.toml"));
-        let pkcs11 = load_module();
-        initialize(&pkcs11);
-        let slots = ok(pkcs11.get_all_slots());
-        assert_eq!(slots.len(), 2 * PAIRS);
-        Both { pkcs11, slots }
-    })
-}
-
-fn slot(backend: Backend, index: usize) -> Slot {
-    match backend {
-        Backend::Embedded => both().slots[index],
-        Backend::Hsm => both().slots[PAIRS + index],
-    }
-}
-
-fn user_pin(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Embedded => USER_PIN,
-        Backend::Hsm => HSM_PIN,
-    }
+    Both::get(&BOTH, "conf", PAIRS)
 }
 
 /// A logged-in R/W session on token `index` of `backend`.
 fn session(backend: Backend, index: usize) -> Session {
-    let both = both();
-    if backend == Backend::Embedded {
-        init_token(&both.pkcs11, slot(backend, index), &format!("conf-{index}"));
-        return user_session(&both.pkcs11, slot(backend, index));
-    }
-    let session = ok(both.pkcs11.open_rw_session(slot(backend, index)));
-    ok(session.login(UserType::User, Some(&pin(HSM_PIN))));
-    session
+    both().session(backend, index)
 }
 
+/// Runs `test` on both backends.
 fn on_both(index: usize, test: impl Fn(&Session, Backend)) {
-    for backend in [Backend::Embedded, Backend::Hsm] {
-        eprintln!("-- {backend:?}");
-        test(&session(backend, index), backend);
-    }
+    both().on_both(index, test)
+}
+
+fn slot(backend: Backend, index: usize) -> Slot {
+    both().slot(backend, index)
+}
+
+fn user_pin(backend: Backend) -> &'static str {
+    backend.user_pin()
 }
 
 /// An Ed25519 session key pair (the classical signature both backends have): (public, private).

@@ -9,16 +9,14 @@ mod common;
 mod forward_common;
 
 use common::*;
-use cryptoki::context::Pkcs11;
 use cryptoki::mechanism::dsa::{HashSignAdditionalContext, HedgeType, SignAdditionalContext};
 use cryptoki::mechanism::vendor_defined::VendorDefinedMechanism;
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::object::{MlKemParameterSetType, ParameterSetType};
-use cryptoki::session::{Session, UserType};
-use cryptoki::slot::Slot;
+use cryptoki::session::Session;
 use cryptoki_sys::*;
-use forward_common::{softhsm_init_token, write_softhsm_conf, HSM_PIN, SOFTHSM_LIB};
+use forward_common::both::{Backend, Both};
 use std::sync::OnceLock;
 
 const CKK_B4AE_HYBRID: CK_KEY_TYPE = 0xB4AE_0002;
@@ -40,66 +38,19 @@ const HYBRID_IMPORT: usize = 6;
 const KEM_VECTORS: usize = 7;
 const HYBRID_SOURCE: usize = 8;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Backend {
-    Embedded,
-    Hsm,
-}
-
-struct Both {
-    pkcs11: Pkcs11,
-    slots: Vec<Slot>,
-}
-
-/// The module with `PAIRS` embedded tokens (slots 0..) and `PAIRS` tokens over SoftHSM2.
 fn both() -> &'static Both {
     static BOTH: OnceLock<Both> = OnceLock::new();
-    BOTH.get_or_init(|| {
-        let dir = temp_dir("b4ae-pq-").keep();
-        std::fs::create_dir_all(dir.join("softhsm")).expect("token directory");
-        let softhsm_conf = dir.join("softhsm2.conf");
-        write_softhsm_conf(&softhsm_conf, &dir.join("softhsm"));
-        std::env::set_var(forward_common::SOFTHSM_CONF_VAR, &softhsm_conf);
-        let mut conf = config_toml(&dir, PAIRS, None);
-        for i in 0..PAIRS {
-            softhsm_init_token(&format!("pq-{i}"));
-            conf += &format!(
-                "[[token]]\nlabel = \"HSM pq-{i}\"\nbackend = \"pkcs11\"\nlibrary = \"{SOFTHSM_LIB}\"\ntoken_label = \"pq-{i}\"\n\n"
-            );
-        }
-        std::fs::write(dir.join("b4ae-pkcs11.toml"), conf).expect("configuration");
-        std::env::set_var(CONF_VAR, dir.join("b4ae-pkcs11.toml"));
-        let pkcs11 = load_module();
-        initialize(&pkcs11);
-        let slots = ok(pkcs11.get_all_slots());
-        assert_eq!(slots.len(), 2 * PAIRS);
-        Both { pkcs11, slots }
-    })
+    Both::get(&BOTH, "pq", PAIRS)
 }
 
 /// A logged-in R/W session on token `index` of `backend`.
 fn session(backend: Backend, index: usize) -> Session {
-    let both = both();
-    match backend {
-        Backend::Embedded => {
-            let slot = both.slots[index];
-            init_token(&both.pkcs11, slot, &format!("pq-{index}"));
-            user_session(&both.pkcs11, slot)
-        }
-        Backend::Hsm => {
-            let session = ok(both.pkcs11.open_rw_session(both.slots[PAIRS + index]));
-            ok(session.login(UserType::User, Some(&pin(HSM_PIN))));
-            session
-        }
-    }
+    both().session(backend, index)
 }
 
 /// Runs `test` on both backends.
 fn on_both(index: usize, test: impl Fn(&Session, Backend)) {
-    for backend in [Backend::Embedded, Backend::Hsm] {
-        eprintln!("-- {backend:?}");
-        test(&session(backend, index), backend);
-    }
+    both().on_both(index, test)
 }
 
 fn vendor(mechanism: CK_MECHANISM_TYPE) -> Mechanism<'static> {

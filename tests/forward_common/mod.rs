@@ -705,3 +705,4 @@ pub fn ec_keypair(session: &Session, label: &str) -> (ObjectHandle, ObjectHandle
     ];
     ok(session.generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private))
 }
+pub mod both;
