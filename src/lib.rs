@@ -1,8 +1,11 @@
 //! b4ae-pkcs11: a PKCS#11 3.2 module with post-quantum keys.
 //!
-//! Layers, outermost first: [`abi`] (the C entry points, the only `unsafe` code) →
-//! [`module`] (process-wide state) → [`token`] (slots, sessions, login, objects) →
-//! [`mechanism`] (the algorithms) → [`backend`] (where tokens keep their state).
+//! Layers, outermost first (docs/architecture.md draws them): [`abi`] (the C entry points:
+//! argument decoding, one `CK_RV` mapping; the inbound FFI border) → [`module`] (process-wide
+//! state: slots and sessions by handle) → [`backend`] (the one interface a slot and its sessions
+//! implement: `embedded`, and `pkcs11` with the outbound FFI border, the only other `unsafe`) →
+//! [`token`] (what backends share: token model, operations, objects, attribute rules) →
+//! [`mechanism`] (the registry of mechanism families).
 
 pub mod abi;
 pub mod backend;

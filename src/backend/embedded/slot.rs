@@ -187,9 +187,6 @@ impl BackendSession for Session {
     }
 
     fn init_pin(&self, pin: &[u8]) -> Result<()> {
-        if pin.len() > MAX_PIN_LEN {
-            return Err(Error::PIN_LEN_RANGE);
-        }
         if !self.rw {
             return Err(Error::SESSION_READ_ONLY);
         }
@@ -197,9 +194,6 @@ impl BackendSession for Session {
     }
 
     fn set_pin(&self, old: &[u8], new: &[u8]) -> Result<()> {
-        if old.len() > MAX_PIN_LEN || new.len() > MAX_PIN_LEN {
-            return Err(Error::PIN_LEN_RANGE);
-        }
         if !self.rw {
             return Err(Error::SESSION_READ_ONLY);
         }
