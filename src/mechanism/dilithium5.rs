@@ -5,8 +5,8 @@
 use crate::consts::{CKK_B4AE_DILITHIUM5, CKM_B4AE_DILITHIUM5, CKM_B4AE_DILITHIUM5_KEY_PAIR_GEN};
 use crate::error::{Error, Result};
 use crate::mechanism::hybrid::Ed25519Signer;
+use crate::mechanism::signing::WholeMessageSigner;
 use crate::mechanism::signing::{SignOperation, VerifyOperation};
-use crate::mechanism::signing::{WholeMessageSigner, WholeMessageVerifier};
 use crate::mechanism::{check_key, Mechanism, MechanismFamily, MechanismInfo};
 use crate::token::attributes::Attributes;
 use crate::token::factory;
@@ -103,13 +103,7 @@ impl MechanismFamily for Dilithium5 {
     }
 
     fn verify_init(&self, mechanism: &Mechanism, key: &Object) -> Result<Box<dyn VerifyOperation>> {
-        mechanism.expect_no_param()?;
-        let (class, key_type) = (CKO_PUBLIC_KEY, CKK_B4AE_DILITHIUM5);
-        check_key(key, class, key_type, CKA_VERIFY, CKM_B4AE_DILITHIUM5)?;
-        let public_key = key.attrs.get(CKA_VALUE).ok_or(Error::GENERAL)?.to_vec();
-        Ok(WholeMessageVerifier::boxed(move |m, sig| {
-            verify(&public_key, m, sig)
-        }))
+        crate::mechanism::signing::value_key_verifier(mechanism, key, CKK_B4AE_DILITHIUM5, verify)
     }
 
     fn generate_key_pair(

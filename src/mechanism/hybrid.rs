@@ -13,8 +13,8 @@
 use crate::consts::{CKK_B4AE_HYBRID, CKM_B4AE_HYBRID, CKM_B4AE_HYBRID_KEY_PAIR_GEN};
 use crate::error::{Error, Result};
 use crate::mechanism::mldsa::{self, ParamSet};
+use crate::mechanism::signing::WholeMessageSigner;
 use crate::mechanism::signing::{SignOperation, VerifyOperation};
-use crate::mechanism::signing::{WholeMessageSigner, WholeMessageVerifier};
 use crate::mechanism::{check_key, Mechanism, MechanismFamily, MechanismInfo};
 use crate::token::attributes::Attributes;
 use crate::token::factory;
@@ -209,18 +209,7 @@ impl MechanismFamily for Hybrid {
     }
 
     fn verify_init(&self, mechanism: &Mechanism, key: &Object) -> Result<Box<dyn VerifyOperation>> {
-        mechanism.expect_no_param()?;
-        check_key(
-            key,
-            CKO_PUBLIC_KEY,
-            CKK_B4AE_HYBRID,
-            CKA_VERIFY,
-            CKM_B4AE_HYBRID,
-        )?;
-        let public_key = key.attrs.get(CKA_VALUE).ok_or(Error::GENERAL)?.to_vec();
-        Ok(WholeMessageVerifier::boxed(move |m, sig| {
-            verify(&public_key, m, sig)
-        }))
+        crate::mechanism::signing::value_key_verifier(mechanism, key, CKK_B4AE_HYBRID, verify)
     }
 
     /// Both halves held by this module; a pkcs11 slot whose HSM keeps the Ed25519 half makes

@@ -192,3 +192,23 @@ impl Multipart {
         }
     }
 }
+
+/// Verifies (public key, message, signature).
+pub type VerifyFn = fn(&[u8], &[u8], &[u8]) -> Result<()>;
+
+/// A whole-message verifier for a parameterless mechanism whose public key is the key's
+/// `CKA_VALUE` (Dilithium5, the hybrid).
+pub fn value_key_verifier(
+    mechanism: &Mechanism,
+    key: &Object,
+    key_type: CK_KEY_TYPE,
+    verify: VerifyFn,
+) -> Result<Box<dyn VerifyOperation>> {
+    mechanism.expect_no_param()?;
+    let ck = mechanism.mechanism;
+    crate::mechanism::check_key(key, CKO_PUBLIC_KEY, key_type, CKA_VERIFY, ck)?;
+    let public_key = key.attrs.get(CKA_VALUE).ok_or(Error::GENERAL)?.to_vec();
+    Ok(WholeMessageVerifier::boxed(move |m, sig| {
+        verify(&public_key, m, sig)
+    }))
+}
