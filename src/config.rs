@@ -27,6 +27,9 @@ pub struct TokenConfig {
     /// Wrong PINs in a row before the PIN locks.
     #[serde(default = "default_max_pin_failures")]
     pub max_pin_failures: u32,
+    /// Where a pkcs11 token's count of wrong PINs is kept (default: the user's XDG state
+    /// directory); the module makes its own directory inside.
+    pub state_dir: Option<PathBuf>,
     /// Cost of the PIN key-derivation function.
     #[serde(default)]
     pub pin_kdf: PinKdf,
@@ -70,8 +73,11 @@ fn default_label() -> String {
     "B4AE-Token".to_owned()
 }
 
+/// Wrong PINs in a row before a PIN locks, unless configured (SPEC §4).
+pub const DEFAULT_MAX_PIN_FAILURES: u32 = 10;
+
 fn default_max_pin_failures() -> u32 {
-    10
+    DEFAULT_MAX_PIN_FAILURES
 }
 
 /// Why a configuration could not be used.
@@ -179,6 +185,7 @@ impl Config {
             backend: BackendKind::Embedded,
             path: Some(path),
             max_pin_failures: default_max_pin_failures(),
+            state_dir: None,
             pin_kdf: PinKdf::Argon2id,
             library: None,
             token_label: None,

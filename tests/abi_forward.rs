@@ -459,7 +459,7 @@ fn post_quantum_keys_are_sealed_records_softhsm_cannot_leak() {
     let direct = f.hsm_session(TOKENS[PQ]);
     let keys = f.storage_keys(&direct);
     let labels: Vec<&str> = keys.iter().map(|(l, _)| l.as_str()).collect();
-    assert_eq!(labels, [DMK_LABEL, MIK_LABEL, "B4AE-v1-STK-1"]);
+    assert_eq!(labels, ["B4AE-v2-STK-1"]);
     for (label, key) in &keys {
         let flag = |kind| f.hsm_raw.attr_bool(&direct, *key, kind);
         assert!(flag(CKA_SENSITIVE), "{label} CKA_SENSITIVE");
@@ -537,8 +537,11 @@ fn the_module_keeps_no_state_of_its_own() {
     sign_and_check(&session, Ps::P44, public, private);
 }
 
+/// A sealed public key is presented once the HSM has authenticated its record, which takes the
+/// storage key, hence a login: before it, a record anyone could have written (a session
+/// without PIN can create public data objects) is not shown (docs/security.md).
 #[test]
-fn a_new_process_finds_sealed_public_keys_by_class_and_id_before_any_login() {
+fn a_new_process_finds_sealed_public_keys_by_class_and_id_once_logged_in() {
     let name = test_name!();
     let by_id = |session: &Session, class: Option<ObjectClass>| {
         let mut template = vec![Attribute::Id(b"repair-id".to_vec())];
@@ -546,12 +549,21 @@ fn a_new_process_finds_sealed_public_keys_by_class_and_id_before_any_login() {
         ok(session.find_objects(&template))
     };
     if is_child(name) {
-        // No login, and the first search names neither key type nor label.
+        // The first search names neither key type nor label.
         let f = fwd();
         let session = ok(f.module.open_ro_session(f.slots[LOOKUP]));
+        assert_eq!(
+            by_id(&session, Some(ObjectClass::PUBLIC_KEY)),
+            [],
+            "unauthenticated records before the login"
+        );
+        ok(session.login(UserType::User, Some(&pin(HSM_PIN))));
         let public = by_id(&session, Some(ObjectClass::PUBLIC_KEY));
         assert_eq!(public.len(), 1, "the sealed public key, by class and id");
         assert_eq!(attr_ulong(&session, public[0], CKA_KEY_TYPE), CKK_ML_DSA);
+        assert_eq!(by_id(&session, None).len(), 2, "both halves once logged in");
+        // Authenticated in this process: still listed after the logout.
+        ok(session.logout());
         assert_eq!(by_id(&session, None), public, "private keys need a login");
         return;
     }
@@ -570,33 +582,28 @@ fn a_new_process_finds_sealed_public_keys_by_class_and_id_before_any_login() {
     f.child(name);
 }
 
+/// What a Java KeyStore user could do with `keytool -delete`: through the module the storage
+/// key is not listed, and its handle (taken from SoftHSM directly) names nothing.
 #[test]
-fn a_deleted_storage_key_is_derived_again_and_the_root_keys_cannot_be_deleted() {
+fn applications_never_see_or_delete_the_storage_keys() {
     let f = fwd();
     let session = f.module_session(REPAIR);
     let (public, private) = pq_keypair(&session, Ps::P65, "stk-loss", false);
     sign_and_check(&session, Ps::P65, public, private);
-    let key = |label: &str| {
-        let found = find_by_label(&session, label);
-        assert_eq!(found.len(), 1, "{label}");
-        found[0]
+    let secret_keys = ok(session.find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)]));
+    assert_eq!(secret_keys, [], "no storage key is listed");
+    assert_eq!(find_by_label(&session, "B4AE-v2-STK-1"), []);
+    let stk = {
+        let direct = f.hsm_session(TOKENS[REPAIR]);
+        let keys = f.storage_keys(&direct);
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        keys[0].1
     };
-    // What a Java KeyStore user could do with `keytool -delete`: the root refuses, and the
-    // derived keys come back.
-    assert_rv(
-        session.destroy_object(key(MIK_LABEL)),
-        CKR_ACTION_PROHIBITED,
-    );
-    ok(session.destroy_object(key(DMK_LABEL)));
-    ok(session.destroy_object(key("B4AE-v1-STK-1")));
-    // A new login drops the decrypted key: the record is opened again, under a storage key
-    // derived again from the MIK.
+    assert_rv(session.destroy_object(stk), CKR_OBJECT_HANDLE_INVALID);
     ok(session.logout());
     ok(session.login(UserType::User, Some(&pin(HSM_PIN))));
     let (public, private) = find_pq_pair(&session, "stk-loss");
     sign_and_check(&session, Ps::P65, public, private);
-    assert_eq!(find_by_label(&session, "B4AE-v1-STK-1").len(), 1);
-    assert_eq!(find_by_label(&session, DMK_LABEL).len(), 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -613,7 +620,7 @@ fn rotate_stk_reseals_every_record_under_a_new_storage_key() {
     }; // the slot's last session closed: nothing of this process holds on to the old records
     {
         let direct = f.hsm_session(TOKENS[ROTATE]);
-        assert_eq!(f.stk_labels(&direct), ["B4AE-v1-STK-1"]);
+        assert_eq!(f.stk_labels(&direct), ["B4AE-v2-STK-1"]);
     }
     let slot = ROTATE.to_string();
     let output = admin(&["rotate-stk", "--slot", &slot, "--pin", HSM_PIN], &f.conf);
@@ -623,7 +630,7 @@ fn rotate_stk_reseals_every_record_under_a_new_storage_key() {
 
     let session = f.module_session(ROTATE);
     let direct = f.hsm_session(TOKENS[ROTATE]);
-    assert_eq!(f.stk_labels(&direct), ["B4AE-v1-STK-2"]);
+    assert_eq!(f.stk_labels(&direct), ["B4AE-v2-STK-2"]);
     let records = f.records(&direct);
     let epochs: Vec<(u8, u32)> = records.iter().map(|r| (r.kind(), r.epoch())).collect();
     assert!(
@@ -635,10 +642,10 @@ fn rotate_stk_reseals_every_record_under_a_new_storage_key() {
     assert_eq!(attr_bytes(&session, private, CKA_VALUE), sk);
 }
 
-/// A crash right after step 1 (the new STK derived, nothing re-sealed): the next user login
+/// A crash right after step 1 (the new STK generated, nothing re-sealed): the next user login
 /// through the module finishes the rotation.
 #[test]
-fn a_rotation_interrupted_after_deriving_the_new_key_is_finished_at_login() {
+fn a_rotation_interrupted_after_generating_the_new_key_is_finished_at_login() {
     let f = fwd();
     let pk = {
         let session = f.module_session(RESUME);
@@ -647,16 +654,8 @@ fn a_rotation_interrupted_after_deriving_the_new_key_is_finished_at_login() {
     };
     {
         let direct = f.hsm_session(TOKENS[RESUME]);
-        let no_hkdf = !f
-            .hsm_raw
-            .mechanisms(f.hsm_slot(TOKENS[RESUME]))
-            .contains(&CKM_HKDF_DERIVE);
-        assert!(
-            no_hkdf,
-            "this test derives as the module does without CKM_HKDF_DERIVE"
-        );
-        f.derive_stk(&direct, 2);
-        assert_eq!(f.stk_labels(&direct), ["B4AE-v1-STK-1", "B4AE-v1-STK-2"]);
+        f.generate_stk(&direct, 2);
+        assert_eq!(f.stk_labels(&direct), ["B4AE-v2-STK-1", "B4AE-v2-STK-2"]);
         let epochs: Vec<u32> = f.records(&direct).iter().map(Record::epoch).collect();
         assert!(
             epochs.contains(&1),
@@ -667,14 +666,10 @@ fn a_rotation_interrupted_after_deriving_the_new_key_is_finished_at_login() {
     let login = move || fwd().module_session(RESUME);
     let session = within(Duration::from_secs(60), "C_Login", login);
     let direct = f.hsm_session(TOKENS[RESUME]);
-    assert_eq!(f.stk_labels(&direct), ["B4AE-v1-STK-2"]);
+    assert_eq!(f.stk_labels(&direct), ["B4AE-v2-STK-2"]);
     let records = f.records(&direct);
-    let private: Vec<u32> = records
-        .iter()
-        .filter(|r| r.kind() == 1)
-        .map(Record::epoch)
-        .collect();
-    assert_eq!(private, [2]);
+    let epochs: Vec<u32> = records.iter().map(Record::epoch).collect();
+    assert_eq!(epochs, [2, 2], "both records under the new key");
     let (public, private) = find_pq_pair(&session, "resume-key");
     assert_eq!(sign_and_check(&session, Ps::P44, public, private), pk);
 }
@@ -728,7 +723,7 @@ fn a_rotation_by_another_process_leaves_an_open_session_one_live_key() {
     assert_ne!(private, old_private, "the destroyed record's handle");
     {
         let direct = f.hsm_session(TOKENS[HELD]);
-        assert_eq!(f.stk_labels(&direct), ["B4AE-v1-STK-2"]);
+        assert_eq!(f.stk_labels(&direct), ["B4AE-v2-STK-2"]);
         let live: Vec<(ObjectHandle, u32)> = f
             .records(&direct)
             .iter()
@@ -737,7 +732,9 @@ fn a_rotation_by_another_process_leaves_an_open_session_one_live_key() {
             .collect();
         assert_eq!(live, [(private, 2)], "SoftHSM's private records");
     }
-    assert_eq!(find_pq_pair(&session, "held-key"), (public, private));
+    // The public record was sealed again too (under the new storage key): a new handle.
+    let (public, found_private) = find_pq_pair(&session, "held-key");
+    assert_eq!(found_private, private);
     assert_eq!(sign_and_check(&session, Ps::P44, public, private), pk);
     // The old handle names nothing any more.
     let stale = session.sign(&pure_ml_dsa(), old_private, MESSAGE);

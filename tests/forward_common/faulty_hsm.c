@@ -11,6 +11,9 @@
  * CKR_BUFFER_TOO_SMALL ends the active operation, so the real operation is run to its end into
  * a scratch buffer (and thrown away) before the error is returned.
  *
+ * With FAULTY_HSM_LOGIN_DELAY_MS set, C_Login waits that long before asking the real library,
+ * so that a test can kill a process in the middle of a login.
+ *
  * Deliberately no C_GetInterface: the module under test must fall back to C_GetFunctionList.
  *
  * Build: cc -shared -fPIC -Wall -Werror -I include tests/forward_common/faulty_hsm.c -ldl -o libfaulty.so
@@ -80,6 +83,16 @@ static CK_RV faulty_generate_random(CK_SESSION_HANDLE session, CK_BYTE_PTR out, 
     return real->C_GenerateRandom(session, out, len);
 }
 
+static CK_RV slow_login(CK_SESSION_HANDLE session, CK_USER_TYPE user, CK_UTF8CHAR_PTR pin,
+                        CK_ULONG pin_len)
+{
+    const char *delay = getenv("FAULTY_HSM_LOGIN_DELAY_MS");
+    if (delay != NULL && delay[0] != '\0') {
+        usleep((useconds_t)atoi(delay) * 1000);
+    }
+    return real->C_Login(session, user, pin, pin_len);
+}
+
 static void load(void)
 {
     const char *path = getenv("FAULTY_HSM_REAL");
@@ -103,6 +116,7 @@ static void load(void)
     faulty.C_Sign = faulty_sign;
     faulty.C_Encrypt = faulty_encrypt;
     faulty.C_GenerateRandom = faulty_generate_random;
+    faulty.C_Login = slow_login;
     load_rv = CKR_OK;
 }
 

@@ -33,11 +33,8 @@ pub const INNER_LABEL: &str = "inner";
 
 /// src/backend/pkcs11/records.rs and hierarchy.rs.
 pub const RECORD_APPLICATION: &[u8] = b"b4ae-pkcs11 key record v1";
-pub const STK_PREFIX: &str = "B4AE-v1-STK-";
-pub const MIK_LABEL: &str = "B4AE-v1-MIK";
-pub const DMK_LABEL: &str = "B4AE-v1-DMK";
-pub const STK_ID: &[u8] = b"B4AE-v1-STK";
-const DMK_TO_STK: &[u8] = b"B4AE-v1-DMK-to-STK";
+pub const STK_PREFIX: &str = "B4AE-v2-STK-";
+pub const STK_ID: &[u8] = b"B4AE-v2-STK";
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// DER of the P-256 curve OID, for CKA_EC_PARAMS.
@@ -236,6 +233,8 @@ fn prepare(dir: &Path, tokens: &[&str]) {
     let softhsm_conf = dir.join("softhsm2.conf");
     write_softhsm_conf(&softhsm_conf, &dir.join("tokens"));
     std::env::set_var(SOFTHSM_CONF_VAR, &softhsm_conf);
+    // The module's PIN failure counters, kept out of the user's home.
+    std::env::set_var("B4AE_PKCS11_STATE_DIR", dir.join("state"));
     for label in tokens {
         softhsm_init_token(label);
     }
@@ -492,7 +491,8 @@ impl Forward {
         }
     }
 
-    /// Labels of the B4AE storage keys in SoftHSM (MIK, DMK, STK-n), sorted, with handles.
+    /// Labels of the B4AE storage keys in SoftHSM (STK-n, and release 1's MIK, DMK and
+    /// STK-n), sorted, with handles.
     pub fn storage_keys(&self, session: &Session) -> Vec<(String, ObjectHandle)> {
         let keys = ok(session.find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)]));
         let mut found: Vec<_> = keys
@@ -501,13 +501,13 @@ impl Forward {
                 let label = self.hsm_raw.attr(session, k, CKA_LABEL);
                 (String::from_utf8(label).expect("UTF-8 label"), k)
             })
-            .filter(|(label, _)| label.starts_with("B4AE-v1-"))
+            .filter(|(label, _)| label.starts_with("B4AE-v1-") || label.starts_with(STK_PREFIX))
             .collect();
         found.sort_by(|a, b| a.0.cmp(&b.0));
         found
     }
 
-    /// Labels of the storage keys only ("B4AE-v1-STK-n").
+    /// Labels of the storage keys only ("B4AE-v2-STK-n").
     pub fn stk_labels(&self, session: &Session) -> Vec<String> {
         let keys = self.storage_keys(session).into_iter().map(|(l, _)| l);
         keys.filter(|l| l.starts_with(STK_PREFIX)).collect()
@@ -530,65 +530,29 @@ impl Forward {
             .collect()
     }
 
-    /// Derives "B4AE-v1-STK-<epoch>" from the DMK directly in SoftHSM, exactly as
-    /// src/backend/pkcs11/hierarchy.rs does (AES-ECB-encrypt-data of the padded info).
-    pub fn derive_stk(&self, session: &Session, epoch: u32) -> ObjectHandle {
-        let dmk = self
-            .storage_keys(session)
-            .into_iter()
-            .find(|(l, _)| l == DMK_LABEL);
-        let dmk = dmk.expect("the DMK exists").1;
-        let mut info = [0u8; 32];
-        info[..DMK_TO_STK.len()].copy_from_slice(DMK_TO_STK);
-        info[DMK_TO_STK.len()..DMK_TO_STK.len() + 4].copy_from_slice(&epoch.to_be_bytes());
-        let mut data = CK_KEY_DERIVATION_STRING_DATA {
-            pData: info.as_mut_ptr(),
-            ulLen: info.len() as CK_ULONG,
-        };
-        let mut mechanism = CK_MECHANISM {
-            mechanism: CKM_AES_ECB_ENCRYPT_DATA,
-            pParameter: (&mut data as *mut CK_KEY_DERIVATION_STRING_DATA).cast(),
-            ulParameterLen: size_of::<CK_KEY_DERIVATION_STRING_DATA>() as CK_ULONG,
-        };
+    /// Generates "B4AE-v2-STK-<epoch>" directly in SoftHSM, with the template of
+    /// src/backend/pkcs11/hierarchy.rs (what a rotation does first).
+    pub fn generate_stk(&self, session: &Session, epoch: u32) -> ObjectHandle {
         let label = format!("{STK_PREFIX}{epoch}");
-        let (class, key_type, len) = (CKO_SECRET_KEY, CKK_AES, 32 as CK_ULONG);
-        let (yes, no) = (CK_TRUE, CK_FALSE);
-        let mut template = [
-            common::raw_attr(CKA_CLASS, &class),
-            common::raw_attr(CKA_KEY_TYPE, &key_type),
-            common::raw_attr(CKA_VALUE_LEN, &len),
-            common::raw_bytes(CKA_LABEL, label.as_bytes()),
-            common::raw_attr(CKA_TOKEN, &yes),
-            common::raw_attr(CKA_PRIVATE, &yes),
-            common::raw_attr(CKA_SENSITIVE, &yes),
-            common::raw_attr(CKA_EXTRACTABLE, &no),
-            common::raw_attr(CKA_MODIFIABLE, &no),
-            common::raw_attr(CKA_DERIVE, &no),
-            common::raw_attr(CKA_ENCRYPT, &yes),
-            common::raw_attr(CKA_DECRYPT, &yes),
-            common::raw_attr(CKA_WRAP, &no),
-            common::raw_attr(CKA_UNWRAP, &no),
-            common::raw_bytes(CKA_ID, STK_ID),
+        let template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::ValueLen(32.into()),
+            Attribute::Label(label.into_bytes()),
+            Attribute::Id(STK_ID.to_vec()),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Encrypt(true),
+            Attribute::Decrypt(true),
+            Attribute::Derive(false),
+            Attribute::Wrap(false),
+            Attribute::Unwrap(false),
+            Attribute::AllowedMechanisms(vec![cryptoki::mechanism::MechanismType::AES_GCM]),
+            Attribute::Modifiable(false),
         ];
-        // The module's templates are ordered by type (SoftHSM refuses attributes after
-        // CKA_MODIFIABLE=FALSE with CKR_ATTRIBUTE_READ_ONLY).
-        template.sort_by_key(|a| a.type_);
-        let derive = self.hsm_raw.fl.C_DeriveKey.expect("C_DeriveKey");
-        let mut key = CK_INVALID_HANDLE;
-        // SAFETY: mechanism, parameter and template point at live values of the right sizes.
-        let rv = unsafe {
-            derive(
-                session.handle(),
-                &mut mechanism,
-                dmk.handle(),
-                template.as_mut_ptr(),
-                template.len() as CK_ULONG,
-                &mut key,
-            )
-        };
-        common::assert_rv(rv, CKR_OK);
-        // SAFETY: a handle SoftHSM just returned.
-        unsafe { ObjectHandle::new_from_raw(key) }
+        ok(session.generate_key(&Mechanism::AesKeyGen, &template))
     }
 }
 

@@ -1,8 +1,13 @@
 //! Post-quantum keys kept in a classical HSM as sealed records (custody 2): the index of the
 //! records this process knows, the bounded cache of decrypted keys, making, opening and
 //! re-sealing records.
+//!
+//! A record is presented as a key only once the HSM has opened it under a storage key
+//! ([`Trust::Authentic`]): anyone who can open a session, PIN or not, can write a data object
+//! that looks like a record, and such an object is never a key here. Without a login nothing
+//! can be opened, so a process that has not logged in yet shows no sealed key.
 
-use super::hierarchy::{self, Stk};
+use super::hierarchy::{self, Protection, Stk};
 use super::index::Index;
 use super::records::{self, Kind, Record};
 use crate::backend::pkcs11::library::HsmLibrary;
@@ -14,7 +19,7 @@ use crate::token::object::Object;
 use cryptoki_sys::*;
 use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +35,20 @@ pub struct Indexed {
     pub record: Arc<Record>,
     /// When the HSM last confirmed the record exists (milliseconds on [`clock`]).
     confirmed: Arc<AtomicU64>,
+    /// Whether the HSM has opened the record under a storage key ([`Trust`] as a byte).
+    trust: Arc<AtomicU8>,
+}
+
+/// What is known of a record's origin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Trust {
+    /// Not opened yet (no login, or not asked for yet): not presented.
+    Unchecked = 0,
+    /// Opened by the HSM under one of the storage keys: this module wrote it.
+    Authentic = 1,
+    /// The HSM refused to open it: written by someone else, or altered. Never presented.
+    Refused = 2,
 }
 
 /// How long a record the HSM confirmed is trusted without asking again: another process's
@@ -52,6 +71,18 @@ impl Indexed {
     pub fn confirm(&self) {
         self.confirmed.store(clock(), Ordering::Relaxed);
     }
+
+    pub fn trust(&self) -> Trust {
+        match self.trust.load(Ordering::Acquire) {
+            1 => Trust::Authentic,
+            2 => Trust::Refused,
+            _ => Trust::Unchecked,
+        }
+    }
+
+    fn set_trust(&self, trust: Trust) {
+        self.trust.store(trust as u8, Ordering::Release);
+    }
 }
 
 struct Cached {
@@ -60,14 +91,20 @@ struct Cached {
 }
 
 pub struct KeyStore {
-    lib: Arc<HsmLibrary>,
-    /// Whether the HSM derives with HKDF (else AES-ECB-encrypt-data).
-    hkdf: bool,
+    pub(super) lib: Arc<HsmLibrary>,
+    /// Whether release 1's storage keys were derived with HKDF (else AES-ECB-encrypt-data).
+    pub(super) hkdf: bool,
+    /// The storage keys of the current login, read once (cleared at logout).
+    stks: RwLock<Option<Vec<Stk>>>,
+    /// What the HSM lets storage keys be restricted to, probed before the first one is made.
+    protection: Mutex<Option<Protection>>,
     /// This process's own session with the real token, for sealing and opening records.
     internal: Mutex<Option<CK_SESSION_HANDLE>>,
     /// The real slot (it may move when the token is re-initialised).
     real_slot: std::sync::atomic::AtomicU64,
-    index: RwLock<Index>,
+    pub(super) index: RwLock<Index>,
+    /// Objects tagged as records that are not well-formed ones: never used, never forwarded.
+    foreign: RwLock<HashSet<CK_OBJECT_HANDLE>>,
     cache: RwLock<HashMap<CK_OBJECT_HANDLE, Cached>>,
     /// Whether the index has been read from the HSM since this process started.
     loaded: std::sync::atomic::AtomicBool,
@@ -76,7 +113,12 @@ pub struct KeyStore {
 }
 
 /// A record's template in the HSM.
-fn record_template(value: Vec<u8>, token: bool, private: bool, label: &[u8]) -> Attributes {
+pub(super) fn record_template(
+    value: Vec<u8>,
+    token: bool,
+    private: bool,
+    label: &[u8],
+) -> Attributes {
     let mut t = Attributes::new();
     t.set_ulong(CKA_CLASS, CKO_DATA);
     t.set_bool(CKA_TOKEN, token);
@@ -93,6 +135,9 @@ impl KeyStore {
         KeyStore {
             lib,
             hkdf,
+            stks: RwLock::new(None),
+            foreign: RwLock::new(HashSet::new()),
+            protection: Mutex::new(None),
             internal: Mutex::new(None),
             real_slot: std::sync::atomic::AtomicU64::new(real_slot),
             index: RwLock::new(Index::default()),
@@ -115,7 +160,10 @@ impl KeyStore {
 
     /// Runs `f` with the internal session (opened on first use; it shares the application's
     /// login, which PKCS#11 keeps per token).
-    fn with_internal<T>(&self, f: impl FnOnce(CK_SESSION_HANDLE) -> Result<T>) -> Result<T> {
+    pub(super) fn with_internal<T>(
+        &self,
+        f: impl FnOnce(CK_SESSION_HANDLE) -> Result<T>,
+    ) -> Result<T> {
         let mut guard = self.internal.lock();
         let session = match *guard {
             Some(s) => s,
@@ -155,6 +203,58 @@ impl KeyStore {
         if let Some(mut handles) = self.ed25519.try_write() {
             handles.clear();
         }
+        if let Some(mut stks) = self.stks.try_write() {
+            *stks = None;
+        }
+    }
+
+    /// The storage keys (read from the HSM when `reload`, or on first use in this login).
+    pub(super) fn storage_keys(&self, s: CK_SESSION_HANDLE, reload: bool) -> Result<Vec<Stk>> {
+        if !reload {
+            if let Some(stks) = self.stks.read().as_ref() {
+                return Ok(stks.clone());
+            }
+        }
+        let stks = hierarchy::storage_keys(&self.lib, s)?;
+        // Without a login the HSM shows no private object: nothing is learnt, nothing kept.
+        if !stks.is_empty() {
+            *self.stks.write() = Some(stks.clone());
+        }
+        Ok(stks)
+    }
+
+    /// The newest storage key, generated on first use.
+    pub(super) fn current_stk(&self, s: CK_SESSION_HANDLE) -> Result<Stk> {
+        if let Some(stk) = self.storage_keys(s, false)?.last() {
+            return Ok(*stk);
+        }
+        match self.storage_keys(s, true)?.last() {
+            Some(stk) => Ok(*stk),
+            None => self.new_stk(s, 1),
+        }
+    }
+
+    /// Generates the storage key of `epoch` and adds it to the known ones.
+    pub(super) fn new_stk(&self, s: CK_SESSION_HANDLE, epoch: u32) -> Result<Stk> {
+        let protection = {
+            let mut known = self.protection.lock();
+            match *known {
+                Some(p) => p,
+                None => {
+                    let p = Protection::probe(&self.lib, s)?;
+                    tracing::info!("storage-key protection this HSM offers: {p:?}");
+                    *known = Some(p);
+                    p
+                }
+            }
+        };
+        let stk = hierarchy::new_stk(&self.lib, s, protection, epoch)?;
+        let mut stks = self.storage_keys(s, true)?;
+        if !stks.contains(&stk) {
+            stks.push(stk);
+        }
+        *self.stks.write() = Some(stks);
+        Ok(stk)
     }
 
     /// A cached HSM handle for an Ed25519 half, else the one `find` gives.
@@ -176,17 +276,126 @@ impl KeyStore {
         self.ed25519.write().remove(label);
     }
 
+    /// A record presented as a key: one the HSM has opened (opened now if it was not yet).
     pub fn indexed(&self, handle: CK_OBJECT_HANDLE) -> Option<Indexed> {
-        self.index.read().get(&handle).cloned()
+        let entry = self.index.read().get(&handle).cloned()?;
+        self.authentic(handle, &entry).then_some(entry)
     }
 
+    /// Whether the handle names a record, presented or not (so that it is never handed to the
+    /// HSM as one of its own objects).
     pub fn is_record(&self, handle: CK_OBJECT_HANDLE) -> bool {
-        self.index.read().contains_key(&handle)
+        self.index.read().contains_key(&handle) || self.foreign.read().contains(&handle)
     }
 
-    /// Records matching a template, from the index alone.
+    /// Records matching a template, from the index, each opened by the HSM before it is shown.
     pub fn find(&self, template: &Attributes) -> Vec<CK_OBJECT_HANDLE> {
-        self.index.read().find(template)
+        let matches: Vec<(CK_OBJECT_HANDLE, Indexed)> = {
+            let index = self.index.read();
+            let found = index.find(template);
+            found
+                .into_iter()
+                .filter_map(|h| index.get(&h).map(|e| (h, e.clone())))
+                .collect()
+        };
+        matches
+            .into_iter()
+            .filter(|(h, e)| self.authentic(*h, e))
+            .map(|(h, _)| h)
+            .collect()
+    }
+
+    /// Whether the HSM opens the record under a storage key (asked once per record; a private
+    /// record's key, opened for the purpose, goes to the cache).
+    pub(super) fn authentic(&self, handle: CK_OBJECT_HANDLE, entry: &Indexed) -> bool {
+        match entry.trust() {
+            Trust::Authentic => true,
+            Trust::Refused => false,
+            Trust::Unchecked if entry.record.legacy => false,
+            Trust::Unchecked => self
+                .with_internal(|s| Ok(self.authentic_in(s, handle, entry)))
+                .unwrap_or(false),
+        }
+    }
+
+    /// [`Self::authentic`] in the internal session `s` (held by the caller).
+    pub(super) fn authentic_in(
+        &self,
+        s: CK_SESSION_HANDLE,
+        handle: CK_OBJECT_HANDLE,
+        entry: &Indexed,
+    ) -> bool {
+        match entry.trust() {
+            Trust::Authentic => return true,
+            Trust::Refused => return false,
+            Trust::Unchecked if entry.record.legacy => return false,
+            Trust::Unchecked => {}
+        }
+        match self.open_record(s, handle, entry) {
+            Ok(Some(object)) => {
+                if entry.record.kind == Kind::Private {
+                    self.remember(handle, Arc::new(object));
+                }
+                true
+            }
+            Ok(None) | Err(_) => false,
+        }
+    }
+
+    /// Opens a record in the HSM: the complete key (private record) or its public face (public
+    /// record), and records the verdict. `None` when it cannot be opened now (no storage key
+    /// of its epoch visible: no login) or ever (refused, and logged).
+    pub(super) fn open_record(
+        &self,
+        s: CK_SESSION_HANDLE,
+        handle: CK_OBJECT_HANDLE,
+        entry: &Indexed,
+    ) -> Result<Option<Object>> {
+        let record = &entry.record;
+        let epoch_keys = |reload| -> Result<Vec<Stk>> {
+            Ok(self
+                .storage_keys(s, reload)?
+                .into_iter()
+                .filter(|k| k.epoch == record.epoch)
+                .collect())
+        };
+        let mut candidates = epoch_keys(false)?;
+        if candidates.is_empty() {
+            // Another process may have rotated since the keys were read.
+            candidates = epoch_keys(true)?;
+        }
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        let (iv, aad, sealed) = (&record.iv, &record.authenticated, &record.sealed);
+        let mut unavailable = false;
+        // Two processes making the first storage key at once may leave two of one epoch.
+        for stk in &candidates {
+            match self.lib.aes_gcm(s, stk.handle, iv, aad, sealed, true) {
+                Ok(secret) => {
+                    entry.set_trust(Trust::Authentic);
+                    return Ok(Some(match record.kind {
+                        Kind::Public => Object::new(entry.object.attrs.clone()),
+                        Kind::Private => {
+                            let mut attrs = entry.object.attrs.clone();
+                            attrs.merge(Attributes::deserialize(&secret)?);
+                            Object::new(attrs)
+                        }
+                    }));
+                }
+                Err(e) if not_a_verdict(e) => unavailable = true,
+                Err(_) => {}
+            }
+        }
+        if unavailable {
+            return Ok(None);
+        }
+        entry.set_trust(Trust::Refused);
+        tracing::warn!(
+            "HSM object {handle} claims to be a key record but does not open under the storage key \
+             of its epoch (written by someone else, or altered): ignored"
+        );
+        Ok(None)
     }
 
     /// Re-reads the list of records from the HSM (what this process can see now).
@@ -200,23 +409,33 @@ impl KeyStore {
             .collect();
         let unknown: Vec<CK_OBJECT_HANDLE> = {
             let index = self.index.read();
+            let foreign = self.foreign.read();
             handles
                 .iter()
                 .copied()
-                .filter(|h| !index.contains_key(h))
+                .filter(|h| !index.contains_key(h) && !foreign.contains(h))
                 .collect()
         };
+        let mut malformed = Vec::new();
         let mut fresh = HashMap::with_capacity(unknown.len());
         for handle in unknown {
             let value = self.with_internal(|s| self.lib.attribute(s, handle, CKA_VALUE))?;
             match value.as_deref().map(Record::parse) {
-                Some(Ok(record)) => {
+                Some(Ok(record)) if well_formed(&record) => {
                     fresh.insert(handle, Self::present(record));
                 }
-                _ => tracing::warn!(
-                    "HSM object {handle} looks like a key record but does not parse; ignored"
-                ),
+                _ => {
+                    tracing::warn!(
+                        "HSM object {handle} looks like a key record but is not one (written by someone else): ignored"
+                    );
+                    malformed.push(handle);
+                }
             }
+        }
+        {
+            let mut foreign = self.foreign.write();
+            foreign.retain(|h| handles.contains(h));
+            foreign.extend(malformed);
         }
         let mut index = self.index.write();
         index.retain(|h, _| handles.contains(h));
@@ -242,7 +461,15 @@ impl KeyStore {
             object: Arc::new(Object::new(attrs)),
             record: Arc::new(record),
             confirmed: Arc::new(AtomicU64::new(clock())),
+            trust: Arc::new(AtomicU8::new(Trust::Unchecked as u8)),
         }
+    }
+
+    /// A record this process has just sealed: authentic by construction.
+    pub(super) fn made(record: Record) -> Indexed {
+        let entry = Self::present(record);
+        entry.set_trust(Trust::Authentic);
+        entry
     }
 
     /// Seals `private` under the current storage key and stores both halves as records,
@@ -254,14 +481,20 @@ impl KeyStore {
         private: Attributes,
     ) -> Result<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
         let key_id: [u8; 16] = random_bytes()?;
-        let public_value = public_value(&key_id, &public);
+        let public_object = Object::new(public);
+        let (public_value, private_value, private_object) = self.with_internal(|s| {
+            let stk = self.current_stk(s)?;
+            let public_value = self.public_value(s, &stk, &key_id, &public_object.attrs)?;
+            let private_object = sealable(&key_id, private);
+            let private_value = self.private_value(s, &stk, &key_id, &private_object)?;
+            Ok((public_value, private_value, private_object))
+        })?;
         let public_template = record_template(
-            public_value,
-            public.bool_or(CKA_TOKEN, false),
-            public.bool_or(CKA_PRIVATE, false),
-            public.get(CKA_LABEL).unwrap_or_default(),
+            public_value.clone(),
+            public_object.is_token(),
+            public_object.is_private(),
+            public_object.attrs.get(CKA_LABEL).unwrap_or_default(),
         );
-        let (private_value, private_object) = self.seal(&key_id, private)?;
         let private_template = record_template(
             private_value.clone(),
             private_object.is_token(),
@@ -277,16 +510,8 @@ impl KeyStore {
             }
         };
         let mut index = self.index.write();
-        index.insert(
-            public_handle,
-            Self::present(Record::parse(
-                public_template.get(CKA_VALUE).unwrap_or_default(),
-            )?),
-        );
-        index.insert(
-            private_handle,
-            Self::present(Record::parse(&private_value)?),
-        );
+        index.insert(public_handle, Self::made(Record::parse(&public_value)?));
+        index.insert(private_handle, Self::made(Record::parse(&private_value)?));
         self.remember(private_handle, Arc::new(private_object));
         Ok((public_handle, private_handle))
     }
@@ -299,12 +524,12 @@ impl KeyStore {
     ) -> Result<CK_OBJECT_HANDLE> {
         let key_id: [u8; 16] = random_bytes()?;
         let private = attrs.ulong(CKA_CLASS)? == Some(CKO_PRIVATE_KEY);
-        let (value, full) = if private {
-            self.seal(&key_id, attrs)?
+        let full = if private {
+            sealable(&key_id, attrs)
         } else {
-            let object = Object::new(attrs);
-            (public_value(&key_id, &object.attrs), object)
+            Object::new(attrs)
         };
+        let value = self.with_internal(|s| self.record_value(s, None, &key_id, &full, private))?;
         let template = record_template(
             value.clone(),
             full.is_token(),
@@ -314,7 +539,7 @@ impl KeyStore {
         let handle = self.lib.create(real_session, &template)?;
         self.index
             .write()
-            .insert(handle, Self::present(Record::parse(&value)?));
+            .insert(handle, Self::made(Record::parse(&value)?));
         if private {
             self.remember(handle, Arc::new(full));
         }
@@ -331,13 +556,13 @@ impl KeyStore {
     ) -> Result<()> {
         let entry = self.indexed(handle).ok_or(Error::OBJECT_HANDLE_INVALID)?;
         let key_id = entry.record.key_id;
-        let (value, full) = match entry.record.kind {
-            Kind::Private => self.seal(&key_id, attrs)?,
-            Kind::Public => {
-                let object = Object::new(attrs);
-                (public_value(&key_id, &object.attrs), object)
-            }
+        let private = entry.record.kind == Kind::Private;
+        let full = if private {
+            sealable(&key_id, attrs)
+        } else {
+            Object::new(attrs)
         };
+        let value = self.with_internal(|s| self.record_value(s, None, &key_id, &full, private))?;
         let mut change = Attributes::new();
         change.set(CKA_VALUE, value.clone());
         change.set(
@@ -347,23 +572,31 @@ impl KeyStore {
         self.lib.set_attributes(real_session, handle, &change)?;
         self.index
             .write()
-            .insert(handle, Self::present(Record::parse(&value)?));
-        if entry.record.kind == Kind::Private {
+            .insert(handle, Self::made(Record::parse(&value)?));
+        if private {
             self.remember(handle, Arc::new(full));
         }
         Ok(())
     }
 
-    /// A private record's bytes, sealed by the HSM under the current storage key, and the
-    /// complete object (with its secrets) for the cache.
-    fn seal(&self, key_id: &[u8; 16], mut attrs: Attributes) -> Result<(Vec<u8>, Object)> {
-        attrs.set_ulong(CKA_B4AE_CUSTODY, B4AE_CUSTODY_HSM_WRAPPED);
-        attrs.set(CKA_UNIQUE_ID, unique_id(key_id, Kind::Private));
-        let full = Object::new(attrs);
-        self.with_internal(|s| {
-            let stk = hierarchy::current_stk(&self.lib, s, self.hkdf)?;
-            Ok((self.private_value(s, &stk, key_id, &full)?, full))
-        })
+    /// A record's bytes under `stk` (else the current storage key).
+    pub(super) fn record_value(
+        &self,
+        s: CK_SESSION_HANDLE,
+        stk: Option<Stk>,
+        key_id: &[u8; 16],
+        object: &Object,
+        private: bool,
+    ) -> Result<Vec<u8>> {
+        let stk = match stk {
+            Some(stk) => stk,
+            None => self.current_stk(s)?,
+        };
+        if private {
+            self.private_value(s, &stk, key_id, object)
+        } else {
+            self.public_value(s, &stk, key_id, &object.attrs)
+        }
     }
 
     /// A private record's bytes: the object's secret attributes sealed by the HSM under `stk`,
@@ -378,16 +611,41 @@ impl KeyStore {
         let mut attrs = object.attrs.clone();
         attrs.remove(CKA_B4AE_CUSTODY);
         let secret = attrs.split_off(|t| object.is_secret_attribute(t));
+        self.sealed(s, stk, Kind::Private, key_id, &attrs, &secret.serialize())
+    }
+
+    /// A public record's bytes: every attribute in the clear, authenticated by the HSM's tag.
+    fn public_value(
+        &self,
+        s: CK_SESSION_HANDLE,
+        stk: &Stk,
+        key_id: &[u8; 16],
+        attrs: &Attributes,
+    ) -> Result<Vec<u8>> {
+        let mut attrs = attrs.clone();
+        attrs.remove(CKA_UNIQUE_ID);
+        self.sealed(s, stk, Kind::Public, key_id, &attrs, &[])
+    }
+
+    fn sealed(
+        &self,
+        s: CK_SESSION_HANDLE,
+        stk: &Stk,
+        kind: Kind,
+        key_id: &[u8; 16],
+        public: &Attributes,
+        secret: &[u8],
+    ) -> Result<Vec<u8>> {
         let iv: [u8; 12] = random_bytes()?;
-        let mut value = records::prefix(Kind::Private, stk.epoch, key_id, &iv, &attrs);
+        let mut value = records::prefix(kind, stk.epoch, key_id, &iv, public);
         let sealed = self
             .lib
-            .aes_gcm(s, stk.handle, &iv, &value, &secret.serialize(), false)?;
+            .aes_gcm(s, stk.handle, &iv, &value, secret, false)?;
         value.extend_from_slice(&sealed);
         Ok(value)
     }
 
-    fn remember(&self, handle: CK_OBJECT_HANDLE, object: Arc<Object>) {
+    pub(super) fn remember(&self, handle: CK_OBJECT_HANDLE, object: Arc<Object>) {
         let mut cache = self.cache.write();
         if cache.len() >= CACHE_CAPACITY {
             if let Some(oldest) = cache.iter().min_by_key(|(_, c)| c.loaded).map(|(h, _)| *h) {
@@ -410,79 +668,38 @@ impl KeyStore {
                 return Ok(c.object.clone());
             }
         }
-        let entry = self.indexed(handle).ok_or(Error::KEY_HANDLE_INVALID)?;
-        if entry.record.kind == Kind::Public {
-            return Ok(entry.object);
+        let entry = self.index.read().get(&handle).cloned();
+        let entry = entry.ok_or(Error::KEY_HANDLE_INVALID)?;
+        if entry.record.legacy || entry.trust() == Trust::Refused {
+            return Err(Error::KEY_HANDLE_INVALID);
         }
-        let object = match self.unseal(handle, &entry) {
-            Ok(object) => Arc::new(object),
-            Err(Error::KEY_HANDLE_INVALID) => {
-                self.removed(handle);
-                return Err(Error::KEY_HANDLE_INVALID);
-            }
+        if entry.record.kind == Kind::Public {
+            return match self.authentic(handle, &entry) {
+                true => Ok(entry.object),
+                false => Err(Error::KEY_HANDLE_INVALID),
+            };
+        }
+        let opened = self.with_internal(|s| self.open_record(s, handle, &entry));
+        let object = match opened {
+            Ok(Some(object)) => Arc::new(object),
+            Ok(None) if entry.trust() == Trust::Refused => return Err(Error::KEY_HANDLE_INVALID),
+            Ok(None) => return Err(self.missing_storage_key(handle)),
             Err(e) => return Err(e),
         };
         self.remember(handle, object.clone());
         Ok(object)
     }
 
-    fn unseal(&self, handle: CK_OBJECT_HANDLE, entry: &Indexed) -> Result<Object> {
-        self.with_internal(|s| self.unseal_in(s, handle, entry))
-    }
-
-    fn unseal_in(
-        &self,
-        s: CK_SESSION_HANDLE,
-        handle: CK_OBJECT_HANDLE,
-        entry: &Indexed,
-    ) -> Result<Object> {
-        let record = &entry.record;
-        let secret = (|| {
-            // Two processes making the first storage key at once may leave two of one epoch:
-            // try each.
-            let mut candidates: Vec<Stk> = hierarchy::storage_keys(&self.lib, s)?
-                .into_iter()
-                .filter(|k| k.epoch == record.epoch)
-                .collect();
-            if candidates.is_empty() {
-                // A rotation elsewhere may have replaced this record: then the handle is stale,
-                // and nothing is lost.
-                let application = self
-                    .lib
-                    .attribute(s, handle, CKA_APPLICATION)
-                    .ok()
-                    .flatten();
-                if application.as_deref() != Some(records::APPLICATION) {
-                    return Err(Error::KEY_HANDLE_INVALID);
-                }
-                // The record is live but its storage key was deleted by someone.
-                match hierarchy::restore_stk(&self.lib, s, self.hkdf, record.epoch)? {
-                    Some(stk) => candidates.push(stk),
-                    None => {
-                        tracing::error!(
-                            "no storage key of epoch {} and no MIK in the HSM for a key record",
-                            record.epoch
-                        );
-                        return Err(Error::DEVICE);
-                    }
-                }
-            }
-            candidates
-                .iter()
-                .find_map(|stk| {
-                    let (iv, aad, sealed) = (&record.iv, &record.authenticated, &record.sealed);
-                    self.lib.aes_gcm(s, stk.handle, iv, aad, sealed, true).ok()
-                })
-                .ok_or_else(|| {
-                    tracing::error!(
-                        "the HSM could not open a key record (altered, or its storage key is gone)"
-                    );
-                    Error::DEVICE
-                })
-        })()?;
-        let mut attrs = entry.object.attrs.clone();
-        attrs.merge(Attributes::deserialize(&secret)?);
-        Ok(Object::new(attrs))
+    /// Why a record whose storage key is not visible cannot be opened: a rotation elsewhere
+    /// replaced it (the handle is stale), no login, or its storage key was destroyed.
+    fn missing_storage_key(&self, handle: CK_OBJECT_HANDLE) -> Error {
+        let application = self.with_internal(|s| self.lib.attribute(s, handle, CKA_APPLICATION));
+        if !matches!(application, Ok(Some(ref a)) if a == records::APPLICATION) {
+            self.removed(handle);
+            return Error::KEY_HANDLE_INVALID;
+        }
+        tracing::error!("no storage key in the HSM opens a live key record (not logged in, or the key was destroyed outside this module)");
+        Error::USER_NOT_LOGGED_IN
     }
 
     /// Forgets a destroyed record.
@@ -491,75 +708,83 @@ impl KeyStore {
         self.cache.write().remove(&handle);
     }
 
-    /// Moves every private token record to the newest storage key (making a new one first when
-    /// `new_epoch`), then deletes the storage keys no record needs. Safe to interrupt: a key
-    /// always has a record sealed under a key that still exists, and the next call finishes.
-    pub fn rotate(&self, new_epoch: bool) -> Result<u32> {
-        self.refresh()?;
-        self.with_internal(|s| {
-            let mut stks = hierarchy::storage_keys(&self.lib, s)?;
-            if stks.is_empty() && !new_epoch {
-                // No post-quantum key was ever stored here: nothing to finish.
-                return Ok(0);
-            }
-            if new_epoch {
-                let next = stks.last().map_or(1, |k| k.epoch + 1);
-                stks.push(hierarchy::derive_stk(&self.lib, s, self.hkdf, next)?);
-            }
-            let newest = *stks.last().expect("at least one storage key");
-            let entries: Vec<(CK_OBJECT_HANDLE, Indexed)> = self
-                .index
-                .read()
-                .iter()
-                .filter(|(_, e)| e.record.kind == Kind::Private && e.object.is_token())
-                .map(|(h, e)| (*h, e.clone()))
-                .collect();
-            let current: std::collections::HashSet<[u8; 16]> = entries
-                .iter()
-                .filter(|(_, e)| e.record.epoch == newest.epoch)
-                .map(|(_, e)| e.record.key_id)
-                .collect();
-            for (handle, entry) in entries
-                .iter()
-                .filter(|(_, e)| e.record.epoch != newest.epoch)
-            {
-                if !current.contains(&entry.record.key_id) {
-                    let object = self.unseal_in(s, *handle, entry)?;
-                    self.reseal(s, &newest, &entry.record.key_id, object)?;
-                }
-                // The key now has a record under the newest storage key: the old one goes.
-                self.lib.destroy(s, *handle)?;
-                self.removed(*handle);
-            }
-            for old in stks.iter().filter(|k| k.epoch != newest.epoch) {
-                self.lib.destroy(s, old.handle)?;
-                tracing::info!("storage key epoch {} retired", old.epoch);
-            }
-            Ok(newest.epoch)
-        })
-    }
-
-    fn reseal(
+    /// Makes a token record of a key again under `stk` (rotation and migration), in the
+    /// internal session; the old record is the caller's to destroy.
+    pub(super) fn reseal(
         &self,
         s: CK_SESSION_HANDLE,
         stk: &Stk,
         key_id: &[u8; 16],
-        object: Object,
+        kind: Kind,
+        object: &Object,
     ) -> Result<()> {
-        let value = self.private_value(s, stk, key_id, &object)?;
-        let attrs = &object.attrs;
+        let private = kind == Kind::Private;
+        let value = self.record_value(s, Some(*stk), key_id, object, private)?;
         let template = record_template(
             value.clone(),
             true,
-            true,
-            attrs.get(CKA_LABEL).unwrap_or_default(),
+            private || object.is_private(),
+            object.attrs.get(CKA_LABEL).unwrap_or_default(),
         );
         let handle = self.lib.create(s, &template)?;
-        self.index
-            .write()
-            .insert(handle, Self::present(Record::parse(&value)?));
+        let entry = Self::made(Record::parse(&value)?);
+        self.index.write().insert(handle, entry);
+        if private {
+            self.remember(handle, Arc::new(Object::new(object.attrs.clone())));
+        }
         Ok(())
     }
+
+    /// Every indexed token record of this release, with its handle.
+    pub(super) fn token_records(&self) -> Vec<(CK_OBJECT_HANDLE, Indexed)> {
+        self.index
+            .read()
+            .iter()
+            .filter(|(_, e)| e.object.is_token() && !e.record.legacy)
+            .map(|(h, e)| (*h, e.clone()))
+            .collect()
+    }
+}
+
+/// A private key's attributes as its record keeps them (custody and unique id set).
+fn sealable(key_id: &[u8; 16], mut attrs: Attributes) -> Object {
+    attrs.set_ulong(CKA_B4AE_CUSTODY, B4AE_CUSTODY_HSM_WRAPPED);
+    attrs.set(CKA_UNIQUE_ID, unique_id(key_id, Kind::Private));
+    Object::new(attrs)
+}
+
+/// Whether a record's clear part is what this module writes: the kind and the class agree,
+/// and no secret attribute is outside the seal. Anything else was written by someone else.
+fn well_formed(record: &Record) -> bool {
+    let class = record.public.ulong(CKA_CLASS).ok().flatten();
+    let kind_fits = match record.kind {
+        Kind::Private => class == Some(CKO_PRIVATE_KEY),
+        Kind::Public => class == Some(CKO_PUBLIC_KEY),
+    };
+    let face = Object::new(record.public.clone());
+    let secret_outside =
+        record.kind == Kind::Private && record.public.types().any(|t| face.is_secret_attribute(t));
+    let tag_fits = record.legacy || record.sealed.len() >= records::TAG_LEN;
+    kind_fits && !secret_outside && tag_fits
+}
+
+/// Errors that say nothing about a record (the HSM could not be asked), as opposed to its
+/// refusal to open it.
+fn not_a_verdict(e: Error) -> bool {
+    matches!(
+        e.0,
+        CKR_USER_NOT_LOGGED_IN
+            | CKR_SESSION_HANDLE_INVALID
+            | CKR_SESSION_CLOSED
+            | CKR_DEVICE_ERROR
+            | CKR_DEVICE_MEMORY
+            | CKR_DEVICE_REMOVED
+            | CKR_TOKEN_NOT_PRESENT
+            | CKR_HOST_MEMORY
+            | CKR_KEY_HANDLE_INVALID
+            | CKR_OBJECT_HANDLE_INVALID
+            | CKR_CRYPTOKI_NOT_INITIALIZED
+    )
 }
 
 /// `CKA_UNIQUE_ID` of a record's key: stable across processes and rotations, since the key id
@@ -571,9 +796,4 @@ fn unique_id(key_id: &[u8; 16], kind: Kind) -> Vec<u8> {
         Kind::Public => "public",
     };
     format!("{id}-{half}").into_bytes()
-}
-
-/// A public record's bytes: everything is public, nothing sealed.
-fn public_value(key_id: &[u8; 16], attrs: &Attributes) -> Vec<u8> {
-    records::prefix(Kind::Public, 0, key_id, &[0; 12], attrs)
 }

@@ -8,8 +8,11 @@ pub mod ed25519;
 pub mod hierarchy;
 mod index;
 pub mod keystore;
+mod legacy;
 pub mod library;
+pub mod pin_counter;
 pub mod records;
+mod rotation;
 mod session;
 mod slot;
 
@@ -52,9 +55,14 @@ pub struct ForwardToken {
     /// The real token's mechanisms, read once.
     real_mechanisms: Vec<CK_MECHANISM_TYPE>,
     pub keys: KeyStore,
+    /// Wrong PINs in a row, counted by this module (SPEC §4).
+    pub pins: pin_counter::PinCounter,
     pub sessions: AtomicUsize,
     /// The key type of the HSM's keys this module has checked (see [`Self::check_key_type`]).
     key_types: RwLock<std::collections::HashMap<CK_OBJECT_HANDLE, CK_KEY_TYPE>>,
+    /// Whether each HSM object this module has looked at is a storage key (see
+    /// [`Self::storage_key`]).
+    storage_key_verdicts: RwLock<std::collections::HashMap<CK_OBJECT_HANDLE, bool>>,
 }
 
 impl ForwardToken {
@@ -78,7 +86,9 @@ impl ForwardToken {
                 }
             }
         };
-        Self::with_selector(slot_id, config.label.clone(), lib, selector)
+        let pins =
+            pin_counter::PinCounter::new(config.state_dir.as_deref(), config.max_pin_failures);
+        Self::with_selector(slot_id, config.label.clone(), lib, selector, pins)
     }
 
     /// One slot per token of `lib` (no configuration, `PKCS11_LIBRARY_PATH` set).
@@ -91,6 +101,7 @@ impl ForwardToken {
                 description,
                 lib.clone(),
                 Selector::Slot(real),
+                pin_counter::PinCounter::new(None, crate::config::DEFAULT_MAX_PIN_FAILURES),
             )?);
         }
         Ok(tokens)
@@ -101,6 +112,7 @@ impl ForwardToken {
         description: String,
         lib: Arc<HsmLibrary>,
         selector: Selector,
+        pins: pin_counter::PinCounter,
     ) -> Result<Self> {
         let real_slot = Self::resolve(&lib, &selector)?;
         if lib.inherited {
@@ -118,12 +130,14 @@ impl ForwardToken {
             slot_id,
             description,
             keys: KeyStore::new(lib.clone(), real_slot, hkdf),
+            pins,
             lib,
             selector,
             real_slot: RwLock::new(real_slot),
             real_mechanisms,
             sessions: AtomicUsize::new(0),
             key_types: RwLock::new(std::collections::HashMap::new()),
+            storage_key_verdicts: RwLock::new(std::collections::HashMap::new()),
         })
     }
 
@@ -162,6 +176,13 @@ impl ForwardToken {
         }
         tracing::error!("{}: no token matches {selector:?}", lib.path.display());
         Err(Error(CKR_TOKEN_NOT_PRESENT))
+    }
+
+    /// The identity of the real token, which names its PIN failure counter.
+    pub fn identity(&self) -> Result<Vec<u8>> {
+        Ok(pin_counter::identity(
+            &self.lib.token_info(self.real_slot())?,
+        ))
     }
 
     /// The real slot now; looked up again if the token moved.
@@ -275,8 +296,11 @@ impl ForwardToken {
         let class = template.ulong(CKA_CLASS).ok().flatten();
         let may_be_record = class.is_none() || class == Some(CKO_DATA);
         let mut unknown_record = false;
+        let may_be_storage_key = self.may_name_storage_keys(template);
         for handle in self.lib.find(real_session, template)? {
-            if self.keys.is_record(handle) {
+            if self.keys.is_record(handle)
+                || (may_be_storage_key && self.storage_key(real_session, handle))
+            {
                 continue;
             }
             if may_be_record {
@@ -360,6 +384,51 @@ impl ForwardToken {
     /// An object of the HSM's is gone: its handle no longer names a key.
     pub fn forget_key_type(&self, object: CK_OBJECT_HANDLE) {
         self.key_types.write().remove(&object);
+    }
+
+    /// Whether a search template could match a storage key (a secret key labelled like one).
+    fn may_name_storage_keys(&self, template: &Attributes) -> bool {
+        let class = template.ulong(CKA_CLASS).ok().flatten();
+        let label = template.get(CKA_LABEL);
+        (class.is_none() || class == Some(CKO_SECRET_KEY))
+            && label.is_none_or(hierarchy::is_storage_key_label)
+    }
+
+    /// Whether an HSM object is one of the storage keys, which applications never see or use
+    /// through this module. Asked once per handle (a handle names one object while it
+    /// exists, and storage keys are never modifiable); unknown handles are left to the HSM.
+    pub fn storage_key(&self, real_session: CK_SESSION_HANDLE, object: CK_OBJECT_HANDLE) -> bool {
+        if let Some(verdict) = self.storage_key_verdicts.read().get(&object) {
+            return *verdict;
+        }
+        let class = self.lib.attribute(real_session, object, CKA_CLASS);
+        let secret = matches!(class, Ok(Some(ref c)) if *c == CKO_SECRET_KEY.to_ne_bytes());
+        let verdict = secret
+            && matches!(
+                self.lib.attribute(real_session, object, CKA_LABEL),
+                Ok(Some(label)) if hierarchy::is_storage_key_label(&label)
+            );
+        if class.is_ok() {
+            self.storage_key_verdicts.write().insert(object, verdict);
+        }
+        verdict
+    }
+
+    /// Refuses a handle that names a storage key, as if it named nothing.
+    pub fn not_a_storage_key(
+        &self,
+        real_session: CK_SESSION_HANDLE,
+        object: CK_OBJECT_HANDLE,
+        refusal: Error,
+    ) -> Result<()> {
+        if object != CK_INVALID_HANDLE
+            && !self.keys.is_record(object)
+            && self.storage_key(real_session, object)
+        {
+            tracing::warn!("slot {}: a call on a storage key was refused", self.slot_id);
+            return Err(refusal);
+        }
+        Ok(())
     }
 
     pub fn all_sessions_closed(&self) {

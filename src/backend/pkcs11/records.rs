@@ -2,23 +2,31 @@
 //! object whose `CKA_VALUE` is
 //!
 //! ```text
-//! "B4AE-KEY-1" | kind (1 = private, 2 = public) | epoch (u32 LE) | key id (16) | IV (12)
-//!   | length of public part (u32 LE) | public attributes | sealed secret attributes
+//! "B4AE-KEY-2" | kind (1 = private, 2 = public) | epoch (u32 LE) | key id (16) | IV (12)
+//!   | length of public part (u32 LE) | public attributes | sealed part
 //! ```
 //!
 //! The sealed part is AES-256-GCM made by the HSM under the storage key of that epoch, with
-//! everything before it as associated data: the header and public attributes cannot be
-//! altered or moved to another record without decryption failing.
+//! everything before it as associated data: for a private key the secret attributes encrypted,
+//! for a public key the tag alone (empty plaintext). Either way no byte of a record can be
+//! altered, moved to another record or written from scratch without the storage key, so a
+//! record is accepted only once the HSM has opened it.
+//!
+//! Release 1 wrote "B4AE-KEY-1" records, whose public ones carried no tag; they are read only
+//! to be migrated (see [`super::keystore`]).
 
 use crate::error::{Error, Result};
 use crate::token::attributes::Attributes;
 
-const MAGIC: &[u8; 10] = b"B4AE-KEY-1";
+const MAGIC: &[u8; 10] = b"B4AE-KEY-2";
+const LEGACY_MAGIC: &[u8; 10] = b"B4AE-KEY-1";
+/// Length of the GCM tag that is the whole sealed part of a public record.
+pub const TAG_LEN: usize = 16;
 const HEADER_LEN: usize = 10 + 1 + 4 + 16 + 12 + 4;
 /// `CKA_APPLICATION` of every record, which is how records are told from other data objects.
 pub const APPLICATION: &[u8] = b"b4ae-pkcs11 key record v1";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     Private = 1,
     Public = 2,
@@ -27,6 +35,8 @@ pub enum Kind {
 /// A parsed record.
 #[derive(Clone)]
 pub struct Record {
+    /// Written by release 1 (unauthenticated public part): to be migrated, never presented.
+    pub legacy: bool,
     pub kind: Kind,
     pub epoch: u32,
     pub key_id: [u8; 16],
@@ -59,9 +69,14 @@ pub fn prefix(
 
 impl Record {
     pub fn parse(bytes: &[u8]) -> Result<Self> {
-        if bytes.len() < HEADER_LEN || &bytes[..10] != MAGIC {
+        if bytes.len() < HEADER_LEN {
             return Err(Error::DEVICE);
         }
+        let legacy = match &bytes[..10] {
+            m if m == MAGIC => false,
+            m if m == LEGACY_MAGIC => true,
+            _ => return Err(Error::DEVICE),
+        };
         let kind = match bytes[10] {
             1 => Kind::Private,
             2 => Kind::Public,
@@ -76,6 +91,7 @@ impl Record {
             .filter(|&e| e <= bytes.len())
             .ok_or(Error::DEVICE)?;
         Ok(Record {
+            legacy,
             kind,
             epoch,
             key_id,
@@ -100,12 +116,16 @@ mod tests {
         bytes.extend_from_slice(b"sealed");
         let r = Record::parse(&bytes).unwrap();
         assert_eq!(
-            (r.kind, r.epoch, r.key_id, r.iv),
-            (Kind::Private, 7, [1; 16], [2; 12])
+            (r.legacy, r.kind, r.epoch, r.key_id, r.iv),
+            (false, Kind::Private, 7, [1; 16], [2; 12])
         );
         assert!(r.public == public);
         assert_eq!(r.sealed, b"sealed");
         assert_eq!(r.authenticated.len(), bytes.len() - 6);
         assert!(Record::parse(&bytes[..20]).is_err());
+        bytes[9] = b'1';
+        assert!(Record::parse(&bytes).unwrap().legacy);
+        bytes[9] = b'3';
+        assert!(Record::parse(&bytes).is_err());
     }
 }

@@ -3,7 +3,7 @@
 //! records, and operations with them run here. Which of the two performs an operation is
 //! recorded in the session's [`Operations`], the one owner of that.
 
-use super::{ed25519, ForwardToken};
+use super::{ed25519, keystore, ForwardToken};
 use crate::backend::{BackendSession, Dual, Recover};
 use crate::consts::{
     B4AE_CUSTODY_HSM_NATIVE, B4AE_CUSTODY_HSM_WRAPPED, CKA_B4AE_CUSTODY, CKK_B4AE_HYBRID,
@@ -52,6 +52,21 @@ impl ForwardSession {
         &self.token.lib
     }
 
+    /// Refuses a storage key's handle with `refusal`, as if it named no object.
+    fn guard(&self, object: CK_OBJECT_HANDLE, refusal: Error) -> Result<()> {
+        self.token.not_a_storage_key(self.real, object, refusal)
+    }
+
+    /// The record behind a handle when it is one this module presents; an error for a record
+    /// it does not (never opened by the HSM: someone else wrote it); `None` for the HSM's own.
+    fn record(&self, object: CK_OBJECT_HANDLE) -> Result<Option<keystore::Indexed>> {
+        match self.token.keys.indexed(object) {
+            Some(entry) => Ok(Some(entry)),
+            None if self.token.keys.is_record(object) => Err(Error::OBJECT_HANDLE_INVALID),
+            None => Ok(None),
+        }
+    }
+
     /// Starts an operation on one of the HSM's own keys, in the HSM.
     fn begin_in_hsm(
         &self,
@@ -59,6 +74,7 @@ impl ForwardSession {
         mechanism: &Mechanism,
         key: CK_OBJECT_HANDLE,
     ) -> Result<()> {
+        self.guard(key, Error::KEY_HANDLE_INVALID)?;
         if self.token.ours(mechanism.mechanism).is_some() {
             return Err(self.wrong_key_type(key, false));
         }
@@ -74,6 +90,9 @@ impl ForwardSession {
     /// The answer for a key the mechanism cannot use: a post-quantum mechanism of this module
     /// given one of the HSM's own keys, or a classical mechanism given a key record.
     fn wrong_key_type(&self, key: CK_OBJECT_HANDLE, record: bool) -> Error {
+        if let Err(e) = self.guard(key, Error::KEY_HANDLE_INVALID) {
+            return e;
+        }
         if !record {
             // The HSM knows whether the handle names a key at all.
             if let Err(e) = self.lib().attribute(self.real, key, CKA_CLASS) {
@@ -122,7 +141,8 @@ impl ForwardSession {
     }
 
     fn verify_init(&self, mechanism: &Mechanism, key: CK_OBJECT_HANDLE) -> Result<()> {
-        let Some(entry) = self.token.keys.indexed(key) else {
+        let entry = self.record(key).map_err(|_| Error::KEY_HANDLE_INVALID)?;
+        let Some(entry) = entry else {
             return self.begin_in_hsm(OpKind::Verify, mechanism, key);
         };
         self.record_mechanism(mechanism, key)?;
@@ -243,15 +263,24 @@ impl BackendSession for ForwardSession {
     }
 
     fn login(&self, user: CK_USER_TYPE, pin: &[u8]) -> Result<()> {
-        self.lib()
-            .login_user(self.real, user, pin)
-            .inspect_err(|e| {
-                if *e == Error::PIN_INCORRECT || *e == Error::PIN_LOCKED {
-                    tracing::info!("slot {}: the HSM refused the PIN: {e}", self.token.slot_id);
-                }
-            })?;
+        let identity = self.token.identity()?;
+        let checked = || {
+            self.lib()
+                .login_user(self.real, user, pin)
+                .inspect_err(|e| {
+                    if *e == Error::PIN_INCORRECT || *e == Error::PIN_LOCKED {
+                        tracing::info!("slot {}: the HSM refused the PIN: {e}", self.token.slot_id);
+                    }
+                })
+        };
+        if user == CKU_CONTEXT_SPECIFIC {
+            checked()?;
+        } else {
+            self.token.pins.attempt(&identity, user, checked)?;
+        }
         if user == CKU_USER {
-            // Finish a storage-key rotation a crash interrupted; this also reads the records.
+            // Finish a storage-key rotation or migration a crash interrupted; this also reads
+            // the records.
             if let Err(e) = self.token.keys.rotate(false) {
                 tracing::warn!(
                     "slot {}: post-quantum key records unavailable: {e}",
@@ -269,11 +298,21 @@ impl BackendSession for ForwardSession {
     }
 
     fn init_pin(&self, pin: &[u8]) -> Result<()> {
-        self.lib().init_pin(self.real, pin)
+        self.lib().init_pin(self.real, pin)?;
+        self.token.pins.reset_user(&self.token.identity()?)
     }
 
     fn set_pin(&self, old: &[u8], new: &[u8]) -> Result<()> {
-        self.lib().set_pin(self.real, old, new)
+        let state = self.lib().session_info(self.real)?.state;
+        let user = if state == CKS_RW_SO_FUNCTIONS {
+            CKU_SO
+        } else {
+            CKU_USER
+        };
+        let identity = self.token.identity()?;
+        self.token
+            .pins
+            .attempt(&identity, user, || self.lib().set_pin(self.real, old, new))
     }
 
     fn operation_state(&self, out: Output) -> Result<()> {
@@ -286,6 +325,9 @@ impl BackendSession for ForwardSession {
         encryption_key: CK_OBJECT_HANDLE,
         authentication_key: CK_OBJECT_HANDLE,
     ) -> Result<()> {
+        for key in [encryption_key, authentication_key] {
+            self.guard(key, Error::KEY_HANDLE_INVALID)?;
+        }
         self.lib()
             .set_operation_state(self.real, state, encryption_key, authentication_key)
     }
@@ -318,20 +360,22 @@ impl BackendSession for ForwardSession {
         object: CK_OBJECT_HANDLE,
         template: Attributes,
     ) -> Result<CK_OBJECT_HANDLE> {
-        if self.token.keys.is_record(object) {
+        if self.record(object)?.is_some() {
             // A copy would be a second sealed record of one key; import the key again instead.
             return Err(Error::ACTION_PROHIBITED);
         }
+        self.guard(object, Error::OBJECT_HANDLE_INVALID)?;
         self.lib().copy_object(self.real, object, &template)
     }
 
     fn destroy_object(&self, object: CK_OBJECT_HANDLE) -> Result<()> {
-        let label = self.token.keys.indexed(object).and_then(|e| {
+        let label = self.record(object)?.and_then(|e| {
             e.object
                 .attrs
                 .get(ed25519::HSM_KEY_LABEL)
                 .map(<[u8]>::to_vec)
         });
+        self.guard(object, Error::OBJECT_HANDLE_INVALID)?;
         self.lib().destroy(self.real, object)?;
         self.token.forget_key_type(object);
         self.token.keys.removed(object);
@@ -346,6 +390,8 @@ impl BackendSession for ForwardSession {
     }
 
     fn object_size(&self, object: CK_OBJECT_HANDLE) -> Result<CK_ULONG> {
+        self.record(object)?;
+        self.guard(object, Error::OBJECT_HANDLE_INVALID)?;
         self.lib().object_size(self.real, object)
     }
 
@@ -354,7 +400,8 @@ impl BackendSession for ForwardSession {
         object: CK_OBJECT_HANDLE,
         requests: &mut [AttributeRequest],
     ) -> Result<()> {
-        let Some(entry) = self.token.keys.indexed(object) else {
+        let Some(entry) = self.record(object)? else {
+            self.guard(object, Error::OBJECT_HANDLE_INVALID)?;
             let result = self.lib().get_attributes(self.real, object, requests);
             return self.native_custody(object, requests, result);
         };
@@ -370,7 +417,8 @@ impl BackendSession for ForwardSession {
     }
 
     fn set_attributes(&self, object: CK_OBJECT_HANDLE, template: Attributes) -> Result<()> {
-        if !self.token.keys.is_record(object) {
+        if self.record(object)?.is_none() {
+            self.guard(object, Error::OBJECT_HANDLE_INVALID)?;
             return self.lib().set_attributes(self.real, object, &template);
         }
         let current = self.token.keys.open(object)?;
@@ -396,10 +444,15 @@ impl BackendSession for ForwardSession {
             OpKind::Sign => self.sign_init(mechanism, key),
             OpKind::Verify => self.verify_init(mechanism, key),
             OpKind::Encrypt | OpKind::Decrypt => {
-                if self.token.keys.is_record(key) {
+                if self
+                    .record(key)
+                    .map_err(|_| Error::KEY_HANDLE_INVALID)?
+                    .is_some()
+                {
                     // A post-quantum key record neither encrypts nor decrypts.
                     return Err(Error::KEY_TYPE_INCONSISTENT);
                 }
+                self.guard(key, Error::KEY_HANDLE_INVALID)?;
                 self.ops
                     .begin_in_hsm(kind, || self.lib().init(self.real, kind, mechanism, key))
             }
@@ -498,6 +551,7 @@ impl BackendSession for ForwardSession {
     }
 
     fn digest_key(&self, key: CK_OBJECT_HANDLE) -> Result<()> {
+        self.guard(key, Error::KEY_HANDLE_INVALID)?;
         self.lib().digest_key(self.real, key)
     }
 
@@ -512,6 +566,8 @@ impl BackendSession for ForwardSession {
             // A sealed record is not the HSM's key: it cannot wrap it.
             return Err(Error(CKR_KEY_NOT_WRAPPABLE));
         }
+        self.guard(wrapping, Error(CKR_WRAPPING_KEY_HANDLE_INVALID))?;
+        self.guard(key, Error::KEY_HANDLE_INVALID)?;
         self.lib()
             .wrap_key(self.real, mechanism, wrapping, key, out)
     }
@@ -523,6 +579,7 @@ impl BackendSession for ForwardSession {
         wrapped: &[u8],
         template: Attributes,
     ) -> Result<CK_OBJECT_HANDLE> {
+        self.guard(unwrapping, Error(CKR_UNWRAPPING_KEY_HANDLE_INVALID))?;
         self.lib()
             .unwrap_key(self.real, mechanism, unwrapping, wrapped, &template)
     }
@@ -533,6 +590,7 @@ impl BackendSession for ForwardSession {
         base: CK_OBJECT_HANDLE,
         template: Attributes,
     ) -> Result<CK_OBJECT_HANDLE> {
+        self.guard(base, Error::KEY_HANDLE_INVALID)?;
         self.lib().derive_key(self.real, mechanism, base, &template)
     }
 
@@ -542,6 +600,7 @@ impl BackendSession for ForwardSession {
         mechanism: &Mechanism,
         key: CK_OBJECT_HANDLE,
     ) -> Result<()> {
+        self.guard(key, Error::KEY_HANDLE_INVALID)?;
         self.lib().recover_init(self.real, recover, mechanism, key)
     }
 

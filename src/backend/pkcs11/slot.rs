@@ -1,6 +1,7 @@
 //! A pkcs11 slot behind the backend interface: the real token's answers, with this module's
 //! post-quantum mechanisms added where the HSM lacks them.
 
+use super::pin_counter::{self, PinCounter};
 use super::{ForwardSession, ForwardToken};
 use crate::backend::{Backend, BackendSession, SlotInfo};
 use crate::error::{Error, Result};
@@ -25,7 +26,13 @@ impl Backend for HsmSlot {
     }
 
     fn token_info(&self) -> Result<CK_TOKEN_INFO> {
-        self.0.lib.token_info(self.0.real_slot())
+        let mut info = self.0.lib.token_info(self.0.real_slot())?;
+        // The module's own count of wrong PINs, beside whatever the HSM reports.
+        match self.0.pins.counts(&pin_counter::identity(&info)) {
+            Ok((counts, limit)) => info.flags |= PinCounter::flags(&counts, limit),
+            Err(e) => tracing::warn!("PIN failure counter unreadable: {e}"),
+        }
+        Ok(info)
     }
 
     fn mechanisms(&self) -> Result<Vec<CK_MECHANISM_TYPE>> {
