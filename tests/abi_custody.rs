@@ -25,11 +25,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const TOKENS: [&str; 4] = ["cu-rights", "cu-module", "cu-plant", "cu-rotate"];
+const TOKENS: [&str; 5] = ["cu-rights", "cu-module", "cu-plant", "cu-rotate", "cu-files"];
 const RIGHTS: usize = 0;
 const MODULE: usize = 1;
 const PLANT: usize = 2;
 const ROTATE: usize = 3;
+const FILES: usize = 4;
 
 const CKM_B4AE_HYBRID: CK_MECHANISM_TYPE = 0xB4AE_0004;
 
@@ -99,6 +100,41 @@ fn gcm<'a>(iv: &'a mut [u8], aad: &'a [u8]) -> Mechanism<'a> {
 
 fn rv_of<T>(result: cryptoki::error::Result<T>) -> CK_RV {
     result.to_rv()
+}
+
+// ---------------------------------------------------------------------------------------------
+// 0. A thief of the HSM's files
+
+/// Every byte SoftHSM keeps on disk, across all its tokens.
+fn softhsm_files(dir: &Path, out: &mut Vec<u8>) {
+    for entry in std::fs::read_dir(dir).expect("tokendir").flatten() {
+        if entry.path().is_dir() {
+            softhsm_files(&entry.path(), out);
+        } else {
+            out.extend(std::fs::read(entry.path()).unwrap_or_default());
+        }
+    }
+}
+
+/// What someone who copies SoftHSM's token directory gets: no 16-byte piece of a post-quantum
+/// private key or seed is anywhere in the files (the control: the public key is).
+#[test]
+fn stolen_softhsm_files_hold_no_key_in_the_clear() {
+    let f = fwd();
+    let session = f.module_session(FILES);
+    let (public, private) = pq_keypair(&session, Ps::P87, "files-key", true);
+    let pk = sign_and_check(&session, Ps::P87, public, private);
+    let sk = attr_bytes(&session, private, CKA_VALUE);
+    let seed = attr_bytes(&session, private, CKA_SEED);
+    let mut files = Vec::new();
+    softhsm_files(&f.dir.join("tokens"), &mut files);
+    let pieces: std::collections::HashSet<&[u8]> = files.windows(16).collect();
+    assert!(pieces.contains(&pk[100..116]), "control: the public key is on disk");
+    // ρ (the first 32 bytes of the expanded key) is also the public key's first 32 bytes.
+    for (what, secret) in [("private key", &sk[32..]), ("seed", &seed[..])] {
+        let leaked = secret.chunks_exact(16).filter(|c| pieces.contains(c)).count();
+        assert_eq!(leaked, 0, "{what}: {leaked} pieces in SoftHSM's files");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -60,7 +60,10 @@ RSA_PUB="pkcs11:token=$HSM_LABEL;object=rsa-key;type=public"
 
 head -c 10000 /dev/urandom >data.bin
 cp data.bin tampered.bin
-printf 'X' | dd of=tampered.bin bs=1 seek=5000 conv=notrunc status=none
+# One byte changed for certain (writing a fixed byte would leave it unchanged 1 time in 256).
+byte=$(od -An -tu1 -j5000 -N1 data.bin | tr -d ' ')
+printf "\\$(printf '%03o' $(((byte + 1) % 256)))" | dd of=tampered.bin bs=1 seek=5000 conv=notrunc status=none
+cmp -s data.bin tampered.bin && { echo "tampered.bin equals data.bin" >&2; exit 1; }
 
 # Runs a verification with plain openssl; $1 = expected outcome (ok|fail).
 verify_plain() { # expect name pubkey sig data [sigopts...]

@@ -144,8 +144,9 @@ for slot_u in "$EMBEDDED_SLOT:$U0" "$HSM_SLOT:$U1"; do
     chk "--test-sign with the ML-DSA-87 key fails cleanly (unknown algorithm) ($u)" \
         "$([ "$RC" -eq 1 ] && has 'Cannot import private key'; echo $?)"
 done
-chk "--list-all --login $U1 shows SoftHSM2's objects but never the module's storage keys" \
-    "$(! grep -q '^	Label: B4AE-v' "all.$HSM_SLOT" && grep -q '^	Label: ' "all.$HSM_SLOT"; echo $?)"
+chk "--list-all --login $U1 shows SoftHSM2's objects (a hybrid key's Ed25519 half) but never the module's storage keys" \
+    "$(! grep -Eq '^	Label: B4AE-v(2-STK|1-MIK|1-DMK|1-STK)' "all.$HSM_SLOT" &&
+        grep -q '^	Label: B4AE-v1-ED-' "all.$HSM_SLOT"; echo $?)"
 
 # ------------------------------------------------------------------ PINs
 GNUTLS_PIN=0000 p11 --list-all --login "$U0"
