@@ -103,6 +103,8 @@ pub struct KeyStore {
     /// The real slot (it may move when the token is re-initialised).
     real_slot: std::sync::atomic::AtomicU64,
     pub(super) index: RwLock<Index>,
+    /// Whether this process has looked for release 1's storage keys (see `migrate`).
+    pub(super) legacy_keys_checked: std::sync::atomic::AtomicBool,
     /// Objects tagged as records that are not well-formed ones: never used, never forwarded.
     foreign: RwLock<HashSet<CK_OBJECT_HANDLE>>,
     cache: RwLock<HashMap<CK_OBJECT_HANDLE, Cached>>,
@@ -137,6 +139,7 @@ impl KeyStore {
             hkdf,
             stks: RwLock::new(None),
             foreign: RwLock::new(HashSet::new()),
+            legacy_keys_checked: std::sync::atomic::AtomicBool::new(false),
             protection: Mutex::new(None),
             internal: Mutex::new(None),
             real_slot: std::sync::atomic::AtomicU64::new(real_slot),

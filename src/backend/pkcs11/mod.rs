@@ -57,6 +57,7 @@ pub struct ForwardToken {
     pub keys: KeyStore,
     /// Wrong PINs in a row, counted by this module (SPEC §4).
     pub pins: pin_counter::PinCounter,
+    identity: RwLock<Option<Vec<u8>>>,
     pub sessions: AtomicUsize,
     /// The key type of the HSM's keys this module has checked (see [`Self::check_key_type`]).
     key_types: RwLock<std::collections::HashMap<CK_OBJECT_HANDLE, CK_KEY_TYPE>>,
@@ -131,6 +132,7 @@ impl ForwardToken {
             description,
             keys: KeyStore::new(lib.clone(), real_slot, hkdf),
             pins,
+            identity: RwLock::new(None),
             lib,
             selector,
             real_slot: RwLock::new(real_slot),
@@ -196,6 +198,7 @@ impl ForwardToken {
             (Selector::Label(_), Some(label)) => Selector::Label(label),
             (s, _) => s.clone(),
         };
+        *self.identity.write() = None;
         if let Ok(slot) = Self::resolve(&self.lib, &selector) {
             *self.real_slot.write() = slot;
             self.keys.moved_to(slot);

@@ -29,6 +29,10 @@ impl KeyStore {
             }
             let newest = *stks.last().expect("at least one storage key");
             let entries = self.token_records();
+            if stks.len() == 1 && entries.iter().all(|(_, e)| e.record.epoch == newest.epoch) {
+                // Nothing to move (the common login): records are authenticated when used.
+                return Ok(newest.epoch);
+            }
             let done: HashSet<([u8; 16], Kind)> = entries
                 .iter()
                 .filter(|(h, e)| e.record.epoch == newest.epoch && self.authentic_in(s, *h, e))
@@ -72,6 +76,14 @@ impl KeyStore {
             .map(|(h, e)| (*h, e.clone()))
             .collect();
         if legacy.is_empty() {
+            // Release 1's keys outlive its records only when a migration was interrupted:
+            // looked for once per process, not at every login.
+            if self
+                .legacy_keys_checked
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
+            {
+                return Ok(());
+            }
             if legacy::all_keys(&self.lib, s)?
                 .iter()
                 .any(|(label, _)| label != legacy::MIK_LABEL)
