@@ -25,7 +25,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const TOKENS: [&str; 5] = ["cu-rights", "cu-module", "cu-plant", "cu-rotate", "cu-files"];
+const TOKENS: [&str; 5] = [
+    "cu-rights",
+    "cu-module",
+    "cu-plant",
+    "cu-rotate",
+    "cu-files",
+];
 const RIGHTS: usize = 0;
 const MODULE: usize = 1;
 const PLANT: usize = 2;
@@ -36,10 +42,6 @@ const CKM_B4AE_HYBRID: CK_MECHANISM_TYPE = 0xB4AE_0004;
 
 fn fwd() -> &'static Forward {
     forward_common::fixture(&TOKENS)
-}
-
-fn text(path: &Path) -> &str {
-    path.to_str().expect("UTF-8 temporary path")
 }
 
 /// The storage keys SoftHSM holds for a token, after one key pair was made through the module.
@@ -129,10 +131,16 @@ fn stolen_softhsm_files_hold_no_key_in_the_clear() {
     let mut files = Vec::new();
     softhsm_files(&f.dir.join("tokens"), &mut files);
     let pieces: std::collections::HashSet<&[u8]> = files.windows(16).collect();
-    assert!(pieces.contains(&pk[100..116]), "control: the public key is on disk");
+    assert!(
+        pieces.contains(&pk[100..116]),
+        "control: the public key is on disk"
+    );
     // ρ (the first 32 bytes of the expanded key) is also the public key's first 32 bytes.
     for (what, secret) in [("private key", &sk[32..]), ("seed", &seed[..])] {
-        let leaked = secret.chunks_exact(16).filter(|c| pieces.contains(c)).count();
+        let leaked = secret
+            .chunks_exact(16)
+            .filter(|c| pieces.contains(c))
+            .count();
         assert_eq!(leaked, 0, "{what}: {leaked} pieces in SoftHSM's files");
     }
 }
@@ -832,13 +840,7 @@ fn release1_child() {
                     ok(session.verify(&vendor(CKM_B4AE_HYBRID), public, MESSAGE, &signature));
                 }
                 "r1-mlkem768" => {
-                    let template = [
-                        Attribute::Class(ObjectClass::SECRET_KEY),
-                        Attribute::KeyType(KeyType::GENERIC_SECRET),
-                        Attribute::Token(false),
-                        Attribute::Sensitive(false),
-                        Attribute::Extractable(true),
-                    ];
+                    let template = readable_shared_secret();
                     let (ciphertext, sent) =
                         ok(session.encapsulate_key(&Mechanism::MlKem, public, &template));
                     let received = ok(session.decapsulate_key(

@@ -905,11 +905,6 @@ fn gcm(iv: &mut [u8; 12]) -> Mechanism<'_> {
     Mechanism::AesGcm(params)
 }
 
-/// A path as text for an environment variable.
-fn text(path: &Path) -> &str {
-    path.to_str().expect("UTF-8 temporary path")
-}
-
 /// A backend answering CKR_DEVICE_ERROR (tests/forward_common/faulty_hsm.c in front of SoftHSM, faulting
 /// while a trigger file exists): the application gets that code, never a crash, and the log
 /// names the library; once the device works again, every key does too.

@@ -24,7 +24,7 @@ mod forward_common;
 use common::*;
 use cryptoki::mechanism::vendor_defined::VendorDefinedMechanism;
 use cryptoki::mechanism::{Mechanism, MechanismType};
-use cryptoki::object::{Attribute, KeyType, MlKemParameterSetType, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, MlKemParameterSetType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki_sys::*;
 use forward_common::{OwnSoftHsm, HSM_PIN, HSM_SO_PIN, SOFTHSM_CONF_VAR, SOFTHSM_LIB};
@@ -216,13 +216,7 @@ fn use_key(
         }
         None => {
             let public = public.ok_or("an ML-KEM key without its public half")?;
-            let template = [
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::KeyType(KeyType::GENERIC_SECRET),
-                Attribute::Token(false),
-                Attribute::Sensitive(false),
-                Attribute::Extractable(true),
-            ];
+            let template = readable_shared_secret();
             let (ciphertext, sent) =
                 match session.encapsulate_key(&Mechanism::MlKem, public, &template) {
                     Ok(x) => x,

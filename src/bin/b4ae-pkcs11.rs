@@ -35,8 +35,9 @@ enum Command {
         #[arg(long, env = "B4AE_USER_PIN", hide_env_values = true)]
         pin: Option<String>,
     },
-    /// Make a new storage key in the HSM and re-seal every post-quantum key record under it
-    /// (pkcs11 slots). Also finishes a rotation that was interrupted.
+    /// Generate a new random storage key in the HSM, re-seal every post-quantum key record under
+    /// it and destroy the old one (pkcs11 slots). Also finishes a rotation that was
+    /// interrupted, and migrates a token made by release 1.
     RotateStk {
         /// Slot number.
         #[arg(long, default_value_t = 0)]

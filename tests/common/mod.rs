@@ -460,6 +460,17 @@ impl Fixture {
 // ---------------------------------------------------------------------------------------------
 // Tokens, sessions and login
 
+/// A template for a KEM's shared secret that lets the test read it (a session generic secret).
+pub fn readable_shared_secret() -> [Attribute; 5] {
+    [
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::GENERIC_SECRET),
+        Attribute::Token(false),
+        Attribute::Sensitive(false),
+        Attribute::Extractable(true),
+    ]
+}
+
 pub fn pin(value: &str) -> AuthPin {
     AuthPin::new(value.into())
 }

@@ -287,6 +287,11 @@ pub fn write_softhsm_conf(path: &Path, tokens: &Path) {
     std::fs::write(path, conf).expect("softhsm2.conf");
 }
 
+/// A path as text for an environment variable.
+pub fn text(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 temporary path")
+}
+
 /// `softhsm2-util --init-token --free` (with the `SOFTHSM2_CONF` of this process).
 pub fn softhsm_init_token(label: &str) {
     softhsm_init_token_with(None, label);
