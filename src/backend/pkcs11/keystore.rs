@@ -103,6 +103,9 @@ pub struct KeyStore {
     /// The real slot (it may move when the token is re-initialised).
     real_slot: std::sync::atomic::AtomicU64,
     pub(super) index: RwLock<Index>,
+    /// Whether each HSM object looked at is a storage key, for the current login (some HSMs
+    /// number objects afresh at each login).
+    verdicts: RwLock<HashMap<CK_OBJECT_HANDLE, bool>>,
     /// Whether this process has looked for release 1's storage keys (see `migrate`).
     pub(super) legacy_keys_checked: std::sync::atomic::AtomicBool,
     /// Objects tagged as records that are not well-formed ones: never used, never forwarded.
@@ -140,6 +143,7 @@ impl KeyStore {
             stks: RwLock::new(None),
             foreign: RwLock::new(HashSet::new()),
             legacy_keys_checked: std::sync::atomic::AtomicBool::new(false),
+            verdicts: RwLock::new(HashMap::new()),
             protection: Mutex::new(None),
             internal: Mutex::new(None),
             real_slot: std::sync::atomic::AtomicU64::new(real_slot),
@@ -209,6 +213,23 @@ impl KeyStore {
         if let Some(mut stks) = self.stks.try_write() {
             *stks = None;
         }
+        self.forget_verdicts();
+    }
+
+    /// Whether `object` is a storage key, if known in this login.
+    pub fn storage_key_verdict(&self, object: CK_OBJECT_HANDLE) -> Option<bool> {
+        self.verdicts.read().get(&object).copied()
+    }
+
+    pub fn remember_verdict(&self, object: CK_OBJECT_HANDLE, storage_key: bool) {
+        self.verdicts.write().insert(object, storage_key);
+    }
+
+    /// A login or logout: handles may name other objects now.
+    pub fn forget_verdicts(&self) {
+        if let Some(mut verdicts) = self.verdicts.try_write() {
+            verdicts.clear();
+        }
     }
 
     /// The storage keys (read from the HSM when `reload`, or on first use in this login).
@@ -219,6 +240,12 @@ impl KeyStore {
             }
         }
         let stks = hierarchy::storage_keys(&self.lib, s)?;
+        {
+            let mut verdicts = self.verdicts.write();
+            for stk in &stks {
+                verdicts.insert(stk.handle, true);
+            }
+        }
         // Without a login the HSM shows no private object: nothing is learnt, nothing kept.
         if !stks.is_empty() {
             *self.stks.write() = Some(stks.clone());
@@ -252,6 +279,7 @@ impl KeyStore {
             }
         };
         let stk = hierarchy::new_stk(&self.lib, s, protection, epoch)?;
+        self.remember_verdict(stk.handle, true);
         let mut stks = self.storage_keys(s, true)?;
         if !stks.contains(&stk) {
             stks.push(stk);

@@ -61,9 +61,6 @@ pub struct ForwardToken {
     pub sessions: AtomicUsize,
     /// The key type of the HSM's keys this module has checked (see [`Self::check_key_type`]).
     key_types: RwLock<std::collections::HashMap<CK_OBJECT_HANDLE, CK_KEY_TYPE>>,
-    /// Whether each HSM object this module has looked at is a storage key (see
-    /// [`Self::storage_key`]).
-    storage_key_verdicts: RwLock<std::collections::HashMap<CK_OBJECT_HANDLE, bool>>,
 }
 
 impl ForwardToken {
@@ -139,7 +136,6 @@ impl ForwardToken {
             real_mechanisms,
             sessions: AtomicUsize::new(0),
             key_types: RwLock::new(std::collections::HashMap::new()),
-            storage_key_verdicts: RwLock::new(std::collections::HashMap::new()),
         })
     }
 
@@ -398,11 +394,12 @@ impl ForwardToken {
     }
 
     /// Whether an HSM object is one of the storage keys, which applications never see or use
-    /// through this module. Asked once per handle (a handle names one object while it
-    /// exists, and storage keys are never modifiable); unknown handles are left to the HSM.
+    /// through this module. Asked once per handle and login (a handle names one object while
+    /// it exists, storage keys are never modifiable, and the storage keys this process reads
+    /// are marked as such); unknown handles are left to the HSM.
     pub fn storage_key(&self, real_session: CK_SESSION_HANDLE, object: CK_OBJECT_HANDLE) -> bool {
-        if let Some(verdict) = self.storage_key_verdicts.read().get(&object) {
-            return *verdict;
+        if let Some(verdict) = self.keys.storage_key_verdict(object) {
+            return verdict;
         }
         let class = self.lib.attribute(real_session, object, CKA_CLASS);
         let secret = matches!(class, Ok(Some(ref c)) if *c == CKO_SECRET_KEY.to_ne_bytes());
@@ -412,7 +409,7 @@ impl ForwardToken {
                 Ok(Some(label)) if hierarchy::is_storage_key_label(&label)
             );
         if class.is_ok() {
-            self.storage_key_verdicts.write().insert(object, verdict);
+            self.keys.remember_verdict(object, verdict);
         }
         verdict
     }

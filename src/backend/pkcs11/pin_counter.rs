@@ -159,9 +159,16 @@ impl PinCounter {
         counts.limit.map_or(self.limit, |l| l.min(self.limit))
     }
 
-    /// The counts of a token now (for `C_GetTokenInfo`), with the limit in force.
+    /// The counts of a token now (for `C_GetTokenInfo`), with the limit in force. Reading
+    /// creates nothing: a token never counted has no file.
     pub fn counts(&self, identity: &[u8]) -> Result<(Counts, u32)> {
-        let mut file = self.open(identity)?;
+        let mut file = match File::open(self.path(identity)?) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((Counts::default(), self.limit))
+            }
+            Err(_) => return Err(Error::DEVICE),
+        };
         file.lock_shared().map_err(|_| Error::DEVICE)?;
         let counts = Self::read(&mut file)?;
         Ok((counts, self.limit_of(&counts)))

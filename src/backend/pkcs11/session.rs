@@ -273,11 +273,9 @@ impl BackendSession for ForwardSession {
                     }
                 })
         };
-        if user == CKU_CONTEXT_SPECIFIC {
-            checked()?;
-        } else {
-            self.token.pins.attempt(&identity, user, checked)?;
-        }
+        // A context-specific login is a check of the user's PIN too.
+        self.token.pins.attempt(&identity, user, checked)?;
+        self.token.keys.forget_verdicts();
         if user == CKU_USER {
             // Finish a storage-key rotation or migration a crash interrupted; this also reads
             // the records.
