@@ -7,7 +7,9 @@ use b4ae_pkcs11::config::Config;
 use b4ae_pkcs11::module;
 use b4ae_pkcs11::token::store::Role;
 use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use zeroize::Zeroizing;
 
 #[derive(Parser)]
 #[command(name = "b4ae-pkcs11", version, about = "Administer b4ae-pkcs11 tokens")]
@@ -21,6 +23,9 @@ enum Command {
     /// Show the configuration in force and each slot's token.
     Info,
     /// Initialize (or re-initialize, erasing every object) a token, and optionally set its user PIN.
+    ///
+    /// PINs are never taken as arguments (any user can read them with ps): each comes from its
+    /// file option, else its environment variable, else a prompt on the terminal.
     InitToken {
         /// Slot number (the token's position in the configuration).
         #[arg(long, default_value_t = 0)]
@@ -28,12 +33,19 @@ enum Command {
         /// Token label (at most 32 bytes).
         #[arg(long)]
         label: String,
-        /// SO PIN; read from $B4AE_SO_PIN when omitted.
-        #[arg(long, env = "B4AE_SO_PIN", hide_env_values = true)]
-        so_pin: String,
-        /// User PIN to set as well; read from $B4AE_USER_PIN when omitted.
-        #[arg(long, env = "B4AE_USER_PIN", hide_env_values = true)]
-        pin: Option<String>,
+        /// File holding the SO PIN (one line); else $B4AE_SO_PIN, else a prompt.
+        #[arg(long, value_name = "FILE")]
+        so_pin_file: Option<PathBuf>,
+        /// File holding a user PIN to set as well; else $B4AE_USER_PIN; else none, unless
+        /// --set-user-pin asks for a prompt.
+        #[arg(long, value_name = "FILE")]
+        pin_file: Option<PathBuf>,
+        /// Set the user PIN too, prompting for it when neither --pin-file nor $B4AE_USER_PIN
+        /// gives it.
+        #[arg(long)]
+        set_user_pin: bool,
+        #[command(flatten)]
+        refused: RefusedPinArgs,
     },
     /// Make a new storage key in the HSM and re-seal every post-quantum key record under it
     /// (pkcs11 slots). Also finishes a rotation that was interrupted.
@@ -41,10 +53,66 @@ enum Command {
         /// Slot number.
         #[arg(long, default_value_t = 0)]
         slot: u64,
-        /// The HSM user's PIN; read from $B4AE_USER_PIN when omitted.
-        #[arg(long, env = "B4AE_USER_PIN", hide_env_values = true)]
-        pin: String,
+        /// File holding the HSM user's PIN; else $B4AE_USER_PIN, else a prompt.
+        #[arg(long, value_name = "FILE")]
+        pin_file: Option<PathBuf>,
+        #[command(flatten)]
+        refused: RefusedPinArgs,
     },
+}
+
+/// The PIN arguments of earlier releases, kept only to say why they are refused.
+#[derive(clap::Args)]
+struct RefusedPinArgs {
+    #[arg(long, hide = true, value_name = "PIN")]
+    so_pin: Option<String>,
+    #[arg(long, hide = true, value_name = "PIN")]
+    pin: Option<String>,
+}
+
+impl RefusedPinArgs {
+    fn check(&self) -> Result<(), String> {
+        if self.so_pin.is_some() || self.pin.is_some() {
+            return Err(
+                "PINs are not taken as arguments (other users see them in ps): use \
+                        --so-pin-file / --pin-file, $B4AE_SO_PIN / $B4AE_USER_PIN, or the prompt"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+const SO_PIN_VAR: &str = "B4AE_SO_PIN";
+const USER_PIN_VAR: &str = "B4AE_USER_PIN";
+
+/// A PIN from `file`, else the environment variable `var`, else (when `prompt` is given) the
+/// terminal. `Ok(None)` when none applies.
+fn read_pin(
+    file: Option<&Path>,
+    var: &str,
+    prompt: Option<&str>,
+) -> Result<Option<Zeroizing<String>>, String> {
+    if let Some(file) = file {
+        let text = Zeroizing::new(
+            std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?,
+        );
+        let pin = text.strip_suffix('\n').unwrap_or(&text);
+        let pin = pin.strip_suffix('\r').unwrap_or(pin);
+        return Ok(Some(Zeroizing::new(pin.to_owned())));
+    }
+    if let Some(value) = std::env::var_os(var) {
+        let value = value
+            .into_string()
+            .map_err(|_| format!("${var} is not UTF-8"))?;
+        return Ok(Some(Zeroizing::new(value)));
+    }
+    match prompt {
+        Some(prompt) => rpassword::prompt_password(prompt)
+            .map(|pin| Some(Zeroizing::new(pin)))
+            .map_err(|e| format!("reading the PIN from the terminal: {e}")),
+        None => Ok(None),
+    }
 }
 
 fn main() -> ExitCode {
@@ -55,10 +123,26 @@ fn main() -> ExitCode {
         Command::InitToken {
             slot,
             label,
-            so_pin,
-            pin,
-        } => init_token(slot, &label, &so_pin, pin.as_deref()),
-        Command::RotateStk { slot, pin } => rotate_stk(slot, &pin),
+            so_pin_file,
+            pin_file,
+            set_user_pin,
+            refused,
+        } => refused.check().and_then(|()| {
+            let so_pin = read_pin(so_pin_file.as_deref(), SO_PIN_VAR, Some("SO PIN: "))?
+                .ok_or("no SO PIN")?;
+            let prompt = set_user_pin.then_some("User PIN: ");
+            let pin = read_pin(pin_file.as_deref(), USER_PIN_VAR, prompt)?;
+            init_token(slot, &label, &so_pin, pin.as_deref().map(String::as_str))
+        }),
+        Command::RotateStk {
+            slot,
+            pin_file,
+            refused,
+        } => refused.check().and_then(|()| {
+            let pin = read_pin(pin_file.as_deref(), USER_PIN_VAR, Some("HSM user PIN: "))?
+                .ok_or("no PIN")?;
+            rotate_stk(slot, &pin)
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
