@@ -45,7 +45,7 @@ enum Command {
         #[arg(long)]
         set_user_pin: bool,
         #[command(flatten)]
-        refused: RefusedPinArgs,
+        deprecated: DeprecatedPinArgs,
     },
     /// Make a new storage key in the HSM and re-seal every post-quantum key record under it
     /// (pkcs11 slots). Also finishes a rotation that was interrupted.
@@ -57,39 +57,39 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         pin_file: Option<PathBuf>,
         #[command(flatten)]
-        refused: RefusedPinArgs,
+        deprecated: DeprecatedPinArgs,
     },
 }
 
-/// The PIN arguments of earlier releases, kept only to say why they are refused.
+/// The PIN arguments of earlier releases: still read, with a warning, so that scripts keep
+/// working while they move to files or the environment. Hidden from --help.
 #[derive(clap::Args)]
-struct RefusedPinArgs {
+struct DeprecatedPinArgs {
     #[arg(long, hide = true, value_name = "PIN")]
     so_pin: Option<String>,
     #[arg(long, hide = true, value_name = "PIN")]
     pin: Option<String>,
 }
 
-impl RefusedPinArgs {
-    fn check(&self) -> Result<(), String> {
-        if self.so_pin.is_some() || self.pin.is_some() {
-            return Err(
-                "PINs are not taken as arguments (other users see them in ps): use \
-                        --so-pin-file / --pin-file, $B4AE_SO_PIN / $B4AE_USER_PIN, or the prompt"
-                    .into(),
-            );
-        }
-        Ok(())
+impl DeprecatedPinArgs {
+    fn take(value: Option<String>, replacement: &str) -> Option<Zeroizing<String>> {
+        let value = value?;
+        eprintln!(
+            "b4ae-pkcs11: warning: a PIN given as an argument is visible to every user (ps); \
+             use {replacement}, the environment or the prompt. PIN arguments will be removed."
+        );
+        Some(Zeroizing::new(value))
     }
 }
 
 const SO_PIN_VAR: &str = "B4AE_SO_PIN";
 const USER_PIN_VAR: &str = "B4AE_USER_PIN";
 
-/// A PIN from `file`, else the environment variable `var`, else (when `prompt` is given) the
-/// terminal. `Ok(None)` when none applies.
+/// A PIN from `file`, else a deprecated argument, else the environment variable `var`, else
+/// (when `prompt` is given) the terminal. `Ok(None)` when none applies.
 fn read_pin(
     file: Option<&Path>,
+    argument: Option<Zeroizing<String>>,
     var: &str,
     prompt: Option<&str>,
 ) -> Result<Option<Zeroizing<String>>, String> {
@@ -100,6 +100,9 @@ fn read_pin(
         let pin = text.strip_suffix('\n').unwrap_or(&text);
         let pin = pin.strip_suffix('\r').unwrap_or(pin);
         return Ok(Some(Zeroizing::new(pin.to_owned())));
+    }
+    if argument.is_some() {
+        return Ok(argument);
     }
     if let Some(value) = std::env::var_os(var) {
         let value = value
@@ -126,23 +129,36 @@ fn main() -> ExitCode {
             so_pin_file,
             pin_file,
             set_user_pin,
-            refused,
-        } => refused.check().and_then(|()| {
-            let so_pin = read_pin(so_pin_file.as_deref(), SO_PIN_VAR, Some("SO PIN: "))?
-                .ok_or("no SO PIN")?;
+            deprecated,
+        } => (|| {
+            let so_argument = DeprecatedPinArgs::take(deprecated.so_pin, "--so-pin-file");
+            let so_pin = read_pin(
+                so_pin_file.as_deref(),
+                so_argument,
+                SO_PIN_VAR,
+                Some("SO PIN: "),
+            )?
+            .ok_or("no SO PIN")?;
+            let argument = DeprecatedPinArgs::take(deprecated.pin, "--pin-file");
             let prompt = set_user_pin.then_some("User PIN: ");
-            let pin = read_pin(pin_file.as_deref(), USER_PIN_VAR, prompt)?;
+            let pin = read_pin(pin_file.as_deref(), argument, USER_PIN_VAR, prompt)?;
             init_token(slot, &label, &so_pin, pin.as_deref().map(String::as_str))
-        }),
+        })(),
         Command::RotateStk {
             slot,
             pin_file,
-            refused,
-        } => refused.check().and_then(|()| {
-            let pin = read_pin(pin_file.as_deref(), USER_PIN_VAR, Some("HSM user PIN: "))?
-                .ok_or("no PIN")?;
+            deprecated,
+        } => (|| {
+            let argument = DeprecatedPinArgs::take(deprecated.pin, "--pin-file");
+            let pin = read_pin(
+                pin_file.as_deref(),
+                argument,
+                USER_PIN_VAR,
+                Some("HSM user PIN: "),
+            )?
+            .ok_or("no PIN")?;
             rotate_stk(slot, &pin)
-        }),
+        })(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
