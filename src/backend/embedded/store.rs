@@ -15,9 +15,12 @@ use crate::config::PinKdf;
 use crate::error::{Error, Result};
 use crate::token::attributes::Attributes;
 use crate::token::object::Object;
+use crate::token::rules;
 use crate::token::store::{Role, Store, StoredObject, TokenState};
 use crate::token::MIN_PIN_LEN;
-use cryptoki_sys::{CKA_CLASS, CKO_PRIVATE_KEY, CKO_SECRET_KEY, CKR_USER_PIN_NOT_INITIALIZED};
+use cryptoki_sys::{
+    CKA_CLASS, CKA_KEY_TYPE, CKO_PRIVATE_KEY, CKO_SECRET_KEY, CKR_USER_PIN_NOT_INITIALIZED,
+};
 use parking_lot::{Mutex, RwLock};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use std::path::PathBuf;
@@ -605,11 +608,14 @@ impl EmbeddedStore {
     /// key class nor a secret attribute (those are always sealed).
     fn may_be_public(attrs: &Attributes) -> bool {
         let class = attrs.ulong(CKA_CLASS).ok().flatten();
-        if matches!(class, None | Some(CKO_PRIVATE_KEY) | Some(CKO_SECRET_KEY)) {
+        let Some(class) = class.filter(|c| !matches!(*c, CKO_PRIVATE_KEY | CKO_SECRET_KEY)) else {
             return false;
-        }
-        let object = Object::new(attrs.clone());
-        !attrs.types().any(|t| object.is_secret_attribute(t))
+        };
+        let key_type = attrs.ulong(CKA_KEY_TYPE).ok().flatten();
+        let tables = rules::tables(class, key_type).unwrap_or_default();
+        !attrs
+            .types()
+            .any(|t| rules::find(&tables, t).is_some_and(|r| r.sensitive))
     }
 
     /// Records that this process is up to date with the store.
