@@ -203,6 +203,49 @@ fn main() {
         "open it without login (public objects only), median of {OPENS}: {:.1} ms",
         median(public_opens).as_secs_f64() * 1e3
     );
+    offline_guessing();
+}
+
+/// What a copy of the file buys an attacker: one production Argon2id derivation per guess
+/// (the wrap is checked with one AES-GCM open, negligible beside it).
+fn offline_guessing() {
+    use b4ae_pkcs11::backend::embedded::KdfCost;
+    use b4ae_pkcs11::config::PinKdf;
+    let cost = KdfCost::for_setting(PinKdf::Argon2id);
+    let params = argon2::Params::new(cost.memory_kib, cost.passes, 1, Some(32)).expect("params");
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let times: Vec<Duration> = (0..LOGINS)
+        .map(|n| {
+            let mut out = [0u8; 32];
+            let start = Instant::now();
+            let pin = format!("guess-{n:04}");
+            argon
+                .hash_password_into(pin.as_bytes(), b"saltsaltsaltsalt", &mut out)
+                .expect("argon2id");
+            start.elapsed()
+        })
+        .collect();
+    let guess = median(times).as_secs_f64();
+    println!(
+        "one Argon2id guess ({} MiB, {} passes, 1 lane), median of {LOGINS}: {:.1} ms per core",
+        cost.memory_kib / 1024,
+        cost.passes,
+        guess * 1e3
+    );
+    let day = 86_400.0;
+    for (what, space) in [
+        ("4 digits (the earlier minimum)", 1e4),
+        ("8 digits", 1e8),
+        ("8 characters of [a-z0-9]", 36f64.powi(8)),
+        ("8 characters of printable ASCII", 95f64.powi(8)),
+    ] {
+        let core_days = space * guess / day;
+        println!(
+            "  exhausting {what} ({space:.2e} PINs): {core_days:.3e} core-days \
+             ({:.3e} days on 1,000 cores)",
+            core_days / 1000.0
+        );
+    }
 }
 
 fn walk_size(dir: &Path) -> u64 {

@@ -108,9 +108,10 @@ struct RawRow {
 }
 
 impl RawRow {
-    fn read(row: &Row) -> rusqlite::Result<RawRow> {
-        Ok(RawRow {
-            id: row.get(0)?,
+    /// `None` for a row without an integer id (only a rebuilt table can hold one).
+    fn read(row: &Row) -> Option<RawRow> {
+        Some(RawRow {
+            id: row.get(0).ok()?,
             version: row.get(1).ok(),
             private: row.get(2).ok(),
             public: row.get(3).ok(),
@@ -529,7 +530,13 @@ impl EmbeddedStore {
         let mut stmt = conn.prepare("SELECT id, version, private, public, sealed FROM objects")?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
-            let row = RawRow::read(row)?;
+            let Some(row) = RawRow::read(row) else {
+                tracing::error!(
+                    "token at {}: a row without an id; skipped",
+                    self.path.display()
+                );
+                continue;
+            };
             match row.version {
                 Some(version) => set.add(&set_key, row.id, version),
                 None => set.spoil(row.id),
@@ -573,7 +580,9 @@ impl EmbeddedStore {
         let mut stmt = conn.prepare("SELECT id, version, private, public, sealed FROM objects")?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
-            let row = RawRow::read(row)?;
+            let Some(row) = RawRow::read(row) else {
+                continue;
+            };
             if row.private != Some(0) || row.public.as_deref().is_some_and(<[u8]>::is_empty) {
                 continue;
             }
