@@ -1,9 +1,9 @@
 //! `b4ae-pkcs11`: administration of the module's tokens, through the same token layer the
 //! module's C ABI uses.
 
-use b4ae_pkcs11::backend::embedded::EmbeddedSlot;
+use b4ae_pkcs11::backend::embedded::{migrate_earlier_store, EmbeddedSlot};
 use b4ae_pkcs11::backend::pkcs11::HsmSlot;
-use b4ae_pkcs11::config::Config;
+use b4ae_pkcs11::config::{BackendKind, Config};
 use b4ae_pkcs11::module;
 use b4ae_pkcs11::token::store::Role;
 use clap::{Parser, Subcommand};
@@ -46,6 +46,21 @@ enum Command {
         set_user_pin: bool,
         #[command(flatten)]
         deprecated: DeprecatedPinArgs,
+    },
+    /// Copy an embedded token of an earlier release (its `token.sqlite` directly in the
+    /// configured `path`) into a store of this release, under a fresh token key, then erase
+    /// the old file. Needs the SO PIN, and the user PIN when the token has one; both keep
+    /// working and must be 8 characters at least.
+    Migrate {
+        /// Slot number.
+        #[arg(long, default_value_t = 0)]
+        slot: u64,
+        /// File holding the SO PIN; else $B4AE_SO_PIN, else a prompt.
+        #[arg(long, value_name = "FILE")]
+        so_pin_file: Option<PathBuf>,
+        /// File holding the user PIN; else $B4AE_USER_PIN, else a prompt (empty: none).
+        #[arg(long, value_name = "FILE")]
+        pin_file: Option<PathBuf>,
     },
     /// Make a new storage key in the HSM and re-seal every post-quantum key record under it
     /// (pkcs11 slots). Also finishes a rotation that was interrupted.
@@ -143,6 +158,18 @@ fn main() -> ExitCode {
             let prompt = set_user_pin.then_some("User PIN: ");
             let pin = read_pin(pin_file.as_deref(), argument, USER_PIN_VAR, prompt)?;
             init_token(slot, &label, &so_pin, pin.as_deref().map(String::as_str))
+        })(),
+        Command::Migrate {
+            slot,
+            so_pin_file,
+            pin_file,
+        } => (|| {
+            let so_pin = read_pin(so_pin_file.as_deref(), None, SO_PIN_VAR, Some("SO PIN: "))?
+                .ok_or("no SO PIN")?;
+            let prompt = Some("User PIN (empty: the token has none): ");
+            let pin = read_pin(pin_file.as_deref(), None, USER_PIN_VAR, prompt)?;
+            let pin = pin.filter(|p| !p.is_empty());
+            migrate(slot, &so_pin, pin.as_deref().map(String::as_str))
         })(),
         Command::RotateStk {
             slot,
@@ -257,6 +284,35 @@ fn init_token(slot: u64, label: &str, so_pin: &str, pin: Option<&str>) -> Result
         token.logout().map_err(|e| e.to_string())?;
         println!("slot {slot}: user PIN set");
     }
+    Ok(())
+}
+
+fn migrate(slot: u64, so_pin: &str, pin: Option<&str>) -> Result<(), String> {
+    let config = Config::load(None).map_err(|e| e.to_string())?;
+    let token = usize::try_from(slot)
+        .ok()
+        .and_then(|i| config.tokens.get(i))
+        .ok_or_else(|| format!("no slot {slot} in the configuration"))?;
+    let path = match (token.backend, &token.path) {
+        (BackendKind::Embedded, Some(path)) => path,
+        _ => return Err(format!("slot {slot} is not an embedded token")),
+    };
+    let migrated = migrate_earlier_store(
+        path,
+        token.pin_kdf,
+        token.max_pin_failures,
+        so_pin.as_bytes(),
+        pin.map(str::as_bytes),
+    )?;
+    println!(
+        "slot {slot}: {} object(s) migrated into {}{}",
+        migrated.objects,
+        b4ae_pkcs11::backend::embedded::store_file(path).display(),
+        match migrated.skipped {
+            0 => String::new(),
+            n => format!(" ({n} that failed authentication left out)"),
+        }
+    );
     Ok(())
 }
 

@@ -68,8 +68,8 @@ pub fn warn_about_old_layout(path: &Path) {
     let old = path.join(STORE_FILE);
     if old.exists() && !store_file(path).exists() {
         tracing::warn!(
-            "{} is a store of an earlier release, which this one does not read; \
-             the token at {} starts uninitialized",
+            "{} is a store of an earlier release, which this one does not read; the token at \
+             {} shows uninitialized until `b4ae-pkcs11 migrate` copies it (with both PINs)",
             old.display(),
             path.display()
         );

@@ -627,6 +627,16 @@ impl EmbeddedStore {
             .any(|t| rules::find(&tables, t).is_some_and(|r| r.sensitive))
     }
 
+    /// Sets the serial number a migrated token had (shown by `C_GetTokenInfo`, not secret and
+    /// not authenticated).
+    pub fn keep_serial(&self, serial: &[u8]) -> Result<()> {
+        self.with_conn(false, |conn| {
+            conn.execute("UPDATE meta SET value = ?1 WHERE name = 'serial'", [serial])?;
+            Ok(())
+        })?
+        .ok_or(Error::TOKEN_NOT_RECOGNIZED)
+    }
+
     /// Records that this process is up to date with the store.
     fn note_synchronized(&self, conn: &Connection) -> Result<()> {
         let version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
