@@ -13,7 +13,8 @@ use aws_lc_rs::hmac;
 
 pub const BUCKETS: usize = 256;
 const ELEMENT_LEN: usize = 16;
-const ENCODED_LEN: usize = 8 + 8 * 2 + BUCKETS * ELEMENT_LEN;
+const PUBLIC_LEN: usize = super::boxes::PUBLIC_LEN;
+const ENCODED_LEN: usize = 8 + 8 * 2 + PUBLIC_LEN * 2 + BUCKETS * ELEMENT_LEN;
 
 /// Which PIN record a head expects for each role.
 pub const SO: usize = 0;
@@ -27,6 +28,9 @@ pub struct Head {
     pub generation: u64,
     /// The version of the current PIN record of the SO and of the user (0: none).
     pub pin_versions: [u64; 2],
+    /// Each role's public key, to which a new token key is sealed for it: authenticated here,
+    /// or a file writer could put in its own and be handed the next token key.
+    pub role_publics: [[u8; PUBLIC_LEN]; 2],
     buckets: Vec<[u8; ELEMENT_LEN]>,
 }
 
@@ -99,7 +103,16 @@ impl Head {
         Head {
             generation: 0,
             pin_versions: [0; 2],
+            role_publics: [[0; PUBLIC_LEN]; 2],
             buckets: vec![[0; ELEMENT_LEN]; BUCKETS],
+        }
+    }
+
+    /// The same head with an empty row set, to be filled under a new token key.
+    pub fn without_rows(&self) -> Head {
+        Head {
+            buckets: vec![[0; ELEMENT_LEN]; BUCKETS],
+            ..self.clone()
         }
     }
 
@@ -120,6 +133,9 @@ impl Head {
         for v in self.pin_versions {
             out.extend_from_slice(&v.to_le_bytes());
         }
+        for p in &self.role_publics {
+            out.extend_from_slice(p);
+        }
         for b in &self.buckets {
             out.extend_from_slice(b);
         }
@@ -131,13 +147,15 @@ impl Head {
             return None;
         }
         let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
-        let buckets = bytes[24..]
+        let public_at = |i: usize| bytes[i..i + PUBLIC_LEN].try_into().expect("public key");
+        let buckets = bytes[24 + 2 * PUBLIC_LEN..]
             .chunks_exact(ELEMENT_LEN)
             .map(|c| c.try_into().expect("element"))
             .collect();
         Some(Head {
             generation: u64_at(0),
             pin_versions: [u64_at(8), u64_at(16)],
+            role_publics: [public_at(24), public_at(24 + PUBLIC_LEN)],
             buckets,
         })
     }

@@ -1,6 +1,7 @@
 //! The embedded backend: one SQLite file per token, every row sealed under a random token key,
 //! which is itself wrapped under keys derived from the user PIN and from the SO PIN.
 
+mod boxes;
 mod files;
 mod head;
 mod migrate;

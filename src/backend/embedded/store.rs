@@ -7,6 +7,7 @@
 //! and PIN records are current; the PIN policy is bound into every wrap. What a file writer can
 //! still do is written in docs/security.md ("Embedded store against a file writer").
 
+use super::boxes;
 use super::files;
 use super::head::{self, Head, RowSet, RowSetKey};
 use super::policy::Policy;
@@ -25,6 +26,7 @@ use parking_lot::{Mutex, RwLock};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use std::path::PathBuf;
 use std::time::Duration;
+use zeroize::Zeroizing;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -34,9 +36,10 @@ CREATE TABLE IF NOT EXISTS pins (
     salt BLOB NOT NULL,
     memory_kib INTEGER NOT NULL,
     passes INTEGER NOT NULL,
-    wrapped BLOB NOT NULL,         -- the token key, sealed under the PIN's key
+    wrapped BLOB NOT NULL,         -- the role's X25519 secret, sealed under the PIN's key
     tries INTEGER NOT NULL,        -- logins tried with this PIN record
-    ok_tries INTEGER NOT NULL      -- `tries` at the last success, bound into `wrapped`
+    ok_tries INTEGER NOT NULL,     -- `tries` at the last success, bound into `wrapped`
+    token_box BLOB NOT NULL        -- the token key, sealed to the role's public key
 );
 CREATE TABLE IF NOT EXISTS objects (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -71,6 +74,7 @@ fn role_id(role: Role) -> i64 {
 }
 
 struct Unlocked {
+    /// The token's identity and the identity of its current token key.
     token_id: Vec<u8>,
     key: Key,
 }
@@ -88,6 +92,7 @@ struct PinRecord {
     wrapped: Vec<u8>,
     tries: i64,
     ok_tries: i64,
+    token_box: Vec<u8>,
 }
 
 impl PinRecord {
@@ -96,6 +101,15 @@ impl PinRecord {
     fn failures(&self) -> Option<u32> {
         u32::try_from(self.tries.checked_sub(self.ok_tries)?).ok()
     }
+}
+
+/// A row whose seal opened: its clear part and the plaintext of its sealed part.
+struct OpenRow {
+    id: i64,
+    version: i64,
+    private: bool,
+    public: Vec<u8>,
+    plain: Zeroizing<Vec<u8>>,
 }
 
 /// A row as read, before anything in it is believed.
@@ -181,6 +195,14 @@ impl EmbeddedStore {
         Self::meta(conn, "uuid")?.ok_or(Error::TOKEN_NOT_RECOGNIZED)
     }
 
+    /// The token and its current token key: `C_InitToken` changes the first, `C_SetPIN` and
+    /// `C_InitPIN` the second, and a key unlocked before either is no longer used.
+    fn token_id(conn: &Connection) -> Result<Vec<u8>> {
+        let mut id = Self::uuid(conn)?;
+        id.extend_from_slice(&Self::meta(conn, "key_id")?.unwrap_or_default());
+        Ok(id)
+    }
+
     fn token_meta(&self, conn: &Connection) -> Result<TokenMeta> {
         let uuid = Self::uuid(conn)?;
         let policy = Self::meta(conn, "policy")?
@@ -225,7 +247,7 @@ impl EmbeddedStore {
         let cost_field = |v: i64| u32::try_from(v).unwrap_or(u32::MAX);
         Ok(conn
             .query_row(
-                "SELECT version, salt, memory_kib, passes, wrapped, tries, ok_tries
+                "SELECT version, salt, memory_kib, passes, wrapped, tries, ok_tries, token_box
                  FROM pins WHERE role = ?1",
                 [role_id(role)],
                 |r| {
@@ -239,6 +261,7 @@ impl EmbeddedStore {
                         wrapped: r.get(4)?,
                         tries: r.get(5)?,
                         ok_tries: r.get(6)?,
+                        token_box: r.get(7)?,
                     })
                 },
             )
@@ -254,6 +277,14 @@ impl EmbeddedStore {
         aad.extend_from_slice(&role_id(role).to_le_bytes());
         aad.extend_from_slice(&version.to_le_bytes());
         aad.extend_from_slice(&ok_tries.to_le_bytes());
+        aad
+    }
+
+    fn box_aad(meta: &TokenMeta, role: Role, version: i64) -> Vec<u8> {
+        let mut aad = b"b4ae-pkcs11/token-box/v2".to_vec();
+        aad.extend_from_slice(&meta.uuid);
+        aad.extend_from_slice(&role_id(role).to_le_bytes());
+        aad.extend_from_slice(&version.to_le_bytes());
         aad
     }
 
@@ -340,12 +371,23 @@ impl EmbeddedStore {
             );
             return Err(Error::PIN_INCORRECT);
         };
+        let secret: [u8; 32] = opened.as_slice().try_into().map_err(|_| Error::DEVICE)?;
+        let secret = Key::new(secret);
+        let box_aad = Self::box_aad(&meta, role, record.version);
+        let opened = boxes::open_with(&secret, &record.token_box, &box_aad).ok_or_else(|| {
+            tracing::error!(
+                "token at {}: the {role:?} PIN record's token key fails authentication; refused",
+                self.path.display()
+            );
+            Error::DEVICE
+        })?;
         let key: [u8; 32] = opened.as_slice().try_into().map_err(|_| Error::DEVICE)?;
         let key = Key::new(key);
 
         let current = self
             .with_conn(false, |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let token_id = Self::token_id(&tx)?;
                 let head = self.read_head(&tx, &meta, &key)?;
                 let fresh = Self::pin_record(&tx, role)?.ok_or(Self::not_initialized(role))?;
                 let expected = head.pin_versions[role_id(role) as usize];
@@ -355,25 +397,22 @@ impl EmbeddedStore {
                          back from an older file, or changed meanwhile); refused",
                         self.path.display()
                     );
-                    return Ok(false);
+                    return Ok(None);
                 }
                 let aad = Self::pin_aad(&meta, role, record.version, fresh.tries);
-                let wrapped = sealing::seal(&kek, key.as_ref(), &aad)?;
+                let wrapped = sealing::seal(&kek, secret.as_ref(), &aad)?;
                 tx.execute(
                     "UPDATE pins SET wrapped = ?1, ok_tries = ?2 WHERE role = ?3",
                     params![wrapped, fresh.tries, role_id(role)],
                 )?;
                 tx.commit()?;
-                Ok(true)
+                Ok(Some(token_id))
             })?
             .ok_or(Error::TOKEN_NOT_RECOGNIZED)?;
-        if !current {
+        let Some(token_id) = current else {
             return Err(Error::PIN_INCORRECT);
-        }
-        Ok(Unlocked {
-            token_id: meta.uuid,
-            key,
-        })
+        };
+        Ok(Unlocked { token_id, key })
     }
 
     /// Wraps the token key under a new PIN and stores it for `role` with a clean counter and
@@ -391,22 +430,30 @@ impl EmbeddedStore {
             return Err(Error::PIN_LEN_RANGE);
         }
         let version = head.next_version();
+        let keys = boxes::new_role_keys()?;
         head.pin_versions[role_id(role) as usize] = version as u64;
+        head.role_publics[role_id(role) as usize] = keys.public;
         let salt = sealing::random_bytes::<16>()?;
         let kek = sealing::pin_key(pin, &salt, self.cost)?;
         let aad = Self::pin_aad(meta, role, version, 0);
-        let wrapped = sealing::seal(&kek, token_key.as_ref(), &aad)?;
+        let wrapped = sealing::seal(&kek, keys.secret.as_ref(), &aad)?;
+        let token_box = boxes::seal_to(
+            &keys.public,
+            token_key.as_ref(),
+            &Self::box_aad(meta, role, version),
+        )?;
         conn.execute(
             "INSERT OR REPLACE INTO pins
-             (role, version, salt, memory_kib, passes, wrapped, tries, ok_tries)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 0)",
+             (role, version, salt, memory_kib, passes, wrapped, tries, ok_tries, token_box)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 0, ?7)",
             params![
                 role_id(role),
                 version,
                 &salt[..],
                 self.cost.memory_kib,
                 self.cost.passes,
-                wrapped
+                wrapped,
+                token_box
             ],
         )?;
         Ok(())
@@ -416,13 +463,14 @@ impl EmbeddedStore {
     /// another process re-initialized the token, the old key is forgotten: writing under it
     /// would make records nobody can read.
     fn unlocked_key(&self, conn: &Connection) -> Result<Option<Key>> {
-        let token_id = Self::uuid(conn)?;
+        let token_id = Self::token_id(conn)?;
         let mut guard = self.token_key.write();
         match guard.as_ref() {
             Some(u) if u.token_id == token_id => Ok(Some(Key::new(*u.key))),
             Some(_) => {
                 tracing::warn!(
-                    "token at {} was re-initialized elsewhere; logged out",
+                    "token at {} was re-initialized or given a new token key elsewhere; \
+                     logged out",
                     self.path.display()
                 );
                 *guard = None;
@@ -498,12 +546,7 @@ impl EmbeddedStore {
     }
 
     /// Opens one row read from the file; `None` for anything but a row this module sealed.
-    fn open_row(
-        meta: &TokenMeta,
-        key: &Key,
-        head: &Head,
-        row: &RawRow,
-    ) -> Option<(bool, Attributes)> {
+    fn open_row(meta: &TokenMeta, key: &Key, head: &Head, row: RawRow) -> Option<OpenRow> {
         let version = row
             .version
             .filter(|v| *v > 0 && *v as u64 <= head.generation)?;
@@ -512,21 +555,29 @@ impl EmbeddedStore {
             1 => true,
             _ => return None,
         };
-        let (public, sealed) = (row.public.as_ref()?, row.sealed.as_ref()?);
-        let aad = Self::object_aad(&meta.uuid, row.id, version, private, public);
-        let plain = sealing::open(key, sealed, &aad)?;
-        let mut attrs = Attributes::deserialize(public).ok()?;
-        attrs.merge(Attributes::deserialize(&plain).ok()?);
-        Some((private, attrs))
+        let (public, sealed) = (row.public?, row.sealed?);
+        let aad = Self::object_aad(&meta.uuid, row.id, version, private, &public);
+        let plain = sealing::open(key, &sealed, &aad)?;
+        Some(OpenRow {
+            id: row.id,
+            version,
+            private,
+            public,
+            plain,
+        })
     }
 
-    /// Every row, authenticated, with the head's view of which rows are live.
-    fn load_verified(&self, conn: &Connection, key: &Key) -> Result<Vec<(bool, StoredObject)>> {
-        let meta = self.token_meta(conn)?;
-        let head = self.read_head(conn, &meta, key)?;
+    /// Every row whose seal opens and whose bucket matches the head's row set.
+    fn verified_rows(
+        &self,
+        conn: &Connection,
+        meta: &TokenMeta,
+        key: &Key,
+        head: &Head,
+    ) -> Result<Vec<OpenRow>> {
         let set_key = RowSetKey::new(key);
         let mut set = RowSet::new();
-        let mut objects = Vec::new();
+        let mut opened = Vec::new();
         let mut stmt = conn.prepare("SELECT id, version, private, public, sealed FROM objects")?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
@@ -541,36 +592,166 @@ impl EmbeddedStore {
                 Some(version) => set.add(&set_key, row.id, version),
                 None => set.spoil(row.id),
             }
-            match Self::open_row(&meta, key, &head, &row) {
-                Some((private, attrs)) => objects.push((
-                    private,
-                    StoredObject {
-                        id: row.id,
-                        version: row.version.unwrap_or_default(),
-                        attrs,
-                    },
-                )),
+            let id = row.id;
+            match Self::open_row(meta, key, head, row) {
+                Some(row) => opened.push(row),
                 None => tracing::error!(
-                    "token at {}: object {} fails authentication (altered or written outside \
+                    "token at {}: object {id} fails authentication (altered or written outside \
                      the module); skipped",
                     self.path.display(),
-                    row.id
                 ),
             }
         }
-        let bad = set.mismatches(&head);
+        let bad = set.mismatches(head);
         if bad.iter().any(|b| *b) {
-            let withheld = objects.iter().filter(|(_, o)| bad[head::bucket(o.id)]);
-            let ids: Vec<i64> = withheld.map(|(_, o)| o.id).collect();
+            let withheld = opened.iter().filter(|r| bad[head::bucket(r.id)]);
+            let ids: Vec<i64> = withheld.map(|r| r.id).collect();
             tracing::error!(
                 "token at {}: the rows of {} bucket(s) do not match the token's head (rolled \
                  back, removed or added outside the module); objects {ids:?} withheld",
                 self.path.display(),
                 bad.iter().filter(|b| **b).count()
             );
-            objects.retain(|(_, o)| !bad[head::bucket(o.id)]);
+            opened.retain(|r| !bad[head::bucket(r.id)]);
+        }
+        Ok(opened)
+    }
+
+    /// Every object that authenticates, with whether it is private.
+    fn load_verified(&self, conn: &Connection, key: &Key) -> Result<Vec<(bool, StoredObject)>> {
+        let meta = self.token_meta(conn)?;
+        let head = self.read_head(conn, &meta, key)?;
+        let rows = self.verified_rows(conn, &meta, key, &head)?;
+        let mut objects = Vec::with_capacity(rows.len());
+        for row in rows {
+            let parsed = Attributes::deserialize(&row.public).and_then(|mut attrs| {
+                attrs.merge(Attributes::deserialize(&row.plain)?);
+                Ok(attrs)
+            });
+            match parsed {
+                Ok(attrs) => objects.push((
+                    row.private,
+                    StoredObject {
+                        id: row.id,
+                        version: row.version,
+                        attrs,
+                    },
+                )),
+                Err(_) => tracing::error!(
+                    "token at {}: object {} is malformed; skipped",
+                    self.path.display(),
+                    row.id
+                ),
+            }
         }
         Ok(objects)
+    }
+
+    /// Replaces the token key (`C_SetPIN`, `C_InitPIN`): every row that authenticates is
+    /// sealed again under a new key, the other role gets the new key sealed to its public key
+    /// (from the head, so a file writer cannot slip in its own), and `role` a new PIN record.
+    /// A PIN known before, with a copy of the file from before, then opens only the old key,
+    /// which opens nothing written since. Rows that fail their checks are dropped: sealed
+    /// again they would pass for genuine.
+    fn rekey(
+        &self,
+        tx: &Connection,
+        meta: &TokenMeta,
+        old_key: &Key,
+        role: Role,
+        pin: &[u8],
+    ) -> Result<Unlocked> {
+        let head = self.read_head(tx, meta, old_key)?;
+        let rows = self.verified_rows(tx, meta, old_key, &head)?;
+        let key = sealing::random_key()?;
+        let set_key = RowSetKey::new(&key);
+        let mut new_head = head.without_rows();
+        let kept: std::collections::HashSet<i64> = rows.iter().map(|r| r.id).collect();
+        let all: Vec<rusqlite::types::Value> = tx
+            .prepare("SELECT id FROM objects")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for id in all {
+            let keep = matches!(id, rusqlite::types::Value::Integer(i) if kept.contains(&i));
+            if !keep {
+                tx.execute("DELETE FROM objects WHERE id = ?1", [&id])?;
+                tracing::warn!(
+                    "token at {}: a row that failed authentication is erased",
+                    self.path.display()
+                );
+            }
+        }
+        for row in rows {
+            let aad = Self::object_aad(&meta.uuid, row.id, row.version, row.private, &row.public);
+            let sealed = sealing::seal(&key, &row.plain, &aad)?;
+            tx.execute(
+                "UPDATE objects SET sealed = ?1 WHERE id = ?2",
+                params![sealed, row.id],
+            )?;
+            new_head.toggle(&set_key, row.id, row.version);
+        }
+        let other = match role {
+            Role::SecurityOfficer => Role::User,
+            Role::User => Role::SecurityOfficer,
+        };
+        let index = role_id(other) as usize;
+        match Self::pin_record(tx, other)? {
+            Some(record) if head.pin_versions[index] == record.version as u64 => {
+                let aad = Self::box_aad(meta, other, record.version);
+                let token_box = boxes::seal_to(&head.role_publics[index], key.as_ref(), &aad)?;
+                tx.execute(
+                    "UPDATE pins SET token_box = ?1 WHERE role = ?2",
+                    params![token_box, role_id(other)],
+                )?;
+            }
+            Some(_) => {
+                tracing::error!(
+                    "token at {}: the {other:?} PIN record is not the current one; erased",
+                    self.path.display()
+                );
+                tx.execute("DELETE FROM pins WHERE role = ?1", [role_id(other)])?;
+                new_head.pin_versions[index] = 0;
+            }
+            None => {}
+        }
+        self.store_pin(tx, meta, &mut new_head, role, pin, &key)?;
+        let key_id = sealing::random_bytes::<16>()?;
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (name, value) VALUES ('key_id', ?1)",
+            [&key_id[..]],
+        )?;
+        Self::write_head(tx, meta, &key, &new_head)?;
+        Ok(Unlocked {
+            token_id: Self::token_id(tx)?,
+            key,
+        })
+    }
+
+    /// Gives `role` a new PIN, and the token a new key, in one transaction.
+    fn change_pin(&self, unlocked: &Unlocked, role: Role, pin: &[u8]) -> Result<()> {
+        let new = self
+            .with_conn(false, |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                if Self::token_id(&tx)? != unlocked.token_id {
+                    return Err(Error::TOKEN_NOT_RECOGNIZED);
+                }
+                let meta = self.token_meta(&tx)?;
+                let new = self.rekey(&tx, &meta, &unlocked.key, role, pin)?;
+                tx.commit()?;
+                self.checkpoint(conn);
+                Ok(new)
+            })?
+            .ok_or(Error::TOKEN_NOT_RECOGNIZED)?;
+        self.replace_unlocked(&unlocked.token_id, new);
+        Ok(())
+    }
+
+    /// After this process changed the token key, its login goes on with the new one.
+    fn replace_unlocked(&self, old_token_id: &[u8], new: Unlocked) {
+        let mut guard = self.token_key.write();
+        if guard.as_ref().is_some_and(|u| u.token_id == old_token_id) {
+            *guard = Some(new);
+        }
     }
 
     /// Before login the token key is unknown and nothing can be authenticated: only rows that
@@ -706,6 +887,7 @@ impl Store for EmbeddedStore {
                 ("label", label.to_vec()),
                 ("serial", serial),
                 ("policy", policy.encode()),
+                ("key_id", sealing::random_bytes::<16>()?.to_vec()),
             ] {
                 tx.execute(
                     "INSERT INTO meta (name, value) VALUES (?1, ?2)",
@@ -747,28 +929,22 @@ impl Store for EmbeddedStore {
         }
     }
 
+    /// The SO sets the user PIN: a new token key too, since the user PIN it replaces may be
+    /// known to someone (that is often why it is reset).
     fn init_pin(&self, pin: &[u8]) -> Result<()> {
-        self.write(true, |tx, meta, key, head| {
-            self.store_pin(tx, meta, head, Role::User, pin, key)
-        })
+        let unlocked = self
+            .with_conn(false, |conn| {
+                let token_id = Self::token_id(conn)?;
+                let key = self.unlocked_key(conn)?.ok_or(Error::USER_NOT_LOGGED_IN)?;
+                Ok(Unlocked { token_id, key })
+            })?
+            .ok_or(Error::TOKEN_NOT_RECOGNIZED)?;
+        self.change_pin(&unlocked, Role::User, pin)
     }
 
     fn set_pin(&self, role: Role, old: &[u8], new: &[u8]) -> Result<()> {
         let unlocked = self.verify_pin(role, old)?;
-        self.with_conn(false, |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let meta = self.token_meta(&tx)?;
-            if meta.uuid != unlocked.token_id {
-                return Err(Error::TOKEN_NOT_RECOGNIZED);
-            }
-            let mut head = self.read_head(&tx, &meta, &unlocked.key)?;
-            self.store_pin(&tx, &meta, &mut head, role, new, &unlocked.key)?;
-            Self::write_head(&tx, &meta, &unlocked.key, &head)?;
-            tx.commit()?;
-            self.checkpoint(conn);
-            Ok(())
-        })?
-        .ok_or(Error::TOKEN_NOT_RECOGNIZED)
+        self.change_pin(&unlocked, role, new)
     }
 
     fn load(&self, private: bool) -> Result<Vec<StoredObject>> {
@@ -875,4 +1051,86 @@ fn hex16(bytes: &[u8; 8]) -> Vec<u8> {
         .iter()
         .flat_map(|b| format!("{b:02X}").into_bytes())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cryptoki_sys::{CKA_LABEL, CKA_PRIVATE, CKA_TOKEN, CKA_VALUE, CKO_DATA};
+
+    const SO: &[u8] = b"so-pin-0000";
+
+    fn data_object(value: &[u8]) -> Object {
+        let mut attrs = Attributes::new();
+        attrs.set_ulong(CKA_CLASS, CKO_DATA);
+        attrs.set_bool(CKA_TOKEN, true);
+        attrs.set_bool(CKA_PRIVATE, true);
+        attrs.set(CKA_LABEL, b"k".to_vec());
+        attrs.set(CKA_VALUE, value.to_vec());
+        Object::new(attrs)
+    }
+
+    fn copy_store(from: &std::path::Path, to: &std::path::Path) {
+        let (from, to) = (from.join(files::STORE_DIR), to.join(files::STORE_DIR));
+        std::fs::create_dir_all(&to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+
+    /// The issue's "the token key never changes": whoever kept a copy of the file and knows
+    /// the old PIN gets the old token key, which must open nothing written since.
+    #[test]
+    fn after_set_pin_an_old_pin_and_an_old_copy_open_nothing_current() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        let store = EmbeddedStore::new(path.clone(), PinKdf::TestOnlyFast, 10);
+        store.init_token(SO, &[b' '; 32]).unwrap();
+        store.login(Role::SecurityOfficer, SO).unwrap();
+        store.init_pin(b"user-pin-old").unwrap();
+        store.logout();
+        store.login(Role::User, b"user-pin-old").unwrap();
+        store.insert(&[&data_object(b"secret")]).unwrap();
+        let copy = dir.path().join("copy");
+        copy_store(&path, &copy);
+
+        store
+            .set_pin(Role::User, b"user-pin-old", b"user-pin-new")
+            .unwrap();
+        assert_eq!(store.load(true).unwrap().len(), 1, "still logged in");
+
+        let old = EmbeddedStore::new(copy, PinKdf::TestOnlyFast, 10);
+        old.login(Role::User, b"user-pin-old").unwrap();
+        let old_key = old
+            .token_key
+            .read()
+            .as_ref()
+            .map(|u| Key::new(*u.key))
+            .unwrap();
+        let db = Connection::open(files::store_file(&path)).unwrap();
+        let uuid: Vec<u8> = db
+            .query_row("SELECT value FROM meta WHERE name = 'uuid'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        let (id, version, public, sealed): (i64, i64, Vec<u8>, Vec<u8>) = db
+            .query_row("SELECT id, version, public, sealed FROM objects", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .unwrap();
+        let aad = EmbeddedStore::object_aad(&uuid, id, version, true, &public);
+        assert!(
+            sealing::open(&old_key, &sealed, &aad).is_none(),
+            "the current record opens under the old token key"
+        );
+
+        store.logout();
+        assert!(store.login(Role::User, b"user-pin-old").is_err());
+        store.login(Role::User, b"user-pin-new").unwrap();
+        let loaded = store.load(true).unwrap();
+        assert_eq!(loaded[0].attrs.get(CKA_VALUE), Some(&b"secret"[..]));
+        store.logout();
+        store.login(Role::SecurityOfficer, SO).unwrap();
+    }
 }
