@@ -373,28 +373,30 @@ impl EmbeddedStore {
         };
         let secret: [u8; 32] = opened.as_slice().try_into().map_err(|_| Error::DEVICE)?;
         let secret = Key::new(secret);
-        let box_aad = Self::box_aad(&meta, role, record.version);
-        let opened = boxes::open_with(&secret, &record.token_box, &box_aad).ok_or_else(|| {
-            tracing::error!(
-                "token at {}: the {role:?} PIN record's token key fails authentication; refused",
-                self.path.display()
-            );
-            Error::DEVICE
-        })?;
-        let key: [u8; 32] = opened.as_slice().try_into().map_err(|_| Error::DEVICE)?;
-        let key = Key::new(key);
-
         let current = self
             .with_conn(false, |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let token_id = Self::token_id(&tx)?;
-                let head = self.read_head(&tx, &meta, &key)?;
                 let fresh = Self::pin_record(&tx, role)?.ok_or(Self::not_initialized(role))?;
-                let expected = head.pin_versions[role_id(role) as usize];
-                if expected != record.version as u64 || fresh.version != record.version {
+                // Read again under the lock: the other role may have given the token a new key
+                // since, sealed to this role in a new box.
+                let box_aad = Self::box_aad(&meta, role, fresh.version);
+                let opened = boxes::open_with(&secret, &fresh.token_box, &box_aad);
+                let Some(opened) = opened.filter(|_| fresh.version == record.version) else {
+                    tracing::error!(
+                        "token at {}: the {role:?} PIN record changed meanwhile or fails \
+                         authentication; refused",
+                        self.path.display()
+                    );
+                    return Ok(None);
+                };
+                let key: [u8; 32] = opened.as_slice().try_into().map_err(|_| Error::DEVICE)?;
+                let key = Key::new(key);
+                let head = self.read_head(&tx, &meta, &key)?;
+                if head.pin_versions[role_id(role) as usize] != record.version as u64 {
                     tracing::error!(
                         "token at {}: the {role:?} PIN record is not the current one (copied \
-                         back from an older file, or changed meanwhile); refused",
+                         back from an older file); refused",
                         self.path.display()
                     );
                     return Ok(None);
@@ -406,10 +408,10 @@ impl EmbeddedStore {
                     params![wrapped, fresh.tries, role_id(role)],
                 )?;
                 tx.commit()?;
-                Ok(Some(token_id))
+                Ok(Some((token_id, key)))
             })?
             .ok_or(Error::TOKEN_NOT_RECOGNIZED)?;
-        let Some(token_id) = current else {
+        let Some((token_id, key)) = current else {
             return Err(Error::PIN_INCORRECT);
         };
         Ok(Unlocked { token_id, key })
