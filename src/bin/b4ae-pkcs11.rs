@@ -100,13 +100,24 @@ impl DeprecatedPinArgs {
 const SO_PIN_VAR: &str = "B4AE_SO_PIN";
 const USER_PIN_VAR: &str = "B4AE_USER_PIN";
 
+/// How to ask for a PIN on the terminal.
+#[derive(Clone, Copy)]
+enum Ask<'a> {
+    /// Not at all.
+    Never,
+    /// A PIN the token has: once.
+    Existing(&'a str),
+    /// A PIN being set: twice, since a mistyped one may lock the token for good.
+    New(&'a str),
+}
+
 /// A PIN from `file`, else a deprecated argument, else the environment variable `var`, else
-/// (when `prompt` is given) the terminal. `Ok(None)` when none applies.
+/// the terminal as `ask` says. `Ok(None)` when none applies.
 fn read_pin(
     file: Option<&Path>,
     argument: Option<Zeroizing<String>>,
     var: &str,
-    prompt: Option<&str>,
+    ask: Ask,
 ) -> Result<Option<Zeroizing<String>>, String> {
     if let Some(file) = file {
         let text = Zeroizing::new(
@@ -125,11 +136,21 @@ fn read_pin(
             .map_err(|_| format!("${var} is not UTF-8"))?;
         return Ok(Some(Zeroizing::new(value)));
     }
-    match prompt {
-        Some(prompt) => rpassword::prompt_password(prompt)
-            .map(|pin| Some(Zeroizing::new(pin)))
-            .map_err(|e| format!("reading the PIN from the terminal: {e}")),
-        None => Ok(None),
+    let prompt = |text: &str| {
+        rpassword::prompt_password(text)
+            .map(Zeroizing::new)
+            .map_err(|e| format!("reading the PIN from the terminal: {e}"))
+    };
+    match ask {
+        Ask::Never => Ok(None),
+        Ask::Existing(text) => prompt(text).map(Some),
+        Ask::New(text) => {
+            let pin = prompt(text)?;
+            if *prompt("Again: ")? != *pin {
+                return Err("the two PINs differ".into());
+            }
+            Ok(Some(pin))
+        }
     }
 }
 
@@ -145,47 +166,26 @@ fn main() -> ExitCode {
             pin_file,
             set_user_pin,
             deprecated,
-        } => (|| {
-            let so_argument = DeprecatedPinArgs::take(deprecated.so_pin, "--so-pin-file");
-            let so_pin = read_pin(
-                so_pin_file.as_deref(),
-                so_argument,
-                SO_PIN_VAR,
-                Some("SO PIN: "),
-            )?
-            .ok_or("no SO PIN")?;
-            let argument = DeprecatedPinArgs::take(deprecated.pin, "--pin-file");
-            let prompt = set_user_pin.then_some("User PIN: ");
-            let pin = read_pin(pin_file.as_deref(), argument, USER_PIN_VAR, prompt)?;
-            init_token(slot, &label, &so_pin, pin.as_deref().map(String::as_str))
-        })(),
+        } => {
+            let pins = (so_pin_file.as_deref(), pin_file.as_deref(), set_user_pin);
+            init_token_command(slot, &label, pins, deprecated)
+        }
         Command::Migrate {
             slot,
             so_pin_file,
             pin_file,
-        } => (|| {
-            let so_pin = read_pin(so_pin_file.as_deref(), None, SO_PIN_VAR, Some("SO PIN: "))?
-                .ok_or("no SO PIN")?;
-            let prompt = Some("User PIN (empty: the token has none): ");
-            let pin = read_pin(pin_file.as_deref(), None, USER_PIN_VAR, prompt)?;
-            let pin = pin.filter(|p| !p.is_empty());
-            migrate(slot, &so_pin, pin.as_deref().map(String::as_str))
-        })(),
+        } => migrate_command(slot, so_pin_file.as_deref(), pin_file.as_deref()),
         Command::RotateStk {
             slot,
             pin_file,
             deprecated,
-        } => (|| {
+        } => {
             let argument = DeprecatedPinArgs::take(deprecated.pin, "--pin-file");
-            let pin = read_pin(
-                pin_file.as_deref(),
-                argument,
-                USER_PIN_VAR,
-                Some("HSM user PIN: "),
-            )?
-            .ok_or("no PIN")?;
-            rotate_stk(slot, &pin)
-        })(),
+            let ask = Ask::Existing("HSM user PIN: ");
+            read_pin(pin_file.as_deref(), argument, USER_PIN_VAR, ask)
+                .and_then(|pin| pin.ok_or_else(|| "no PIN".to_string()))
+                .and_then(|pin| rotate_stk(slot, &pin))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -194,6 +194,41 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn init_token_command(
+    slot: u64,
+    label: &str,
+    (so_pin_file, pin_file, set_user_pin): (Option<&Path>, Option<&Path>, bool),
+    deprecated: DeprecatedPinArgs,
+) -> Result<(), String> {
+    let so_argument = DeprecatedPinArgs::take(deprecated.so_pin, "--so-pin-file");
+    let so_pin = read_pin(
+        so_pin_file,
+        so_argument,
+        SO_PIN_VAR,
+        Ask::New("New SO PIN: "),
+    )?
+    .ok_or("no SO PIN")?;
+    let argument = DeprecatedPinArgs::take(deprecated.pin, "--pin-file");
+    let ask = match set_user_pin {
+        true => Ask::New("New user PIN: "),
+        false => Ask::Never,
+    };
+    let pin = read_pin(pin_file, argument, USER_PIN_VAR, ask)?;
+    init_token(slot, label, &so_pin, pin.as_deref().map(String::as_str))
+}
+
+fn migrate_command(
+    slot: u64,
+    so_pin_file: Option<&Path>,
+    pin_file: Option<&Path>,
+) -> Result<(), String> {
+    let so_pin =
+        read_pin(so_pin_file, None, SO_PIN_VAR, Ask::Existing("SO PIN: "))?.ok_or("no SO PIN")?;
+    let ask = Ask::Existing("User PIN (empty: the token has none): ");
+    let pin = read_pin(pin_file, None, USER_PIN_VAR, ask)?.filter(|p| !p.is_empty());
+    migrate(slot, &so_pin, pin.as_deref().map(String::as_str))
 }
 
 fn info() -> Result<(), String> {
