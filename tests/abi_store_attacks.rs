@@ -608,3 +608,36 @@ fn the_admin_tool_reads_pins_from_files_or_the_environment() {
         "{info}"
     );
 }
+
+/// `C_SetPIN` gives the token a new key: another process logged in with the old one is logged
+/// out of the token (it cannot read the new key without the PIN) and logs in again.
+#[test]
+fn a_pin_change_elsewhere_logs_other_processes_out() {
+    const SLOT: usize = 11;
+    const NEW_PIN: &str = "user-pin-4444";
+    let name = test_name!();
+    if is_child(name) {
+        let pkcs11 = load_module();
+        initialize(&pkcs11);
+        let slot = ok(pkcs11.get_all_slots())[SLOT];
+        let session = user_session(&pkcs11, slot);
+        ok(session.set_pin(&pin(USER_PIN), &pin(NEW_PIN)));
+        return;
+    }
+    let f = fixture();
+    let slot = f.ready_slot(SLOT);
+    let session = f.user_session(slot);
+    ok(session.create_object(&data_template("before", b"x", true, true)));
+    run_child(name, &f.conf, &[]);
+    assert_rv(
+        session.create_object(&data_template("after", b"x", true, true)),
+        CKR_USER_NOT_LOGGED_IN,
+    );
+    assert_rv(
+        session.login(UserType::User, Some(&pin(USER_PIN))),
+        CKR_PIN_INCORRECT,
+    );
+    ok(session.login(UserType::User, Some(&pin(NEW_PIN))));
+    assert_eq!(find_by_label(&session, "before").len(), 1);
+    ok(session.create_object(&data_template("after", b"x", true, true)));
+}
