@@ -55,12 +55,12 @@ fn main() {
     );
     rv(
         "C_InitPIN",
-        call!(m, C_InitPIN(s, b"1234".as_ptr() as *mut _, 4)),
+        call!(m, C_InitPIN(s, b"user-pin".as_ptr() as *mut _, 8)),
     );
     rv("C_Logout", call!(m, C_Logout(s)));
     rv(
         "C_Login",
-        call!(m, C_Login(s, CKU_USER, b"1234".as_ptr() as *mut _, 4)),
+        call!(m, C_Login(s, CKU_USER, b"user-pin".as_ptr() as *mut _, 8)),
     );
 
     let yes: CK_BBOOL = CK_TRUE;

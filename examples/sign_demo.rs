@@ -30,7 +30,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     );
     let user_pin = AuthPin::new(
         std::env::var("B4AE_USER_PIN")
-            .unwrap_or_else(|_| "1234".into())
+            .unwrap_or_else(|_| "11223344".into())
             .into(),
     );
 

@@ -858,7 +858,12 @@ fn copy_dir(from: &Path, to: &Path) {
     });
     for entry in entries {
         let target = to.join(entry.file_name());
-        retrying("copying the token", || std::fs::copy(entry.path(), &target));
+        // The store lives in a directory of its own inside the token's directory.
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            retrying("copying the token", || std::fs::copy(entry.path(), &target));
+        }
     }
 }
 

@@ -22,7 +22,7 @@ MODULE=${B4AE_MODULE:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/libb4ae_pkcs11.so}
 ADMIN=${B4AE_ADMIN:-$(dirname "$MODULE")/b4ae-pkcs11}
 SOFTHSM=/usr/lib/softhsm/libsofthsm2.so
 SO_PIN=12345678
-USER_PIN=1234
+USER_PIN=11223344
 # Slot numbers of the pair of tokens `make_tokens` configures.
 EMBEDDED_SLOT=0
 HSM_SLOT=1
@@ -191,7 +191,8 @@ ${1:-}
 TOML
     export B4AE_PKCS11_CONF=$WORK/b4ae-pkcs11.toml
     export B4AE_PKCS11_LOG=${B4AE_PKCS11_LOG:-error}
-    "$ADMIN" init-token --slot "$EMBEDDED_SLOT" --label "$EMBEDDED_LABEL" \
-        --so-pin "$SO_PIN" --pin "$USER_PIN" >/dev/null ||
+    # The admin tool reads PINs from files, the environment or a prompt (never ps-visible arguments).
+    B4AE_SO_PIN=$SO_PIN B4AE_USER_PIN=$USER_PIN \
+        "$ADMIN" init-token --slot "$EMBEDDED_SLOT" --label "$EMBEDDED_LABEL" >/dev/null ||
         cannot_run "b4ae-pkcs11 init-token failed"
 }

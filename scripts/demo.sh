@@ -3,7 +3,7 @@
 # generate an ML-DSA-87 key pair on it, sign, and verify (through the module and independently).
 #
 # Uses $B4AE_PKCS11_CONF if set; otherwise a token of its own under target/demo/.
-# PINs: $B4AE_SO_PIN (default 12345678) and $B4AE_USER_PIN (default 1234).
+# PINs: $B4AE_SO_PIN (default 12345678) and $B4AE_USER_PIN (default 11223344).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

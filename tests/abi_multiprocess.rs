@@ -708,7 +708,7 @@ fn killed_workers_lose_nothing_committed_on_an_embedded_token() {
     const SLOT: usize = 0;
     f.ready_slot(SLOT);
     scenario(TEST, &f.dir, &f.conf, SLOT, (USER_PIN, SO_PIN), true, &[]);
-    let store = f.dir.join(format!("token{SLOT}")).join("token.sqlite");
+    let store = token_store(&f.dir, SLOT);
     let db = rusqlite::Connection::open(&store).expect("opening the store");
     let verdict: String = db
         .query_row("PRAGMA integrity_check", [], |row| row.get(0))

@@ -99,10 +99,15 @@ fn creating_objects_respects_login_and_session_kind() {
             CKR_USER_NOT_LOGGED_IN,
         );
     }
-    // A public token object needs no login.
+    // Token objects, public ones included, are written only after login: every row of the
+    // embedded store is sealed under the token key (docs/security.md).
+    assert_rv(
+        public_rw.create_object(&data_template("public-token", b"x", true, false)),
+        CKR_USER_NOT_LOGGED_IN,
+    );
     create(
         &public_rw,
-        &data_template("public-token", b"x", true, false),
+        &data_template("public-session", b"x", false, false),
     );
 
     let ro = ok(f.pkcs11.open_ro_session(slot));

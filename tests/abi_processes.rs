@@ -190,10 +190,7 @@ fn a_writer_killed_mid_write_loses_nothing_committed() {
         assert_eq!(value, format!("value of {label}").repeat(50).as_bytes());
     }
 
-    let store = f
-        .dir
-        .join(format!("token{SLOT_KILLED}"))
-        .join("token.sqlite");
+    let store = token_store(&f.dir, SLOT_KILLED);
     let db = rusqlite::Connection::open(&store).expect("opening the store");
     let verdict: String = db
         .query_row("PRAGMA integrity_check", [], |row| row.get(0))

@@ -40,7 +40,7 @@ _Static_assert(offsetof(B4AE_SIGN_ADDITIONAL_CONTEXT, ulContextLen) ==
                "B4AE_SIGN_ADDITIONAL_CONTEXT.ulContextLen offset");
 
 #define SO_PIN "12345678"
-#define USER_PIN "1234"
+#define USER_PIN "11223344"
 #define TOKEN_LABEL "c-test"
 #define PUB_LABEL "c-test-mldsa87-pub"
 #define PRIV_LABEL "c-test-mldsa87-priv"

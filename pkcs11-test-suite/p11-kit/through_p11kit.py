@@ -14,7 +14,7 @@ remoting client) and uses ML-DSA there with PyKCS11. Part of the p11-kit part of
       dilithium-py verifies what `proxy` wrote.
 
 Prints "ok - ..." / "not ok - ..." lines (lib.sh's format; the part counts them) and exits 0.
-The user PIN is $USER_PIN (default 1234).
+The user PIN is $USER_PIN (default 11223344).
 """
 
 import ctypes
@@ -22,7 +22,7 @@ import os
 import struct
 import sys
 
-PIN = os.environ.get("USER_PIN", "1234")
+PIN = os.environ.get("USER_PIN", "11223344")
 CKM_ML_DSA_KEY_PAIR_GEN, CKM_ML_DSA = 0x1C, 0x1D
 CKM_ML_KEM_KEY_PAIR_GEN = 0x0F
 CKK_ML_DSA, CKK_ML_KEM = 0x4A, 0x49

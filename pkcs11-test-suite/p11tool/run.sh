@@ -156,10 +156,10 @@ chk "after one wrong PIN p11tool warns of few tries left (CKF_USER_PIN_COUNT_LOW
     "$([ "$RC" -eq 0 ] && has 'Only few tries left' && has 'Label: mldsa87'; echo $?)"
 GNUTLS_PIN=$USER_PIN p11 --list-all --login "$U0"
 chk "a good login clears CKF_USER_PIN_COUNT_LOW" "$([ "$RC" -eq 0 ] && ! has 'few tries'; echo $?)"
-GNUTLS_SO_PIN=$SO_PIN GNUTLS_PIN=5678 p11 --initialize-pin "$U0"
+GNUTLS_SO_PIN=$SO_PIN GNUTLS_PIN=56785678 p11 --initialize-pin "$U0"
 chk "--initialize-pin (GNUTLS_SO_PIN) sets a new user PIN on the embedded token" \
     "$([ "$RC" -eq 0 ] && has "Setting user's PIN"; echo $?)"
-GNUTLS_PIN=5678 p11 --list-privkeys --login "$U0"
+GNUTLS_PIN=56785678 p11 --list-privkeys --login "$U0"
 chk "the new user PIN logs in" "$([ "$RC" -eq 0 ] && has 'Label: mldsa87'; echo $?)"
 GNUTLS_SO_PIN=$SO_PIN GNUTLS_PIN=$USER_PIN p11 --initialize-pin "$U0"
 chk "--initialize-pin back to $USER_PIN" "$([ "$RC" -eq 0 ]; echo $?)"

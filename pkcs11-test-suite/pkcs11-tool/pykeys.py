@@ -15,14 +15,14 @@ pkcs11-tool signs and verifies with them by CKA_ID.
                                                        and cryptography (Ed25519 half of the
                                                        hybrid); KIND as for gen, or
                                                        hash-ml-dsa-87-sha512
-The user PIN is $USER_PIN (default 1234). Prints one line; exits non-zero on failure.
+The user PIN is $USER_PIN (default 11223344). Prints one line; exits non-zero on failure.
 """
 
 import os
 import struct
 import sys
 
-PIN = os.environ.get("USER_PIN", "1234")
+PIN = os.environ.get("USER_PIN", "11223344")
 
 CKM = {
     "dilithium5": 0xB4AE0001,  # CKM_B4AE_DILITHIUM5_KEY_PAIR_GEN

@@ -139,13 +139,13 @@ expect "--init-pin (SO) sets the user PIN on slot $EMBEDDED_SLOT" 'User PIN succ
 # pin_cycle SLOT: user and SO PIN changes and back, as pkcs11-tool does them.
 pin_cycle() {
     local s=$1
-    expect "--change-pin on slot $s: user PIN $USER_PIN -> 4321" 'PIN successfully changed' -- \
-        --slot "$s" --login --pin "$USER_PIN" --change-pin --new-pin 4321
-    expect "slot $s: login with the new user PIN" '' -- --slot "$s" --login --pin 4321 -O
+    expect "--change-pin on slot $s: user PIN $USER_PIN -> 43214321" 'PIN successfully changed' -- \
+        --slot "$s" --login --pin "$USER_PIN" --change-pin --new-pin 43214321
+    expect "slot $s: login with the new user PIN" '' -- --slot "$s" --login --pin 43214321 -O
     refused "slot $s: the old user PIN is refused with CKR_PIN_INCORRECT" 'CKR_PIN_INCORRECT' -- \
         --slot "$s" --login --pin "$USER_PIN" -O
     expect "--change-pin on slot $s: user PIN back to $USER_PIN" 'PIN successfully changed' -- \
-        --slot "$s" --login --pin 4321 --change-pin --new-pin "$USER_PIN"
+        --slot "$s" --login --pin 43214321 --change-pin --new-pin "$USER_PIN"
     expect "--change-pin --login-type so on slot $s: SO PIN -> 87654321" 'PIN successfully changed' -- \
         --slot "$s" --login --login-type so --so-pin "$SO_PIN" --change-pin --new-pin 87654321
     # (--init-pin logs the SO in on a read-write session; -O would use a read-only one, where
@@ -438,8 +438,8 @@ check "fresh tokens: --verify of a flipped embedded Ed25519 signature says Inval
 
 # PIN lockout on slot 1 (max_pin_failures = 10).
 expect "fresh tokens: --init-pin on slot 1" 'User PIN successfully initialized' -- \
-    "${F1[@]}" --init-pin --so-pin "$SO_PIN1" --pin 5678
-expect "fresh tokens: slot 1 user login" '' -- "${F1[@]}" --login --pin 5678 -O
+    "${F1[@]}" --init-pin --so-pin "$SO_PIN1" --pin 56785678
+expect "fresh tokens: slot 1 user login" '' -- "${F1[@]}" --login --pin 56785678 -O
 refused "fresh tokens: a wrong PIN on slot 1 answers CKR_PIN_INCORRECT" 'CKR_PIN_INCORRECT' -- \
     "${F1[@]}" --login --pin 0000 -O
 t23 -L
@@ -457,14 +457,14 @@ check "fresh tokens: -L: slot 1 shows 'final user PIN try' after 9 of 10" \
 refused "fresh tokens: the 10th wrong PIN answers CKR_PIN_INCORRECT or CKR_PIN_LOCKED" \
     'CKR_PIN_INCORRECT|CKR_PIN_LOCKED' -- "${F1[@]}" --login --pin 0000 -O
 refused "fresh tokens: the right PIN now answers CKR_PIN_LOCKED" 'CKR_PIN_LOCKED' -- \
-    "${F1[@]}" --login --pin 5678 -O
+    "${F1[@]}" --login --pin 56785678 -O
 t23 -L
 check "fresh tokens: -L: slot 1 shows 'user PIN locked', slot 0 does not" \
     "$(block_has 1 'user PIN locked' && ! block_has 0 'user PIN locked'; echo $?)" "$(why)"
 expect "fresh tokens: slot 0 login still works" '' -- "${FL0[@]}" -O
 expect "fresh tokens: SO --init-pin resets the locked PIN on slot 1" 'User PIN successfully initialized' -- \
-    "${F1[@]}" --init-pin --so-pin "$SO_PIN1" --pin 5678
-expect "fresh tokens: slot 1 login works after the reset" '' -- "${F1[@]}" --login --pin 5678 -O
+    "${F1[@]}" --init-pin --so-pin "$SO_PIN1" --pin 56785678
+expect "fresh tokens: slot 1 login works after the reset" '' -- "${F1[@]}" --login --pin 56785678 -O
 
 # The module's debug log of all of the above.
 check "fresh tokens: the module wrote its debug log" "$([ -s "$FRESH/module.log" ]; echo $?)" "$FRESH/module.log"

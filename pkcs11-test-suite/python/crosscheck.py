@@ -52,7 +52,7 @@ from PyKCS11 import (
 )
 
 SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
-SO_PIN, PIN = "12345678", "1234"
+SO_PIN, PIN = "12345678", "11223344"
 MESSAGE = b"b4ae-pkcs11 python cross-check"
 CONTEXT = b"b4ae cross-check context"
 
@@ -471,8 +471,10 @@ def prepare(work, admin):
     )
     os.environ["B4AE_PKCS11_CONF"] = str(work / "b4ae.toml")
     os.environ.setdefault("B4AE_PKCS11_LOG", "warn")
+    # The admin tool takes PINs from the environment (or files, or a prompt), never from arguments.
     subprocess.run(
-        [str(admin), "init-token", "--slot", "0", "--label", "cross", "--so-pin", SO_PIN, "--pin", PIN],
+        [str(admin), "init-token", "--slot", "0", "--label", "cross"],
+        env={**os.environ, "B4AE_SO_PIN": SO_PIN, "B4AE_USER_PIN": PIN},
         **quiet,
     )
 

@@ -1,13 +1,15 @@
 //! `b4ae-pkcs11`: administration of the module's tokens, through the same token layer the
 //! module's C ABI uses.
 
-use b4ae_pkcs11::backend::embedded::EmbeddedSlot;
+use b4ae_pkcs11::backend::embedded::{migrate_earlier_store, EmbeddedSlot};
 use b4ae_pkcs11::backend::pkcs11::HsmSlot;
-use b4ae_pkcs11::config::Config;
+use b4ae_pkcs11::config::{BackendKind, Config};
 use b4ae_pkcs11::module;
 use b4ae_pkcs11::token::store::Role;
 use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use zeroize::Zeroizing;
 
 #[derive(Parser)]
 #[command(name = "b4ae-pkcs11", version, about = "Administer b4ae-pkcs11 tokens")]
@@ -21,6 +23,9 @@ enum Command {
     /// Show the configuration in force and each slot's token.
     Info,
     /// Initialize (or re-initialize, erasing every object) a token, and optionally set its user PIN.
+    ///
+    /// PINs are never taken as arguments (any user can read them with ps): each comes from its
+    /// file option, else its environment variable, else a prompt on the terminal.
     InitToken {
         /// Slot number (the token's position in the configuration).
         #[arg(long, default_value_t = 0)]
@@ -28,12 +33,34 @@ enum Command {
         /// Token label (at most 32 bytes).
         #[arg(long)]
         label: String,
-        /// SO PIN; read from $B4AE_SO_PIN when omitted.
-        #[arg(long, env = "B4AE_SO_PIN", hide_env_values = true)]
-        so_pin: String,
-        /// User PIN to set as well; read from $B4AE_USER_PIN when omitted.
-        #[arg(long, env = "B4AE_USER_PIN", hide_env_values = true)]
-        pin: Option<String>,
+        /// File holding the SO PIN (one line); else $B4AE_SO_PIN, else a prompt.
+        #[arg(long, value_name = "FILE")]
+        so_pin_file: Option<PathBuf>,
+        /// File holding a user PIN to set as well; else $B4AE_USER_PIN; else none, unless
+        /// --set-user-pin asks for a prompt.
+        #[arg(long, value_name = "FILE")]
+        pin_file: Option<PathBuf>,
+        /// Set the user PIN too, prompting for it when neither --pin-file nor $B4AE_USER_PIN
+        /// gives it.
+        #[arg(long)]
+        set_user_pin: bool,
+        #[command(flatten)]
+        deprecated: DeprecatedPinArgs,
+    },
+    /// Copy an embedded token of an earlier release (its `token.sqlite` directly in the
+    /// configured `path`) into a store of this release, under a fresh token key, then erase
+    /// the old file. Needs the SO PIN, and the user PIN when the token has one; both keep
+    /// working and must be 8 characters at least.
+    Migrate {
+        /// Slot number.
+        #[arg(long, default_value_t = 0)]
+        slot: u64,
+        /// File holding the SO PIN; else $B4AE_SO_PIN, else a prompt.
+        #[arg(long, value_name = "FILE")]
+        so_pin_file: Option<PathBuf>,
+        /// File holding the user PIN; else $B4AE_USER_PIN, else a prompt (empty: none).
+        #[arg(long, value_name = "FILE")]
+        pin_file: Option<PathBuf>,
     },
     /// Generate a new random storage key in the HSM, re-seal every post-quantum key record under
     /// it and destroy the old one (pkcs11 slots). Also finishes a rotation that was
@@ -42,10 +69,90 @@ enum Command {
         /// Slot number.
         #[arg(long, default_value_t = 0)]
         slot: u64,
-        /// The HSM user's PIN; read from $B4AE_USER_PIN when omitted.
-        #[arg(long, env = "B4AE_USER_PIN", hide_env_values = true)]
-        pin: String,
+        /// File holding the HSM user's PIN; else $B4AE_USER_PIN, else a prompt.
+        #[arg(long, value_name = "FILE")]
+        pin_file: Option<PathBuf>,
+        #[command(flatten)]
+        deprecated: DeprecatedPinArgs,
     },
+}
+
+/// The PIN arguments of earlier releases: still read, with a warning, so that scripts keep
+/// working while they move to files or the environment. Hidden from --help.
+#[derive(clap::Args)]
+struct DeprecatedPinArgs {
+    #[arg(long, hide = true, value_name = "PIN")]
+    so_pin: Option<String>,
+    #[arg(long, hide = true, value_name = "PIN")]
+    pin: Option<String>,
+}
+
+impl DeprecatedPinArgs {
+    fn take(value: Option<String>, replacement: &str) -> Option<Zeroizing<String>> {
+        let value = value?;
+        eprintln!(
+            "b4ae-pkcs11: warning: a PIN given as an argument is visible to every user (ps); \
+             use {replacement}, the environment or the prompt. PIN arguments will be removed."
+        );
+        Some(Zeroizing::new(value))
+    }
+}
+
+const SO_PIN_VAR: &str = "B4AE_SO_PIN";
+const USER_PIN_VAR: &str = "B4AE_USER_PIN";
+
+/// How to ask for a PIN on the terminal.
+#[derive(Clone, Copy)]
+enum Ask<'a> {
+    /// Not at all.
+    Never,
+    /// A PIN the token has: once.
+    Existing(&'a str),
+    /// A PIN being set: twice, since a mistyped one may lock the token for good.
+    New(&'a str),
+}
+
+/// A PIN from `file`, else a deprecated argument, else the environment variable `var`, else
+/// the terminal as `ask` says. `Ok(None)` when none applies.
+fn read_pin(
+    file: Option<&Path>,
+    argument: Option<Zeroizing<String>>,
+    var: &str,
+    ask: Ask,
+) -> Result<Option<Zeroizing<String>>, String> {
+    if let Some(file) = file {
+        let text = Zeroizing::new(
+            std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?,
+        );
+        let pin = text.strip_suffix('\n').unwrap_or(&text);
+        let pin = pin.strip_suffix('\r').unwrap_or(pin);
+        return Ok(Some(Zeroizing::new(pin.to_owned())));
+    }
+    if argument.is_some() {
+        return Ok(argument);
+    }
+    if let Some(value) = std::env::var_os(var) {
+        let value = value
+            .into_string()
+            .map_err(|_| format!("${var} is not UTF-8"))?;
+        return Ok(Some(Zeroizing::new(value)));
+    }
+    let prompt = |text: &str| {
+        rpassword::prompt_password(text)
+            .map(Zeroizing::new)
+            .map_err(|e| format!("reading the PIN from the terminal: {e}"))
+    };
+    match ask {
+        Ask::Never => Ok(None),
+        Ask::Existing(text) => prompt(text).map(Some),
+        Ask::New(text) => {
+            let pin = prompt(text)?;
+            if *prompt("Again: ")? != *pin {
+                return Err("the two PINs differ".into());
+            }
+            Ok(Some(pin))
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -56,10 +163,30 @@ fn main() -> ExitCode {
         Command::InitToken {
             slot,
             label,
-            so_pin,
-            pin,
-        } => init_token(slot, &label, &so_pin, pin.as_deref()),
-        Command::RotateStk { slot, pin } => rotate_stk(slot, &pin),
+            so_pin_file,
+            pin_file,
+            set_user_pin,
+            deprecated,
+        } => {
+            let pins = (so_pin_file.as_deref(), pin_file.as_deref(), set_user_pin);
+            init_token_command(slot, &label, pins, deprecated)
+        }
+        Command::Migrate {
+            slot,
+            so_pin_file,
+            pin_file,
+        } => migrate_command(slot, so_pin_file.as_deref(), pin_file.as_deref()),
+        Command::RotateStk {
+            slot,
+            pin_file,
+            deprecated,
+        } => {
+            let argument = DeprecatedPinArgs::take(deprecated.pin, "--pin-file");
+            let ask = Ask::Existing("HSM user PIN: ");
+            read_pin(pin_file.as_deref(), argument, USER_PIN_VAR, ask)
+                .and_then(|pin| pin.ok_or_else(|| "no PIN".to_string()))
+                .and_then(|pin| rotate_stk(slot, &pin))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -68,6 +195,41 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn init_token_command(
+    slot: u64,
+    label: &str,
+    (so_pin_file, pin_file, set_user_pin): (Option<&Path>, Option<&Path>, bool),
+    deprecated: DeprecatedPinArgs,
+) -> Result<(), String> {
+    let so_argument = DeprecatedPinArgs::take(deprecated.so_pin, "--so-pin-file");
+    let so_pin = read_pin(
+        so_pin_file,
+        so_argument,
+        SO_PIN_VAR,
+        Ask::New("New SO PIN: "),
+    )?
+    .ok_or("no SO PIN")?;
+    let argument = DeprecatedPinArgs::take(deprecated.pin, "--pin-file");
+    let ask = match set_user_pin {
+        true => Ask::New("New user PIN: "),
+        false => Ask::Never,
+    };
+    let pin = read_pin(pin_file, argument, USER_PIN_VAR, ask)?;
+    init_token(slot, label, &so_pin, pin.as_deref().map(String::as_str))
+}
+
+fn migrate_command(
+    slot: u64,
+    so_pin_file: Option<&Path>,
+    pin_file: Option<&Path>,
+) -> Result<(), String> {
+    let so_pin =
+        read_pin(so_pin_file, None, SO_PIN_VAR, Ask::Existing("SO PIN: "))?.ok_or("no SO PIN")?;
+    let ask = Ask::Existing("User PIN (empty: the token has none): ");
+    let pin = read_pin(pin_file, None, USER_PIN_VAR, ask)?.filter(|p| !p.is_empty());
+    migrate(slot, &so_pin, pin.as_deref().map(String::as_str))
 }
 
 fn info() -> Result<(), String> {
@@ -158,6 +320,35 @@ fn init_token(slot: u64, label: &str, so_pin: &str, pin: Option<&str>) -> Result
         token.logout().map_err(|e| e.to_string())?;
         println!("slot {slot}: user PIN set");
     }
+    Ok(())
+}
+
+fn migrate(slot: u64, so_pin: &str, pin: Option<&str>) -> Result<(), String> {
+    let config = Config::load(None).map_err(|e| e.to_string())?;
+    let token = usize::try_from(slot)
+        .ok()
+        .and_then(|i| config.tokens.get(i))
+        .ok_or_else(|| format!("no slot {slot} in the configuration"))?;
+    let path = match (token.backend, &token.path) {
+        (BackendKind::Embedded, Some(path)) => path,
+        _ => return Err(format!("slot {slot} is not an embedded token")),
+    };
+    let migrated = migrate_earlier_store(
+        path,
+        token.pin_kdf,
+        token.max_pin_failures,
+        so_pin.as_bytes(),
+        pin.map(str::as_bytes),
+    )?;
+    println!(
+        "slot {slot}: {} object(s) migrated into {}{}",
+        migrated.objects,
+        b4ae_pkcs11::backend::embedded::store_file(path).display(),
+        match migrated.skipped {
+            0 => String::new(),
+            n => format!(" ({n} that failed authentication left out)"),
+        }
+    );
     Ok(())
 }
 

@@ -29,8 +29,9 @@ pub enum Login {
     SecurityOfficer,
 }
 
-/// Shortest and longest PIN accepted.
-pub const MIN_PIN_LEN: usize = 4;
+/// Shortest and longest PIN accepted. The B4AE HSM guide asks for 8 characters at least: an
+/// Argon2id guess costs a fraction of a second, so a 4-digit PIN falls offline in minutes.
+pub const MIN_PIN_LEN: usize = 8;
 pub const MAX_PIN_LEN: usize = 255;
 
 /// One slot and the token in it.
@@ -112,7 +113,12 @@ impl Token {
                 Role::SecurityOfficer => Login::SecurityOfficer,
             };
         }
-        self.reload()
+        // A login whose objects cannot be read is no login: the application must not be left
+        // logged in to a token it was told it could not log in to.
+        self.reload().inspect_err(|_| {
+            *self.login.write() = Login::Public;
+            self.backend.logout();
+        })
     }
 
     /// `C_Logout`, or the last session closing.

@@ -21,7 +21,9 @@ pub struct TokenState {
     pub user_pin_initialized: bool,
     pub user_failures: u32,
     pub so_failures: u32,
+    /// The token's own PIN policy (kept in the token, not in the configuration).
     pub max_failures: u32,
+    pub min_pin_len: u32,
 }
 
 /// A stored object as the backend returns it.

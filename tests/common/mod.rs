@@ -373,6 +373,17 @@ pub fn write_config(dir: &Path, tokens: usize, max_pin_failures: Option<u32>) ->
     path
 }
 
+/// The store file of the embedded token configured at `token_dir` (the `path` of its
+/// `[[token]]`).
+pub fn store_file(token_dir: &Path) -> PathBuf {
+    b4ae_pkcs11::backend::embedded::store_file(token_dir)
+}
+
+/// The store file of token `index` of a configuration written by [`write_config`] in `dir`.
+pub fn token_store(dir: &Path, index: usize) -> PathBuf {
+    store_file(&dir.join(format!("token{index}")))
+}
+
 /// A temporary directory under cargo's target/tmp (so `cargo clean` removes leftovers).
 pub fn temp_dir(prefix: &str) -> TempDir {
     let base = Path::new(env!("CARGO_TARGET_TMPDIR"));

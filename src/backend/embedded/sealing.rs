@@ -20,7 +20,21 @@ pub struct KdfCost {
     pub passes: u32,
 }
 
+/// The largest cost accepted from a store: the file is not trusted, and an absurd cost would
+/// abort the host process (allocation failure) or hang it. 1 GiB and 16 passes are far above
+/// the production setting and still finish.
+const MAX_MEMORY_KIB: u32 = 1024 * 1024;
+const MAX_PASSES: u32 = 16;
+/// Argon2's own minimum for one lane.
+const MIN_MEMORY_KIB: u32 = 8;
+
 impl KdfCost {
+    /// Whether a cost read from a store is within the bounds this module will run.
+    pub fn is_sane(self) -> bool {
+        (MIN_MEMORY_KIB..=MAX_MEMORY_KIB).contains(&self.memory_kib)
+            && (1..=MAX_PASSES).contains(&self.passes)
+    }
+
     pub fn for_setting(kdf: PinKdf) -> Self {
         match kdf {
             PinKdf::Argon2id => KdfCost {
@@ -44,6 +58,9 @@ pub fn random_key() -> Result<Key> {
 
 /// The key-encryption key for a PIN.
 pub fn pin_key(pin: &[u8], salt: &[u8], cost: KdfCost) -> Result<Key> {
+    if !cost.is_sane() {
+        return Err(Error::DEVICE);
+    }
     let params = argon2::Params::new(cost.memory_kib, cost.passes, 1, Some(32))
         .map_err(|_| Error::DEVICE)?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
@@ -92,6 +109,15 @@ pub fn open(key: &Key, sealed: &[u8], aad: &[u8]) -> Option<Zeroizing<Vec<u8>>> 
         .map(Zeroizing::new)
 }
 
+/// A key for HMAC-SHA-256 derived from the token key for one purpose, so that the token key
+/// itself only ever seals.
+pub fn derived_mac_key(token_key: &Key, purpose: &[u8]) -> aws_lc_rs::hmac::Key {
+    use aws_lc_rs::hmac;
+    let root = hmac::Key::new(hmac::HMAC_SHA256, token_key.as_ref());
+    let derived = Zeroizing::new(hmac::sign(&root, purpose).as_ref().to_vec());
+    hmac::Key::new(hmac::HMAC_SHA256, &derived)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +139,20 @@ mod tests {
         let c = pin_key(b"1234", b"saltsaltsaltsalu", cost).unwrap();
         assert_ne!(*a, *b);
         assert_ne!(*a, *c);
+    }
+
+    #[test]
+    fn absurd_costs_are_refused_not_run() {
+        let huge = KdfCost {
+            memory_kib: u32::MAX,
+            passes: 1,
+        };
+        let endless = KdfCost {
+            memory_kib: 256,
+            passes: u32::MAX,
+        };
+        assert!(pin_key(b"12345678", b"saltsaltsaltsalt", huge).is_err());
+        assert!(pin_key(b"12345678", b"saltsaltsaltsalt", endless).is_err());
+        assert!(KdfCost::for_setting(PinKdf::Argon2id).is_sane());
     }
 }

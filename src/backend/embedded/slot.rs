@@ -12,7 +12,7 @@ use crate::token::io::{answer_attributes, AttributeRequest, Step};
 use crate::token::operations::{Direction, OpKind, Operations};
 use crate::token::session::Session;
 use crate::token::store::Role;
-use crate::token::{Login, Token, MAX_PIN_LEN, MIN_PIN_LEN};
+use crate::token::{Login, Token, MAX_PIN_LEN};
 use cryptoki_sys::*;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -83,7 +83,7 @@ impl Backend for EmbeddedSlot {
             ulMaxRwSessionCount: CK_EFFECTIVELY_INFINITE,
             ulRwSessionCount: token.rw_sessions.load(Ordering::SeqCst) as CK_ULONG,
             ulMaxPinLen: MAX_PIN_LEN as CK_ULONG,
-            ulMinPinLen: MIN_PIN_LEN as CK_ULONG,
+            ulMinPinLen: state.min_pin_len as CK_ULONG,
             ulTotalPublicMemory: CK_UNAVAILABLE_INFORMATION,
             ulFreePublicMemory: CK_UNAVAILABLE_INFORMATION,
             ulTotalPrivateMemory: CK_UNAVAILABLE_INFORMATION,
