@@ -569,7 +569,7 @@ fn rotation_makes_unrelated_random_storage_keys_and_leaves_nothing_older() {
     let mut outputs = vec![first];
     let slot = ROTATE.to_string();
     for epoch in [2, 3] {
-        let output = admin(&["rotate-stk", "--slot", &slot, "--pin", HSM_PIN], &f.conf);
+        let output = admin_with_user_pin(&["rotate-stk", "--slot", &slot], &f.conf, HSM_PIN);
         assert_success("b4ae-pkcs11 rotate-stk", &output);
         let direct = f.hsm_session(TOKENS[ROTATE]);
         let keys = f.storage_keys(&direct);

@@ -623,7 +623,7 @@ fn rotate_stk_reseals_every_record_under_a_new_storage_key() {
         assert_eq!(f.stk_labels(&direct), ["B4AE-v2-STK-1"]);
     }
     let slot = ROTATE.to_string();
-    let output = admin(&["rotate-stk", "--slot", &slot, "--pin", HSM_PIN], &f.conf);
+    let output = admin_with_user_pin(&["rotate-stk", "--slot", &slot], &f.conf, HSM_PIN);
     assert_success("b4ae-pkcs11 rotate-stk", &output);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("epoch 2"), "{stdout}");
@@ -690,7 +690,7 @@ fn a_rotation_by_another_process_leaves_an_open_session_one_live_key() {
     let pk = sign_and_check(&session, Ps::P44, public, old_private);
 
     let slot = HELD.to_string();
-    let output = admin(&["rotate-stk", "--slot", &slot, "--pin", HSM_PIN], &f.conf);
+    let output = admin_with_user_pin(&["rotate-stk", "--slot", &slot], &f.conf, HSM_PIN);
     assert_success("b4ae-pkcs11 rotate-stk", &output);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("epoch 2"), "{stdout}");

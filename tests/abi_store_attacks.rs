@@ -565,20 +565,19 @@ fn the_admin_tool_reads_pins_from_files_or_the_environment() {
             .stdin(Stdio::null());
         command
     };
-    // PINs given as arguments (visible in ps) are still read from earlier scripts, with a
-    // warning; the tool's help no longer offers them.
+    // PINs given as arguments (visible in ps) are refused; the help offers files instead.
     let help = tool().args(["init-token", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout).into_owned();
     assert!(
         !help.contains("--so-pin ") && help.contains("--so-pin-file"),
         "{help}"
     );
-    let warned = tool()
+    let refused = tool()
         .args(["init-token", "--label", "argv", "--so-pin", SO_PIN])
         .output()
         .unwrap();
-    assert!(warned.status.success(), "{warned:?}");
-    assert!(String::from_utf8_lossy(&warned.stderr).contains("visible to every user"));
+    assert!(!refused.status.success(), "{refused:?}");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("unexpected argument"));
 
     let so_file = config.dir().join("so.pin");
     let user_file = config.dir().join("user.pin");

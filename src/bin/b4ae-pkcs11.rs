@@ -44,8 +44,6 @@ enum Command {
         /// gives it.
         #[arg(long)]
         set_user_pin: bool,
-        #[command(flatten)]
-        deprecated: DeprecatedPinArgs,
     },
     /// Copy an embedded token of an earlier release (its `token.sqlite` directly in the
     /// configured `path`) into a store of this release, under a fresh token key, then erase
@@ -72,30 +70,7 @@ enum Command {
         /// File holding the HSM user's PIN; else $B4AE_USER_PIN, else a prompt.
         #[arg(long, value_name = "FILE")]
         pin_file: Option<PathBuf>,
-        #[command(flatten)]
-        deprecated: DeprecatedPinArgs,
     },
-}
-
-/// The PIN arguments of earlier releases: still read, with a warning, so that scripts keep
-/// working while they move to files or the environment. Hidden from --help.
-#[derive(clap::Args)]
-struct DeprecatedPinArgs {
-    #[arg(long, hide = true, value_name = "PIN")]
-    so_pin: Option<String>,
-    #[arg(long, hide = true, value_name = "PIN")]
-    pin: Option<String>,
-}
-
-impl DeprecatedPinArgs {
-    fn take(value: Option<String>, replacement: &str) -> Option<Zeroizing<String>> {
-        let value = value?;
-        eprintln!(
-            "b4ae-pkcs11: warning: a PIN given as an argument is visible to every user (ps); \
-             use {replacement}, the environment or the prompt. PIN arguments will be removed."
-        );
-        Some(Zeroizing::new(value))
-    }
 }
 
 const SO_PIN_VAR: &str = "B4AE_SO_PIN";
@@ -112,14 +87,9 @@ enum Ask<'a> {
     New(&'a str),
 }
 
-/// A PIN from `file`, else a deprecated argument, else the environment variable `var`, else
+/// A PIN from `file`, else the environment variable `var`, else
 /// the terminal as `ask` says. `Ok(None)` when none applies.
-fn read_pin(
-    file: Option<&Path>,
-    argument: Option<Zeroizing<String>>,
-    var: &str,
-    ask: Ask,
-) -> Result<Option<Zeroizing<String>>, String> {
+fn read_pin(file: Option<&Path>, var: &str, ask: Ask) -> Result<Option<Zeroizing<String>>, String> {
     if let Some(file) = file {
         let text = Zeroizing::new(
             std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?,
@@ -127,9 +97,6 @@ fn read_pin(
         let pin = text.strip_suffix('\n').unwrap_or(&text);
         let pin = pin.strip_suffix('\r').unwrap_or(pin);
         return Ok(Some(Zeroizing::new(pin.to_owned())));
-    }
-    if argument.is_some() {
-        return Ok(argument);
     }
     if let Some(value) = std::env::var_os(var) {
         let value = value
@@ -166,24 +133,18 @@ fn main() -> ExitCode {
             so_pin_file,
             pin_file,
             set_user_pin,
-            deprecated,
         } => {
             let pins = (so_pin_file.as_deref(), pin_file.as_deref(), set_user_pin);
-            init_token_command(slot, &label, pins, deprecated)
+            init_token_command(slot, &label, pins)
         }
         Command::Migrate {
             slot,
             so_pin_file,
             pin_file,
         } => migrate_command(slot, so_pin_file.as_deref(), pin_file.as_deref()),
-        Command::RotateStk {
-            slot,
-            pin_file,
-            deprecated,
-        } => {
-            let argument = DeprecatedPinArgs::take(deprecated.pin, "--pin-file");
+        Command::RotateStk { slot, pin_file } => {
             let ask = Ask::Existing("HSM user PIN: ");
-            read_pin(pin_file.as_deref(), argument, USER_PIN_VAR, ask)
+            read_pin(pin_file.as_deref(), USER_PIN_VAR, ask)
                 .and_then(|pin| pin.ok_or_else(|| "no PIN".to_string()))
                 .and_then(|pin| rotate_stk(slot, &pin))
         }
@@ -201,22 +162,13 @@ fn init_token_command(
     slot: u64,
     label: &str,
     (so_pin_file, pin_file, set_user_pin): (Option<&Path>, Option<&Path>, bool),
-    deprecated: DeprecatedPinArgs,
 ) -> Result<(), String> {
-    let so_argument = DeprecatedPinArgs::take(deprecated.so_pin, "--so-pin-file");
-    let so_pin = read_pin(
-        so_pin_file,
-        so_argument,
-        SO_PIN_VAR,
-        Ask::New("New SO PIN: "),
-    )?
-    .ok_or("no SO PIN")?;
-    let argument = DeprecatedPinArgs::take(deprecated.pin, "--pin-file");
+    let so_pin = read_pin(so_pin_file, SO_PIN_VAR, Ask::New("New SO PIN: "))?.ok_or("no SO PIN")?;
     let ask = match set_user_pin {
         true => Ask::New("New user PIN: "),
         false => Ask::Never,
     };
-    let pin = read_pin(pin_file, argument, USER_PIN_VAR, ask)?;
+    let pin = read_pin(pin_file, USER_PIN_VAR, ask)?;
     init_token(slot, label, &so_pin, pin.as_deref().map(String::as_str))
 }
 
@@ -226,9 +178,9 @@ fn migrate_command(
     pin_file: Option<&Path>,
 ) -> Result<(), String> {
     let so_pin =
-        read_pin(so_pin_file, None, SO_PIN_VAR, Ask::Existing("SO PIN: "))?.ok_or("no SO PIN")?;
+        read_pin(so_pin_file, SO_PIN_VAR, Ask::Existing("SO PIN: "))?.ok_or("no SO PIN")?;
     let ask = Ask::Existing("User PIN (empty: the token has none): ");
-    let pin = read_pin(pin_file, None, USER_PIN_VAR, ask)?.filter(|p| !p.is_empty());
+    let pin = read_pin(pin_file, USER_PIN_VAR, ask)?.filter(|p| !p.is_empty());
     migrate(slot, &so_pin, pin.as_deref().map(String::as_str))
 }
 

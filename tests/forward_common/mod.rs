@@ -28,6 +28,8 @@ pub const SOFTHSM_CONF_VAR: &str = "SOFTHSM2_CONF";
 pub const FWD_DIR_VAR: &str = "B4AE_FWD_TEST_DIR";
 pub const HSM_SO_PIN: &str = "12345678";
 pub const HSM_PIN: &str = "1234";
+/// The inner embedded token's user PIN (embedded tokens take 8 characters or more).
+pub const INNER_PIN: &str = "inner-user-pin";
 /// The inner (embedded) token's label, behind the last slot.
 pub const INNER_LABEL: &str = "inner";
 
@@ -247,16 +249,9 @@ fn prepare(dir: &Path, tokens: &[&str]) {
         text(&dir.join("inner"))
     );
     std::fs::write(&inner_conf, inner).expect("inner configuration");
-    let args = [
-        "init-token",
-        "--label",
-        INNER_LABEL,
-        "--so-pin",
-        HSM_SO_PIN,
-        "--pin",
-        HSM_PIN,
-    ];
-    assert_success("admin init-token", &admin(&args, &inner_conf));
+    let args = ["init-token", "--label", INNER_LABEL];
+    let pins = [("B4AE_SO_PIN", HSM_SO_PIN), ("B4AE_USER_PIN", INNER_PIN)];
+    assert_success("admin init-token", &admin_with(&args, &inner_conf, &pins));
 
     let mut conf = String::new();
     for label in tokens {
@@ -415,9 +410,20 @@ pub fn admin_path() -> PathBuf {
 
 /// Runs the admin tool with configuration `conf`; killed (and the test failed) after 2 minutes.
 pub fn admin(args: &[&str], conf: &Path) -> Output {
+    admin_with(args, conf, &[])
+}
+
+/// [`admin`] with the user PIN in the environment, where the tool reads it.
+pub fn admin_with_user_pin(args: &[&str], conf: &Path, user_pin: &str) -> Output {
+    admin_with(args, conf, &[("B4AE_USER_PIN", user_pin)])
+}
+
+/// [`admin`] with extra environment variables (PINs are never arguments).
+pub fn admin_with(args: &[&str], conf: &Path, envs: &[(&str, &str)]) -> Output {
     let child = Command::new(admin_path())
         .args(args)
         .env(CONF_VAR, conf)
+        .envs(envs.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -473,8 +479,17 @@ impl Forward {
     /// A read/write session of the module on slot `index`, logged in as the user.
     pub fn module_session(&self, index: usize) -> Session {
         let session = ok(self.module.open_rw_session(self.slots[index]));
-        ok(session.login(UserType::User, Some(&common::pin(HSM_PIN))));
+        ok(session.login(UserType::User, Some(&common::pin(self.user_pin(index)))));
         session
+    }
+
+    /// The user PIN of slot `index`: SoftHSM's, or the inner embedded token's (the last slot).
+    pub fn user_pin(&self, index: usize) -> &'static str {
+        if index + 1 == self.slots.len() {
+            INNER_PIN
+        } else {
+            HSM_PIN
+        }
     }
 
     /// SoftHSM's own slot of the token labelled `label`.
