@@ -55,6 +55,7 @@ pub enum Trust {
 /// deletions and rotations show within this time, while a search repeated in a loop does not
 /// pay an HSM round trip each time.
 const CONFIRMATION_TTL_MS: u64 = 1000;
+const NEVER_CONFIRMED: u64 = u64::MAX;
 
 /// Milliseconds since this process first asked.
 fn clock() -> u64 {
@@ -65,7 +66,13 @@ fn clock() -> u64 {
 impl Indexed {
     /// Whether the record needs the HSM to confirm it again.
     pub fn unconfirmed(&self) -> bool {
-        clock().saturating_sub(self.confirmed.load(Ordering::Relaxed)) > CONFIRMATION_TTL_MS
+        let confirmed = self.confirmed.load(Ordering::Relaxed);
+        confirmed == NEVER_CONFIRMED || clock().saturating_sub(confirmed) > CONFIRMATION_TTL_MS
+    }
+
+    /// Asks for a confirmation by the HSM before the next use.
+    fn doubt(&self) {
+        self.confirmed.store(NEVER_CONFIRMED, Ordering::Relaxed);
     }
 
     pub fn confirm(&self) {
@@ -106,6 +113,10 @@ pub struct KeyStore {
     /// Whether each HSM object looked at is a storage key, for the current login (some HSMs
     /// number objects afresh at each login).
     verdicts: RwLock<HashMap<CK_OBJECT_HANDLE, bool>>,
+    /// See [`Self::generation`].
+    generation: AtomicU64,
+    /// Whether the next [`Self::refresh`] reads every record again (see [`Self::suspect`]).
+    stale: std::sync::atomic::AtomicBool,
     /// Whether this process has looked for release 1's storage keys (see `migrate`).
     pub(super) legacy_keys_checked: std::sync::atomic::AtomicBool,
     /// Objects tagged as records that are not well-formed ones: never used, never forwarded.
@@ -144,6 +155,8 @@ impl KeyStore {
             foreign: RwLock::new(HashSet::new()),
             legacy_keys_checked: std::sync::atomic::AtomicBool::new(false),
             verdicts: RwLock::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+            stale: std::sync::atomic::AtomicBool::new(false),
             protection: Mutex::new(None),
             internal: Mutex::new(None),
             real_slot: std::sync::atomic::AtomicU64::new(real_slot),
@@ -179,17 +192,69 @@ impl KeyStore {
                     .lib
                     .open_session(self.real_slot(), CKF_SERIAL_SESSION | CKF_RW_SESSION)?;
                 *guard = Some(s);
+                // The HSM may have restarted while no session of ours was open, numbering its
+                // objects afresh: nothing indexed is trusted before it is confirmed again.
+                self.suspect();
                 s
             }
         };
         let result = f(session);
-        if matches!(
-            result,
-            Err(Error(CKR_SESSION_HANDLE_INVALID | CKR_SESSION_CLOSED))
-        ) {
-            *guard = None;
+        if let Err(e) = result {
+            if hsm_lost(e) {
+                tracing::warn!(
+                    "the HSM lost this module's session ({e}): its objects are read again"
+                );
+                *guard = None;
+                self.suspect();
+            }
         }
         result
+    }
+
+    /// The HSM may have renumbered its objects (it restarted, or its sessions were lost):
+    /// every indexed record must be confirmed before use, and what is kept by handle goes.
+    pub fn suspect(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.stale.store(true, Ordering::Release);
+        for (_, entry) in self.index.read().iter() {
+            entry.doubt();
+        }
+        self.cache.write().clear();
+        self.ed25519.write().clear();
+        *self.stks.write() = None;
+        self.forget_verdicts();
+    }
+
+    /// Counts [`Self::suspect`]: what is kept by HSM handle elsewhere is dropped when it moves.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// [`Self::confirmed`], asking the HSM whatever it said lately: before a destructive call.
+    pub fn confirmed_now(&self, s: CK_SESSION_HANDLE, handle: CK_OBJECT_HANDLE) -> bool {
+        if let Some(entry) = self.index.read().get(&handle) {
+            entry.doubt();
+        }
+        self.confirmed(s, handle)
+    }
+
+    /// Whether the HSM object `handle` is still exactly the indexed record (asked of the HSM
+    /// when not confirmed lately); a record that is gone or changed leaves the index.
+    pub fn confirmed(&self, s: CK_SESSION_HANDLE, handle: CK_OBJECT_HANDLE) -> bool {
+        let Some(entry) = self.index.read().get(&handle).cloned() else {
+            return false;
+        };
+        if !entry.unconfirmed() {
+            return true;
+        }
+        let value = self.lib.attribute(s, handle, CKA_VALUE);
+        let same = matches!(value, Ok(Some(ref v)) if entry.record.is_encoded_as(v));
+        if same {
+            entry.confirm();
+        } else {
+            self.removed(handle);
+        }
+        same
     }
 
     /// Closes the internal session (the application's last session closed).
@@ -438,19 +503,31 @@ impl KeyStore {
             .with_internal(|s| self.lib.find(s, &template))?
             .into_iter()
             .collect();
+        // After a lost session every handle is read again: the same number may name another
+        // object now. A record found unchanged keeps what is known of it.
+        let recheck = self.stale.swap(false, Ordering::AcqRel);
         let unknown: Vec<CK_OBJECT_HANDLE> = {
             let index = self.index.read();
             let foreign = self.foreign.read();
             handles
                 .iter()
                 .copied()
-                .filter(|h| !index.contains_key(h) && !foreign.contains(h))
+                .filter(|h| recheck || (!index.contains_key(h) && !foreign.contains(h)))
                 .collect()
         };
         let mut malformed = Vec::new();
         let mut fresh = HashMap::with_capacity(unknown.len());
         for handle in unknown {
-            let value = self.with_internal(|s| self.lib.attribute(s, handle, CKA_VALUE))?;
+            let value = self.with_internal(|s| self.lib.attribute(s, handle, CKA_VALUE));
+            let value = value.inspect_err(|_| self.stale.store(recheck, Ordering::Release))?;
+            let known = self.index.read().get(&handle).cloned();
+            if let (Some(entry), Some(v)) = (known, value.as_deref()) {
+                if entry.record.is_encoded_as(v) {
+                    entry.confirm();
+                    fresh.insert(handle, entry);
+                    continue;
+                }
+            }
             match value.as_deref().map(Record::parse) {
                 Some(Ok(record)) if well_formed(&record) => {
                     fresh.insert(handle, Self::present(record));
@@ -465,11 +542,11 @@ impl KeyStore {
         }
         {
             let mut foreign = self.foreign.write();
-            foreign.retain(|h| handles.contains(h));
+            foreign.retain(|h| handles.contains(h) && !recheck);
             foreign.extend(malformed);
         }
         let mut index = self.index.write();
-        index.retain(|h, _| handles.contains(h));
+        index.retain(|h, _| handles.contains(h) && !recheck);
         index.extend(fresh);
         self.cache.write().retain(|h, _| index.contains_key(h));
         self.loaded.store(true, Ordering::Release);
@@ -797,6 +874,19 @@ fn well_formed(record: &Record) -> bool {
         record.kind == Kind::Private && record.public.types().any(|t| face.is_secret_attribute(t));
     let tag_fits = record.legacy || record.sealed.len() >= records::TAG_LEN;
     kind_fits && !secret_outside && tag_fits
+}
+
+/// Answers that mean the session (and with it, perhaps, the HSM's numbering) is gone.
+fn hsm_lost(e: Error) -> bool {
+    matches!(
+        e.0,
+        CKR_SESSION_HANDLE_INVALID
+            | CKR_SESSION_CLOSED
+            | CKR_CRYPTOKI_NOT_INITIALIZED
+            | CKR_DEVICE_REMOVED
+            | CKR_TOKEN_NOT_PRESENT
+            | CKR_DEVICE_ERROR
+    )
 }
 
 /// Errors that say nothing about a record (the HSM could not be asked), as opposed to its

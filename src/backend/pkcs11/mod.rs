@@ -61,6 +61,7 @@ pub struct ForwardToken {
     pub sessions: AtomicUsize,
     /// The key type of the HSM's keys this module has checked (see [`Self::check_key_type`]).
     key_types: RwLock<std::collections::HashMap<CK_OBJECT_HANDLE, CK_KEY_TYPE>>,
+    key_types_generation: std::sync::atomic::AtomicU64,
 }
 
 impl ForwardToken {
@@ -136,6 +137,7 @@ impl ForwardToken {
             real_mechanisms,
             sessions: AtomicUsize::new(0),
             key_types: RwLock::new(std::collections::HashMap::new()),
+            key_types_generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -283,8 +285,9 @@ impl ForwardToken {
             self.keys.refresh()?;
         }
         let mut found = self.keys.find(template);
-        // Another process may have destroyed or rotated a key since the index was read: the
-        // handles found are checked against the HSM, and the index read again if one is gone.
+        // Another process may have destroyed or rotated a key since the index was read, or the
+        // HSM renumbered its objects: the handles found are checked against the HSM (a stale
+        // one leaves the index), and the index read again if one was.
         if (found.is_empty() && records_only) || !self.all_live(real_session, &found) {
             self.keys.refresh()?;
             found = self.keys.find(template);
@@ -328,22 +331,13 @@ impl ForwardToken {
     /// Whether every handle still names a key record in the HSM (asking the HSM only about
     /// records it has not confirmed lately).
     fn all_live(&self, real_session: CK_SESSION_HANDLE, handles: &[CK_OBJECT_HANDLE]) -> bool {
-        handles.iter().all(|h| match self.keys.indexed(*h) {
-            Some(entry) if !entry.unconfirmed() => true,
-            Some(entry) => {
-                let application = self.lib.attribute(real_session, *h, CKA_APPLICATION);
-                let live = matches!(application, Ok(Some(a)) if a == records::APPLICATION);
-                if live {
-                    entry.confirm();
-                }
-                live
-            }
-            None => false,
-        })
+        let live: Vec<bool> = handles
+            .iter()
+            .map(|h| self.keys.confirmed(real_session, *h))
+            .collect();
+        live.iter().all(|l| *l)
     }
 
-    /// The application's last session on this token closed: the HSM logs it out, so the
-    /// internal session goes too (else it would keep the login alive) and secrets are dropped.
     /// Checks, before the HSM sees it, that a key of the HSM's fits a mechanism whose key type
     /// is certain: SoftHSM2 2.6 crashes the process on `C_VerifyInit(CKM_ECDSA)` with an
     /// Ed25519 key. The key type is asked once per handle and kept (a handle names one object
@@ -360,6 +354,15 @@ impl ForwardToken {
             CKM_EDDSA => CKK_EC_EDWARDS,
             _ => return Ok(()),
         };
+        let generation = self.keys.generation();
+        if self
+            .key_types_generation
+            .swap(generation, std::sync::atomic::Ordering::AcqRel)
+            != generation
+        {
+            // The HSM may have renumbered its objects.
+            self.key_types.write().clear();
+        }
         let known = self.key_types.read().get(&key).copied();
         let key_type = match known {
             Some(t) => t,
@@ -431,6 +434,8 @@ impl ForwardToken {
         Ok(())
     }
 
+    /// The application's last session on this token closed: the HSM logs it out, so the
+    /// internal session goes too (else it would keep the login alive) and secrets are dropped.
     pub fn all_sessions_closed(&self) {
         self.keys.close();
         self.keys.forget_secrets();

@@ -68,6 +68,14 @@ pub fn prefix(
 }
 
 impl Record {
+    /// Whether `bytes` are this record's encoding.
+    pub fn is_encoded_as(&self, bytes: &[u8]) -> bool {
+        let n = self.authenticated.len();
+        bytes.len() == n + self.sealed.len()
+            && bytes[..n] == self.authenticated[..]
+            && bytes[n..] == self.sealed[..]
+    }
+
     pub fn parse(bytes: &[u8]) -> Result<Self> {
         if bytes.len() < HEADER_LEN {
             return Err(Error::DEVICE);

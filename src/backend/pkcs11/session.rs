@@ -367,7 +367,12 @@ impl BackendSession for ForwardSession {
     }
 
     fn destroy_object(&self, object: CK_OBJECT_HANDLE) -> Result<()> {
-        let label = self.record(object)?.and_then(|e| {
+        let entry = self.record(object)?;
+        if entry.is_some() && !self.token.keys.confirmed_now(self.real, object) {
+            // The handle no longer names that record (the HSM renumbered its objects).
+            return Err(Error::OBJECT_HANDLE_INVALID);
+        }
+        let label = entry.and_then(|e| {
             e.object
                 .attrs
                 .get(ed25519::HSM_KEY_LABEL)
@@ -418,6 +423,9 @@ impl BackendSession for ForwardSession {
         if self.record(object)?.is_none() {
             self.guard(object, Error::OBJECT_HANDLE_INVALID)?;
             return self.lib().set_attributes(self.real, object, &template);
+        }
+        if !self.token.keys.confirmed_now(self.real, object) {
+            return Err(Error::OBJECT_HANDLE_INVALID);
         }
         let current = self.token.keys.open(object)?;
         let changed = factory::modify(&current, template)?;
