@@ -813,14 +813,7 @@ const TOKENDIR_VAR: &str = "B4AE_TEST_TOKENDIR";
 
 /// In the child: C_Initialize fails with CKR_GENERAL_ERROR and leaves the module uninitialised.
 fn initialize_must_fail() {
-    let mut args = CK_C_INITIALIZE_ARGS {
-        CreateMutex: None,
-        DestroyMutex: None,
-        LockMutex: None,
-        UnlockMutex: None,
-        flags: CKF_OS_LOCKING_OK,
-        pReserved: null(),
-    };
+    let mut args = os_locking_args(null());
     let args: *mut CK_C_INITIALIZE_ARGS = &mut args;
     assert_ck!(CKR_GENERAL_ERROR; C_Initialize(args.cast()), C_Initialize(args.cast()));
     let mut info = CK_INFO::default();

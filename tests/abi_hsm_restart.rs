@@ -31,14 +31,7 @@ fn restart_softhsm(raw: &RawLib) {
     // SAFETY: SoftHSM's own functions; NULL arguments are allowed for both.
     let finalized = unsafe { raw.fl.C_Finalize.expect("C_Finalize")(std::ptr::null_mut()) };
     assert_rv(finalized, CKR_OK);
-    let mut args = CK_C_INITIALIZE_ARGS {
-        CreateMutex: None,
-        DestroyMutex: None,
-        LockMutex: None,
-        UnlockMutex: None,
-        flags: CKF_OS_LOCKING_OK,
-        pReserved: std::ptr::null_mut(),
-    };
+    let mut args = os_locking_args(std::ptr::null_mut());
     // SAFETY: valid arguments for the library's C_Initialize.
     let initialized = unsafe {
         raw.fl.C_Initialize.expect("C_Initialize")((&mut args as *mut CK_C_INITIALIZE_ARGS).cast())

@@ -367,14 +367,7 @@ fn a_forked_child_starts_logged_out_of_the_hsm() {
 // Point 6: pReserved that is not a configuration string
 
 fn initialize_with_reserved(reserved: *mut std::ffi::c_void) -> CK_RV {
-    let mut args = CK_C_INITIALIZE_ARGS {
-        CreateMutex: None,
-        DestroyMutex: None,
-        LockMutex: None,
-        UnlockMutex: None,
-        flags: CKF_OS_LOCKING_OK,
-        pReserved: reserved,
-    };
+    let mut args = os_locking_args(reserved);
     ck!(C_Initialize(
         (&mut args as *mut CK_C_INITIALIZE_ARGS).cast()
     ))

@@ -482,6 +482,18 @@ pub fn readable_shared_secret() -> [Attribute; 5] {
     ]
 }
 
+/// `C_Initialize` arguments: the library's own locking, and `reserved` as `pReserved`.
+pub fn os_locking_args(reserved: *mut std::ffi::c_void) -> CK_C_INITIALIZE_ARGS {
+    CK_C_INITIALIZE_ARGS {
+        CreateMutex: None,
+        DestroyMutex: None,
+        LockMutex: None,
+        UnlockMutex: None,
+        flags: CKF_OS_LOCKING_OK,
+        pReserved: reserved,
+    }
+}
+
 pub fn pin(value: &str) -> AuthPin {
     AuthPin::new(value.into())
 }
