@@ -404,14 +404,11 @@ impl KeyStore {
     /// Whether the HSM opens the record under a storage key (asked once per record; a private
     /// record's key, opened for the purpose, goes to the cache).
     pub(super) fn authentic(&self, handle: CK_OBJECT_HANDLE, entry: &Indexed) -> bool {
-        match entry.trust() {
-            Trust::Authentic => true,
-            Trust::Refused => false,
-            Trust::Unchecked if entry.record.legacy => false,
-            Trust::Unchecked => self
-                .with_internal(|s| Ok(self.authentic_in(s, handle, entry)))
-                .unwrap_or(false),
+        if entry.trust() != Trust::Unchecked || entry.record.legacy {
+            return entry.trust() == Trust::Authentic;
         }
+        self.with_internal(|s| Ok(self.authentic_in(s, handle, entry)))
+            .unwrap_or(false)
     }
 
     /// [`Self::authentic`] in the internal session `s` (held by the caller).

@@ -186,9 +186,8 @@ impl PinCounter {
         file.lock().map_err(|_| Error::DEVICE)?;
         let mut counts = Self::read(&mut file)?;
         let limit = self.limit_of(&counts);
-        if counts.limit.is_none() {
-            counts.limit = Some(limit);
-        }
+        // The limit in force is pinned in the file: a later configuration can only lower it.
+        let unpinned = counts.limit.replace(limit) != Some(limit);
         if *counts.of(user) >= limit {
             return Err(Error::PIN_LOCKED);
         }
@@ -201,7 +200,7 @@ impl PinCounter {
                     tracing::warn!("PIN locked after {limit} wrong PINs in a row");
                 }
             }
-            Ok(()) if *counts.of(user) > 0 || counts.limit != Some(limit) => {
+            Ok(()) if *counts.of(user) > 0 || unpinned => {
                 *counts.of(user) = 0;
                 Self::write(&mut file, &counts)?;
             }
