@@ -41,6 +41,12 @@ pub struct TokenConfig {
     pub token_serial: Option<String>,
     /// A string handed to the real library's `C_Initialize` as `pReserved` (pkcs11 backend).
     pub init_reserved: Option<String>,
+    /// The custody agent's socket (agent backend).
+    pub socket: Option<PathBuf>,
+    /// How long a call to the custody agent may take before it answers `CKR_DEVICE_ERROR`
+    /// (agent backend).
+    #[serde(default = "default_agent_timeout_ms")]
+    pub timeout_ms: u64,
 }
 
 /// The backend of a token.
@@ -52,6 +58,8 @@ pub enum BackendKind {
     Embedded,
     /// Forwarding to a token of a real HSM's PKCS#11 library.
     Pkcs11,
+    /// A token the custody agent serves (its `token_label` names which; default the first).
+    Agent,
     /// Every token of a real library, one slot each (`PKCS11_LIBRARY_PATH`, no configuration).
     #[serde(skip)]
     ForwardAll,
@@ -78,6 +86,11 @@ pub const DEFAULT_MAX_PIN_FAILURES: u32 = 10;
 
 fn default_max_pin_failures() -> u32 {
     DEFAULT_MAX_PIN_FAILURES
+}
+
+/// A signature takes milliseconds; a PIN check with the production KDF under a second.
+fn default_agent_timeout_ms() -> u64 {
+    30_000
 }
 
 /// Why a configuration could not be used.
@@ -114,6 +127,12 @@ impl Config {
                 BackendKind::Pkcs11 if token.library.is_none() => {
                     return Err(ConfigError(format!(
                         "{origin}: token {slot} (\"{}\"): a pkcs11 token needs `library`",
+                        token.label
+                    )))
+                }
+                BackendKind::Agent if token.socket.is_none() => {
+                    return Err(ConfigError(format!(
+                        "{origin}: token {slot} (\"{}\"): an agent token needs `socket`",
                         token.label
                     )))
                 }
@@ -191,6 +210,8 @@ impl Config {
             token_label: None,
             token_serial: None,
             init_reserved: None,
+            socket: None,
+            timeout_ms: default_agent_timeout_ms(),
         }
     }
 

@@ -8,6 +8,8 @@
 //! [`mechanism`] (the registry of mechanism families).
 
 pub mod abi;
+pub mod agent;
+pub mod audit;
 pub mod backend;
 pub mod config;
 pub mod consts;

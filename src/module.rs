@@ -2,6 +2,7 @@
 //! configuration and the open sessions. Reached without a lock (an atomic pointer swap), so no
 //! global lock sits on any call's path.
 
+use crate::backend::agent::AgentSlot;
 use crate::backend::embedded::{EmbeddedSlot, EmbeddedStore};
 use crate::backend::pkcs11::library::HsmLibrary;
 use crate::backend::pkcs11::{AbsentToken, ForwardToken, HsmSlot};
@@ -153,6 +154,16 @@ impl Module {
                         }
                         Err(e) => return Err(e),
                     }
+                }
+                BackendKind::Agent => {
+                    let socket = t.socket.clone().ok_or(Error::GENERAL)?;
+                    slots.push(Arc::new(AgentSlot::new(
+                        slot_id,
+                        t.label.clone(),
+                        socket,
+                        t.token_label.clone(),
+                        std::time::Duration::from_millis(t.timeout_ms),
+                    )?));
                 }
                 BackendKind::ForwardAll => {
                     let path = t.library.clone().ok_or(Error::GENERAL)?;

@@ -1,9 +1,11 @@
 //! The one backend interface: what a slot and its sessions do, whoever serves them. The ABI
 //! layer decodes the caller's arguments once and calls these traits with typed values; it never
 //! asks which backend serves a slot. Implementations: [`embedded`] (the module's own token, on
-//! a local store) and [`pkcs11`] (a token of a real HSM, with post-quantum keys the HSM lacks
-//! kept as sealed records inside it). The custody agent and replicas will implement it too.
+//! a local store), [`pkcs11`] (a token of a real HSM, with post-quantum keys the HSM lacks
+//! kept as sealed records inside it) and [`agent`] (a token the custody agent serves from
+//! another process). Replicas will implement it too.
 
+pub mod agent;
 pub mod embedded;
 pub mod pkcs11;
 

@@ -71,6 +71,29 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         pin_file: Option<PathBuf>,
     },
+    /// Run the custody agent: a separate process, under its own user, that alone holds the
+    /// keys of its tokens and serves the module's `backend = "agent"` slots over a local
+    /// socket (docs/agent.md).
+    Agent {
+        /// The agent's configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Audit trail commands.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Follow the hash chain of an audit trail: exit 0 when every line is where it was
+    /// written, 1 (naming the first bad line) when one was removed, reordered or edited.
+    Verify {
+        /// The audit trail (JSON lines).
+        file: PathBuf,
+    },
 }
 
 const SO_PIN_VAR: &str = "B4AE_SO_PIN";
@@ -142,6 +165,11 @@ fn main() -> ExitCode {
             so_pin_file,
             pin_file,
         } => migrate_command(slot, so_pin_file.as_deref(), pin_file.as_deref()),
+        Command::Agent { config } => b4ae_pkcs11::agent::Config::from_file(&config)
+            .and_then(b4ae_pkcs11::agent::run),
+        Command::Audit {
+            command: AuditCommand::Verify { file },
+        } => audit_verify(&file),
         Command::RotateStk { slot, pin_file } => {
             let ask = Ask::Existing("HSM user PIN: ");
             read_pin(pin_file.as_deref(), USER_PIN_VAR, ask)
@@ -331,4 +359,15 @@ fn rotate_stk(slot: u64, pin: &str) -> Result<(), String> {
         epoch?
     );
     Ok(())
+}
+
+fn audit_verify(file: &Path) -> Result<(), String> {
+    use b4ae_pkcs11::audit::{verify, Verdict};
+    match verify(file).map_err(|e| format!("{}: {e}", file.display()))? {
+        Verdict::Intact(lines) => {
+            println!("{}: {lines} line(s), the chain is intact", file.display());
+            Ok(())
+        }
+        Verdict::Broken(line, why) => Err(format!("{}: line {line}: {why}", file.display())),
+    }
 }

@@ -75,7 +75,7 @@ impl MechanismFamily for Aes {
 }
 
 /// The decoded `CK_GCM_PARAMS`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct GcmParams {
     pub iv: Vec<u8>,
     pub aad: Vec<u8>,

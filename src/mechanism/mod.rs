@@ -207,14 +207,14 @@ pub fn param_shape(mechanism: CK_MECHANISM_TYPE) -> ParamShape {
 }
 
 /// A decoded `CK_MECHANISM`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Mechanism {
     pub mechanism: CK_MECHANISM_TYPE,
     pub param: Param,
 }
 
 /// A decoded mechanism parameter.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Param {
     None,
     /// `CK_SIGN_ADDITIONAL_CONTEXT`: hedging choice and context string (≤ 255 bytes).

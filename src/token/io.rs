@@ -43,6 +43,23 @@ impl<'a> Output<'a> {
         Ok(())
     }
 
+    /// The size of the caller's buffer; `None` for a length query.
+    pub fn capacity(&self) -> Option<usize> {
+        self.buf.as_ref().map(|b| b.len())
+    }
+
+    /// Answers with what another party produced for this call: `len` is the length to report
+    /// and `data`, when given, the bytes delivered (at most the caller's buffer).
+    pub fn fill(self, len: CK_ULONG, data: Option<&[u8]>) -> Result<()> {
+        if let (Some(buf), Some(data)) = (self.buf, data) {
+            buf.get_mut(..data.len())
+                .ok_or(Error::GENERAL)?
+                .copy_from_slice(data);
+        }
+        *self.len = len;
+        Ok(())
+    }
+
     /// Answers "no output" (a cipher part whose output comes at the final call).
     pub fn nothing(self) {
         *self.len = 0;

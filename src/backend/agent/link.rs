@@ -1,0 +1,119 @@
+//! The module's connections to the custody agent: a small pool (each thread of the
+//! application takes its own connection, so calls never queue behind one another), every call
+//! bounded by a timeout, and the agent's restarts noticed (an *epoch* per agent instance).
+
+use super::protocol::{self, Reply, Request, Response, VERSION};
+use crate::error::{Error, Result};
+use parking_lot::Mutex;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One connection, and the agent instance (epoch) it talks to.
+pub struct Conn {
+    stream: UnixStream,
+    pub epoch: u64,
+    broken: bool,
+}
+
+/// The pool of connections to one agent socket.
+pub struct Link {
+    socket: PathBuf,
+    timeout: Duration,
+    /// This module instance, as the agent knows it.
+    client: [u8; 16],
+    idle: Mutex<Vec<Conn>>,
+    /// The last agent instance seen and its epoch number.
+    instance: Mutex<([u8; 16], u64)>,
+}
+
+impl Link {
+    pub fn new(socket: PathBuf, timeout: Duration) -> Result<Self> {
+        Ok(Link {
+            socket,
+            timeout,
+            client: crate::random::random_bytes()?,
+            idle: Mutex::new(Vec::new()),
+            instance: Mutex::new(([0; 16], 0)),
+        })
+    }
+
+    /// Runs `f` on a connection (an idle one, else a new one). A connection that failed is
+    /// dropped together with every idle one (they lead to the same, gone, agent), so one call
+    /// answers the error and the next connects afresh.
+    pub fn with_conn<T>(&self, f: impl FnOnce(&mut Conn) -> Result<T>) -> Result<T> {
+        let taken = self.idle.lock().pop();
+        let mut conn = match taken {
+            Some(conn) => conn,
+            None => self.connect()?,
+        };
+        let result = f(&mut conn);
+        if conn.broken {
+            self.idle.lock().clear();
+        } else {
+            self.idle.lock().push(conn);
+        }
+        result
+    }
+
+    fn connect(&self) -> Result<Conn> {
+        let stream = UnixStream::connect(&self.socket).map_err(|e| {
+            tracing::warn!("custody agent at {}: {e}", self.socket.display());
+            Error::DEVICE
+        })?;
+        for set in [UnixStream::set_read_timeout, UnixStream::set_write_timeout] {
+            set(&stream, Some(self.timeout)).map_err(|_| Error::DEVICE)?;
+        }
+        let mut conn = Conn {
+            stream,
+            epoch: 0,
+            broken: false,
+        };
+        let hello = Request::Hello {
+            version: VERSION,
+            client: self.client,
+        };
+        match conn.request(&hello)?.into_result()? {
+            Reply::Hello { version, instance } if version == VERSION => {
+                let mut seen = self.instance.lock();
+                if seen.0 != instance || seen.1 == 0 {
+                    *seen = (instance, seen.1 + 1);
+                }
+                conn.epoch = seen.1;
+                Ok(conn)
+            }
+            other => {
+                tracing::error!("custody agent: unexpected answer to Hello: {other:?}");
+                Err(Error::DEVICE)
+            }
+        }
+    }
+}
+
+impl Conn {
+    /// One request and its response. A failure to talk (the agent gone, a timeout, a
+    /// malformed answer) marks the connection broken and answers `CKR_DEVICE_ERROR`.
+    pub fn request(&mut self, request: &Request) -> Result<Response> {
+        let result = self.exchange(request);
+        if result.is_err() {
+            self.broken = true;
+        }
+        result
+    }
+
+    fn exchange(&mut self, request: &Request) -> Result<Response> {
+        let frame = protocol::encode(request)?;
+        protocol::write_frame(&mut self.stream, &frame).map_err(|e| {
+            tracing::warn!("custody agent: sending: {e}");
+            Error::DEVICE
+        })?;
+        let body = protocol::read_frame(&mut self.stream, || {}).map_err(|e| {
+            tracing::warn!("custody agent: no answer: {e:?}");
+            Error::DEVICE
+        })?;
+        protocol::decode(&body).map_err(|e| {
+            tracing::error!("custody agent: malformed answer: {e}");
+            Error::DEVICE
+        })
+    }
+}

@@ -1,0 +1,287 @@
+//! The wire protocol between the module (an agent slot) and the custody agent: one request,
+//! one response, each a frame of a 4-byte big-endian length and a `postcard` body. Versioned by
+//! the first exchange (`Hello`), bounded by [`MAX_FRAME`]; `docs/agent.md` describes it.
+//! Secrets that cross it (PINs, key material of an imported key, plaintexts) travel in
+//! zeroizing buffers on both sides.
+
+use crate::error::{Error, Result};
+use crate::mechanism::Mechanism;
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+use zeroize::Zeroizing;
+
+/// The protocol version this build speaks.
+pub const VERSION: u32 = 1;
+/// The largest frame either side accepts (a PQ signature is under 5 KiB; a key pair's
+/// public and private templates under 16 KiB).
+pub const MAX_FRAME: usize = 1 << 20;
+/// The largest output buffer a request may announce: bigger offers are capped to it, which
+/// keeps every answer inside one frame.
+pub const MAX_OUTPUT: u64 = (MAX_FRAME as u64) - 4096;
+
+/// Bytes that may be secret: wiped when dropped.
+pub type Secret = Zeroizing<Vec<u8>>;
+
+/// What the module asks.
+#[derive(Serialize, Deserialize, Debug)]
+pub enum Request {
+    /// The first request on every connection. `client` names the module instance (all the
+    /// connections of one initialized module share sessions and logins).
+    Hello { version: u32, client: [u8; 16] },
+    /// The tokens this client may use.
+    Tokens,
+    TokenInfo { token: u32 },
+    Mechanisms { token: u32 },
+    MechanismInfo { token: u32, mechanism: u64 },
+    InitToken { token: u32, so_pin: Secret, label: [u8; 32] },
+    OpenSession { token: u32, flags: u64 },
+    /// A call on one of this client's sessions.
+    Session { session: u64, call: SessionCall },
+}
+
+/// A call on a session.
+#[derive(Serialize, Deserialize, Debug)]
+pub enum SessionCall {
+    Close,
+    Info,
+    Login { user: u64, pin: Secret },
+    Logout,
+    InitPin { pin: Secret },
+    SetPin { old: Secret, new: Secret },
+    /// Templates are [`Attributes::serialize`](crate::token::attributes::Attributes) bytes.
+    CreateObject { template: Secret },
+    CopyObject { object: u64, template: Secret },
+    DestroyObject { object: u64 },
+    ObjectSize { object: u64 },
+    /// Each request: the attribute type and the caller's buffer size (`None`: length only).
+    GetAttributes { object: u64, requests: Vec<(u64, Option<u64>)> },
+    SetAttributes { object: u64, template: Secret },
+    /// The whole search at once; the module pages through it.
+    Find { template: Secret },
+    Init { kind: Kind, mechanism: Mechanism, key: Option<u64> },
+    Cancel { kind: Kind },
+    Step { kind: Kind, step: WireStep },
+    GenerateKey { mechanism: Mechanism, template: Secret },
+    GenerateKeyPair { mechanism: Mechanism, public: Secret, private: Secret },
+    SeedRandom { seed: Secret },
+    GenerateRandom { len: u32 },
+    CiphertextLen { mechanism: Mechanism, key: u64 },
+    Encapsulate { mechanism: Mechanism, key: u64, template: Secret },
+    Decapsulate { mechanism: Mechanism, key: u64, template: Secret, ciphertext: Vec<u8> },
+}
+
+/// [`OpKind`](crate::token::operations::OpKind) on the wire.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Digest,
+    Sign,
+    Verify,
+    Encrypt,
+    Decrypt,
+}
+
+/// One call of an active operation; `out` is the caller's buffer size (`None`: a length query).
+#[derive(Serialize, Deserialize, Debug)]
+pub enum WireStep {
+    Whole { data: Secret, out: Option<u64> },
+    Update { data: Secret },
+    CipherUpdate { data: Secret, out: Option<u64> },
+    Final { out: Option<u64> },
+    Verify { data: Secret, signature: Vec<u8> },
+    VerifyFinal { signature: Vec<u8> },
+}
+
+/// The agent's answer: the `CK_RV` and what goes with it (some replies carry data with an
+/// error, as `C_GetAttributeValue` and the two-call length convention do).
+#[derive(Serialize, Deserialize, Debug)]
+pub struct Response {
+    pub rv: u64,
+    pub reply: Reply,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+pub enum Reply {
+    None,
+    /// `instance` changes each time the agent starts: sessions made before are gone.
+    Hello { version: u32, instance: [u8; 16] },
+    Tokens(Vec<TokenEntry>),
+    TokenInfo(Box<WireTokenInfo>),
+    Mechanisms(Vec<u64>),
+    MechanismInfo { min: u64, max: u64, flags: u64 },
+    Session(u64),
+    SessionInfo { state: u64, flags: u64, device_error: u64 },
+    Handle(u64),
+    Pair(u64, u64),
+    Size(u64),
+    /// Per request: the length to report, and the value when one was delivered.
+    Attributes(Vec<(u64, Option<Secret>)>),
+    Handles(Vec<u64>),
+    /// The length to report and the bytes delivered (none for a length query or a short buffer).
+    Output { len: u64, data: Option<Secret> },
+    Random(Secret),
+    Encapsulated { ciphertext: Vec<u8>, handle: u64 },
+}
+
+/// One token the agent serves this client.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct TokenEntry {
+    pub id: u32,
+    pub description: String,
+}
+
+/// `CK_TOKEN_INFO` on the wire.
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+pub struct WireTokenInfo {
+    pub label: [u8; 32],
+    pub manufacturer: [u8; 32],
+    pub model: [u8; 16],
+    pub serial: [u8; 16],
+    pub flags: u64,
+    /// Max / current session counts, max / min PIN length, memory figures, in
+    /// `CK_TOKEN_INFO` order.
+    pub counts: [u64; 10],
+    /// Hardware then firmware version (major, minor).
+    pub versions: [u8; 4],
+    pub utc_time: [u8; 16],
+}
+
+impl Response {
+    pub fn ok(reply: Reply) -> Self {
+        Response { rv: 0, reply }
+    }
+
+    pub fn error(e: Error) -> Self {
+        Response {
+            rv: e.0 as u64,
+            reply: Reply::None,
+        }
+    }
+
+    /// The reply, or the error the agent answered.
+    pub fn into_result(self) -> Result<Reply> {
+        match self.rv {
+            0 => Ok(self.reply),
+            rv => Err(Error(rv as _)),
+        }
+    }
+}
+
+/// Encodes a message as one frame (length prefix included).
+pub fn encode<T: Serialize>(message: &T) -> Result<Secret> {
+    let body = Zeroizing::new(postcard::to_stdvec(message).map_err(|_| Error::GENERAL)?);
+    if body.len() > MAX_FRAME {
+        return Err(Error::DATA_LEN_RANGE);
+    }
+    let mut frame = Zeroizing::new(Vec::with_capacity(body.len() + 4));
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    Ok(frame)
+}
+
+/// Decodes a frame's body. Never panics: whatever the bytes, a message or an error.
+pub fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> std::result::Result<T, postcard::Error> {
+    postcard::from_bytes(body)
+}
+
+/// Why a frame could not be read.
+#[derive(Debug)]
+pub enum FrameError {
+    /// The peer closed the connection before a frame began.
+    Closed,
+    Io(std::io::Error),
+    /// The length prefix exceeds [`MAX_FRAME`].
+    TooLong(usize),
+}
+
+/// Reads one frame's body. `started` runs once the first byte has arrived, before the rest is
+/// read, so a caller can wait without a limit for a request to begin yet bound how long one
+/// takes to arrive.
+pub fn read_frame(
+    stream: &mut impl Read,
+    started: impl FnOnce(),
+) -> std::result::Result<Secret, FrameError> {
+    let mut len = [0u8; 4];
+    match stream.read(&mut len[..1]) {
+        Ok(0) => return Err(FrameError::Closed),
+        Ok(_) => {}
+        Err(e) => return Err(FrameError::Io(e)),
+    }
+    started();
+    stream.read_exact(&mut len[1..]).map_err(FrameError::Io)?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLong(len));
+    }
+    let mut body = Zeroizing::new(vec![0u8; len]);
+    stream.read_exact(&mut body).map_err(FrameError::Io)?;
+    Ok(body)
+}
+
+/// Writes one encoded frame.
+pub fn write_frame(stream: &mut impl Write, frame: &[u8]) -> std::io::Result<()> {
+    stream.write_all(frame)?;
+    stream.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_round_trips() {
+        let request = Request::Session {
+            session: 7,
+            call: SessionCall::Step {
+                kind: Kind::Sign,
+                step: WireStep::Whole {
+                    data: Zeroizing::new(b"message".to_vec()),
+                    out: Some(4627),
+                },
+            },
+        };
+        let frame = encode(&request).unwrap();
+        let body = read_frame(&mut &frame[..], || {}).unwrap();
+        match decode::<Request>(&body).unwrap() {
+            Request::Session {
+                session: 7,
+                call:
+                    SessionCall::Step {
+                        kind: Kind::Sign,
+                        step: WireStep::Whole { data, out },
+                    },
+            } => {
+                assert_eq!(&data[..], b"message");
+                assert_eq!(out, Some(4627));
+            }
+            other => panic!("decoded as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_oversized_length_is_refused_before_any_allocation() {
+        let frame = ((MAX_FRAME + 1) as u32).to_be_bytes();
+        assert!(matches!(
+            read_frame(&mut &frame[..], || {}),
+            Err(FrameError::TooLong(_))
+        ));
+    }
+
+    #[test]
+    fn garbage_and_truncations_decode_to_errors() {
+        let frame = encode(&Request::Hello {
+            version: VERSION,
+            client: [9; 16],
+        })
+        .unwrap();
+        for cut in 0..frame.len() - 4 {
+            let _ = decode::<Request>(&frame[4..4 + cut]);
+        }
+        for seed in 0u32..2000 {
+            let bytes: Vec<u8> = (0..64)
+                .map(|i| (seed.wrapping_mul(2654435761).rotate_left(i) & 0xff) as u8)
+                .collect();
+            let _ = decode::<Request>(&bytes);
+            let _ = decode::<Response>(&bytes);
+        }
+    }
+}
