@@ -26,6 +26,9 @@ const CUSTODY_AGENT: CK_ULONG = 4;
 const CUSTODY_EMBEDDED: CK_ULONG = 3;
 
 pub struct Client {
+    /// Names this client state: a module whose connections all closed and that comes back
+    /// finds a new one (its sessions and login gone) and opens them again.
+    pub incarnation: [u8; 16],
     pub uid: u32,
     pub pid: i32,
     /// The tokens (indices into the agent's configuration) this client may use.
@@ -70,15 +73,16 @@ fn with_output(size: Option<u64>, f: impl FnOnce(Output) -> Result<()>) -> Respo
 }
 
 impl Client {
-    pub fn new(uid: u32, pid: i32, allowed: Vec<usize>) -> Self {
-        Client {
+    pub fn new(uid: u32, pid: i32, allowed: Vec<usize>) -> Result<Self> {
+        Ok(Client {
+            incarnation: crate::random::random_bytes()?,
             uid,
             pid,
             allowed,
             tokens: Mutex::new(HashMap::new()),
             sessions: RwLock::new(HashMap::new()),
             next_session: AtomicU64::new(1),
-        }
+        })
     }
 
     /// This client's instance of token `id`, opened on first use.

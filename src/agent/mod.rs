@@ -33,8 +33,6 @@ type Clients = HashMap<[u8; 16], (Arc<Client>, usize)>;
 pub struct Agent {
     config: AgentConfig,
     allow: Vec<AllowList>,
-    /// Changes at each start: modules know their sessions are gone.
-    instance: [u8; 16],
     clients: Mutex<Clients>,
     connections: AtomicUsize,
     audit: Option<AuditLog>,
@@ -51,7 +49,6 @@ impl Agent {
         Ok(Agent {
             config,
             allow,
-            instance: crate::random::random_bytes().map_err(|_| "no randomness")?,
             clients: Mutex::new(HashMap::new()),
             connections: AtomicUsize::new(0),
             audit,
@@ -155,9 +152,15 @@ impl Agent {
         }
         let client = {
             let mut clients = self.clients.lock();
-            let entry = clients
-                .entry(id)
-                .or_insert_with(|| (Arc::new(Client::new(peer.uid, peer.pid, allowed)), 0));
+            if !clients.contains_key(&id) {
+                let Ok(client) = Client::new(peer.uid, peer.pid, allowed) else {
+                    drop(clients);
+                    self.refuse(stream, peer, "no randomness", Error::DEVICE);
+                    return None;
+                };
+                clients.insert(id, (Arc::new(client), 0));
+            }
+            let entry = clients.get_mut(&id)?;
             // A client's sessions and login are its process's alone.
             if entry.0.uid != peer.uid || entry.0.pid != peer.pid {
                 drop(clients);
@@ -169,12 +172,11 @@ impl Agent {
         };
         let hello = Response::ok(Reply::Hello {
             version: VERSION,
-            instance: self.instance,
+            instance: client.incarnation,
         });
-        if !send(stream, &hello) {
-            // The count taken above is given back by the caller's normal exit path.
-            return Some((id, client));
-        }
+        // Unsent, the connection ends at its first read; the count taken above is given
+        // back then.
+        send(stream, &hello);
         Some((id, client))
     }
 

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use parking_lot::Mutex;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// One connection, and the agent instance (epoch) it talks to.
 pub struct Conn {
@@ -25,7 +25,13 @@ pub struct Link {
     idle: Mutex<Vec<Conn>>,
     /// The last agent instance seen and its epoch number.
     instance: Mutex<([u8; 16], u64)>,
+    /// When talking to the agent last failed: for a moment after, calls fail at once instead
+    /// of each waiting out its own timeout (one PKCS#11 call may make several requests).
+    failed_at: Mutex<Option<Instant>>,
 }
+
+/// How long after a failure calls fail without trying.
+const HOLD_OFF: Duration = Duration::from_millis(500);
 
 impl Link {
     pub fn new(socket: PathBuf, timeout: Duration) -> Result<Self> {
@@ -35,6 +41,7 @@ impl Link {
             client: crate::random::random_bytes()?,
             idle: Mutex::new(Vec::new()),
             instance: Mutex::new(([0; 16], 0)),
+            failed_at: Mutex::new(None),
         })
     }
 
@@ -45,10 +52,16 @@ impl Link {
         let taken = self.idle.lock().pop();
         let mut conn = match taken {
             Some(conn) => conn,
-            None => self.connect()?,
+            None => {
+                if self.failed_at.lock().is_some_and(|t| t.elapsed() < HOLD_OFF) {
+                    return Err(Error::DEVICE);
+                }
+                self.connect()?
+            }
         };
         let result = f(&mut conn);
         if conn.broken {
+            self.failed();
             self.idle.lock().clear();
         } else {
             self.idle.lock().push(conn);
@@ -56,9 +69,14 @@ impl Link {
         result
     }
 
+    fn failed(&self) {
+        *self.failed_at.lock() = Some(Instant::now());
+    }
+
     fn connect(&self) -> Result<Conn> {
         let stream = UnixStream::connect(&self.socket).map_err(|e| {
             tracing::warn!("custody agent at {}: {e}", self.socket.display());
+            self.failed();
             Error::DEVICE
         })?;
         for set in [UnixStream::set_read_timeout, UnixStream::set_write_timeout] {
@@ -73,7 +91,8 @@ impl Link {
             version: VERSION,
             client: self.client,
         };
-        match conn.request(&hello)?.into_result()? {
+        let answer = conn.request(&hello).inspect_err(|_| self.failed())?;
+        match answer.into_result()? {
             Reply::Hello { version, instance } if version == VERSION => {
                 let mut seen = self.instance.lock();
                 if seen.0 != instance || seen.1 == 0 {
@@ -91,6 +110,11 @@ impl Link {
 }
 
 impl Conn {
+    /// Whether a request on this connection failed to get its answer.
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
     /// One request and its response. A failure to talk (the agent gone, a timeout, a
     /// malformed answer) marks the connection broken and answers `CKR_DEVICE_ERROR`.
     pub fn request(&mut self, request: &Request) -> Result<Response> {

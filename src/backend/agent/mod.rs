@@ -207,6 +207,7 @@ impl Backend for AgentSlot {
             token: self.0.clone(),
             flags,
             remote: Mutex::new((epoch, remote)),
+            abandoned: Mutex::new(None),
             ops: Operations::default(),
         }))
     }

@@ -102,7 +102,9 @@ pub struct Response {
 #[derive(Serialize, Deserialize, Debug)]
 pub enum Reply {
     None,
-    /// `instance` changes each time the agent starts: sessions made before are gone.
+    /// `instance` names the agent's state for this client; when it changes (the agent
+    /// restarted, or every connection of the client had closed) the sessions made before
+    /// are gone.
     Hello { version: u32, instance: [u8; 16] },
     Tokens(Vec<TokenEntry>),
     TokenInfo(Box<WireTokenInfo>),

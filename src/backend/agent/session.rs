@@ -17,8 +17,12 @@ use std::sync::Arc;
 pub(crate) struct AgentSession {
     pub token: Arc<AgentToken>,
     pub flags: CK_FLAGS,
-    /// The agent instance (epoch) and the agent's session that stands for this one.
+    /// The agent instance (epoch) and the agent's session that stands for this one; epoch 0
+    /// after a request went unanswered.
     pub remote: Mutex<(u64, u64)>,
+    /// An agent session given up after a request on it went unanswered (its state unknown:
+    /// the request may still run there), closed when the agent answers again.
+    pub abandoned: Mutex<Option<(u64, u64)>>,
     pub ops: Operations,
 }
 
@@ -41,7 +45,9 @@ fn handle(reply: Reply) -> Result<CK_OBJECT_HANDLE> {
 
 impl AgentSession {
     /// The agent's session for this one on `conn`'s agent instance, opened there when the
-    /// agent restarted since (operations under way are gone with the old agent).
+    /// agent restarted since. An operation under way went with the old one: its next step
+    /// answers `CKR_OPERATION_NOT_INITIALIZED` from the new one, which ends it here too (the
+    /// operations' lock may be held by the caller, so they are not touched here).
     fn remote(&self, conn: &mut Conn) -> Result<u64> {
         let mut remote = self.remote.lock();
         if remote.0 == conn.epoch {
@@ -55,20 +61,40 @@ impl AgentSession {
         let Reply::Session(id) = conn.request(&request)?.into_result()? else {
             return Err(Error::DEVICE);
         };
-        for kind in OpKind::ALL {
-            self.ops.cancel(kind);
-        }
         self.token.replay_login(conn, id)?;
         *remote = (conn.epoch, id);
+        if let Some((epoch, old)) = self.abandoned.lock().take() {
+            if epoch == conn.epoch {
+                let call = SessionCall::Close;
+                let _ = conn.request(&Request::Session { session: old, call });
+            }
+        }
         Ok(id)
+    }
+
+    /// A request on `session` went unanswered: the next call starts on a fresh agent session
+    /// (an operation the agent may still have begun there cannot get in its way).
+    fn unanswered(&self, conn: &Conn, session: u64) {
+        if conn.is_broken() {
+            let mut remote = self.remote.lock();
+            if remote.1 == session && remote.0 != 0 {
+                *self.abandoned.lock() = Some(*remote);
+                remote.0 = 0;
+            }
+        }
+    }
+
+    /// One request on this session's agent session.
+    fn on_remote(&self, conn: &mut Conn, call: SessionCall) -> Result<Response> {
+        let session = self.remote(conn)?;
+        let response = conn.request(&Request::Session { session, call });
+        self.unanswered(conn, session);
+        response
     }
 
     /// One call; the whole response (some carry data with an error).
     fn exchange(&self, call: SessionCall) -> Result<Response> {
-        self.token.link.with_conn(|conn| {
-            let session = self.remote(conn)?;
-            conn.request(&Request::Session { session, call })
-        })
+        self.token.link.with_conn(|conn| self.on_remote(conn, call))
     }
 
     fn call(&self, call: SessionCall) -> Result<Reply> {
@@ -164,13 +190,11 @@ impl BackendSession for AgentSession {
 
     fn login(&self, user: CK_USER_TYPE, pin: &[u8]) -> Result<()> {
         let epoch = self.token.link.with_conn(|conn| {
-            let session = self.remote(conn)?;
             let call = SessionCall::Login {
                 user: user as u64,
                 pin: secret(pin),
             };
-            conn.request(&Request::Session { session, call })?
-                .into_result()?;
+            self.on_remote(conn, call)?.into_result()?;
             Ok(conn.epoch)
         })?;
         if user != CKU_CONTEXT_SPECIFIC {
