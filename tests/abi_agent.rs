@@ -95,8 +95,25 @@ struct AgentRun {
     child: Option<Child>,
 }
 
+/// Where the agent's token keeps its keys.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keys {
+    /// An embedded store the agent owns.
+    Store,
+    /// A SoftHSM2 token the agent logs in to with its credential file (custody 2 behind the
+    /// agent).
+    Hsm,
+}
+
+const SOFTHSM_LIB: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const HSM_CREDENTIAL: &str = "hsm-user-pin-9";
+
 impl AgentRun {
     fn new(max_pin_failures: u32) -> AgentRun {
+        Self::with(max_pin_failures, Keys::Store)
+    }
+
+    fn with(max_pin_failures: u32, keys: Keys) -> AgentRun {
         users();
         let dir = temp_dir("b4ae-agent-");
         let root = dir.path().to_path_buf();
@@ -109,6 +126,38 @@ impl AgentRun {
         }
         let socket = run_dir.join("agent.sock");
         let audit = agent_dir.join("audit.jsonl");
+        let hsm = match keys {
+            Keys::Store => String::new(),
+            Keys::Hsm => {
+                let tokens = agent_dir.join("softhsm");
+                std::fs::create_dir(&tokens).expect("softhsm dir");
+                let conf = agent_dir.join("softhsm2.conf");
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                        tokens.display()
+                    ),
+                )
+                .expect("softhsm2.conf");
+                let made = Command::new("softhsm2-util")
+                    .args(["--init-token", "--free", "--label", "agent-hsm"])
+                    .args(["--so-pin", "hsm-so-pin-0", "--pin", HSM_CREDENTIAL])
+                    .env("SOFTHSM2_CONF", &conf)
+                    .stdout(Stdio::null())
+                    .status()
+                    .expect("softhsm2-util");
+                assert!(made.success());
+                let credential = agent_dir.join("hsm.pin");
+                std::fs::write(&credential, format!("{HSM_CREDENTIAL}\n")).expect("hsm.pin");
+                chmod(&credential, 0o600);
+                format!(
+                    "backend = \"pkcs11\"\nlibrary = \"{SOFTHSM_LIB}\"\ntoken_label = \"agent-hsm\"\n\
+                     credential_file = \"{}\"\n",
+                    credential.display()
+                )
+            }
+        };
         std::fs::write(
             agent_dir.join("agent.toml"),
             format!(
@@ -120,7 +169,7 @@ timeout_ms = 2000
 
 [[token]]
 label = "PQ keys"
-path = "{store}"
+{hsm}path = "{store}"
 pin_kdf = "test-only-fast"
 max_pin_failures = {max_pin_failures}
 allow_users = ["{APP_USER}"]
@@ -171,6 +220,7 @@ path = "{audit}"
             .arg("agent")
             .arg("--config")
             .arg(self.agent_dir.join("agent.toml"))
+            .env("SOFTHSM2_CONF", self.agent_dir.join("softhsm2.conf"))
             .env("B4AE_PKCS11_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -380,7 +430,8 @@ fn intrusion_step() {
         .parent()
         .unwrap()
         .join("agent");
-    for target in [agent_dir.join("agent.toml"), agent_dir.join("store"), agent_dir.join("audit.jsonl")] {
+    let secrets = ["agent.toml", "store", "audit.jsonl", "hsm.pin", "softhsm", "softhsm2.conf"];
+    for target in secrets.map(|f| agent_dir.join(f)) {
         let e = std::fs::read(&target).err();
         let listed = std::fs::read_dir(&target).err();
         assert!(
@@ -791,4 +842,38 @@ fn the_protocol_decoder_survives_hostile_bytes_through_a_live_agent() {
         let _ = s.read_to_end(&mut answer);
     }
     agent.run(APP_USER, name, "malformed");
+}
+
+#[test]
+fn a_token_on_the_hsm_behind_the_agent_keeps_the_credential_and_the_keys_from_the_application() {
+    let name = test_name!();
+    if dispatch(name) {
+        return;
+    }
+    let mut agent = AgentRun::with(3, Keys::Hsm);
+    agent.run(APP_USER, name, "init");
+    agent.run(APP_USER, name, "keys");
+    agent.run(APP_USER, name, "intrusion");
+    agent.run(OUTSIDER, name, "outsider");
+    agent.run(APP_USER, name, "wrong-pins");
+    let seen = events(&agent);
+    assert!(seen.iter().any(|e| e == "login_locked"), "{seen:?}");
+    assert!(audit_verifies(&agent));
+    let audit = std::fs::read_to_string(&agent.audit).unwrap();
+    assert!(!audit.contains(HSM_CREDENTIAL), "the credential is never written down");
+
+    // A credential file others could read is refused: the agent does not start on it.
+    agent.kill();
+    chmod(&agent.agent_dir.join("hsm.pin"), 0o644);
+    let refused = Command::new("setpriv")
+        .args(["--reuid", AGENT_USER, "--regid", AGENT_USER, "--clear-groups", "--"])
+        .arg(admin_path())
+        .args(["agent", "--config"])
+        .arg(agent.agent_dir.join("agent.toml"))
+        .env("SOFTHSM2_CONF", agent.agent_dir.join("softhsm2.conf"))
+        .output()
+        .expect("agent");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("hsm.pin") && stderr.contains("0600"), "{stderr}");
 }

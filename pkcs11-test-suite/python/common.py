@@ -21,7 +21,7 @@ CKK_B4AE_DILITHIUM5, CKK_B4AE_HYBRID = 0xB4AE0001, 0xB4AE0002
 CKM_B4AE_DILITHIUM5_KEY_PAIR_GEN, CKM_B4AE_DILITHIUM5 = 0xB4AE0001, 0xB4AE0002
 CKM_B4AE_HYBRID_KEY_PAIR_GEN, CKM_B4AE_HYBRID = 0xB4AE0003, 0xB4AE0004
 CKA_B4AE_ED25519_PUBLIC, CKA_B4AE_MLDSA_PUBLIC, CKA_B4AE_CUSTODY = 0xB4AE0001, 0xB4AE0002, 0xB4AE0003
-CUSTODY_HSM_WRAPPED, CUSTODY_EMBEDDED = 2, 3
+CUSTODY_HSM_WRAPPED, CUSTODY_EMBEDDED, CUSTODY_AGENT = 2, 3, 4
 
 CKR_OK = 0x0
 CKR_SIGNATURE_INVALID = 0xC0
@@ -80,6 +80,10 @@ def parse_slots(argument):
 
 
 def expected_custody(backend):
+    """CKA_B4AE_CUSTODY of a post-quantum private key on a slot of this backend (a slot named
+    agent-* is served by the custody agent: custody 4 whatever keeps the key behind it)."""
+    if backend.startswith("agent"):
+        return CUSTODY_AGENT
     return CUSTODY_EMBEDDED if backend == "embedded" else CUSTODY_HSM_WRAPPED
 
 

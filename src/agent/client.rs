@@ -7,6 +7,7 @@ use crate::backend::agent::protocol::{
     Kind, Reply, Request, Response, Secret, SessionCall, TokenEntry, WireStep, MAX_OUTPUT,
 };
 use crate::backend::embedded::{EmbeddedSlot, EmbeddedStore};
+use super::gate::GatedSlot;
 use crate::backend::{Backend, BackendSession};
 use crate::consts::CKA_B4AE_CUSTODY;
 use crate::error::{Error, Result};
@@ -21,8 +22,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// Custody as clients see it: every key of an agent token is held by the agent.
+/// Custody as clients see it: the keys the agent opens (sealed in the HSM, or in its store)
+/// are held by the agent; keys the HSM holds natively stay custody 1.
 const CUSTODY_AGENT: CK_ULONG = 4;
+const CUSTODY_SEALED: CK_ULONG = 2;
 const CUSTODY_EMBEDDED: CK_ULONG = 3;
 
 pub struct Client {
@@ -69,6 +72,7 @@ fn with_output(size: Option<u64>, f: impl FnOnce(Output) -> Result<()>) -> Respo
             len: len as u64,
             data: delivered,
         },
+        spin: false,
     }
 }
 
@@ -103,12 +107,20 @@ impl Client {
                 config.pin_kdf,
                 config.max_pin_failures,
             );
-            Arc::new(EmbeddedSlot(Arc::new(Token::new(
+            let own: Arc<dyn Backend> = Arc::new(EmbeddedSlot(Arc::new(Token::new(
                 0,
                 config.label.clone(),
                 "agent",
                 Box::new(store),
-            ))))
+            ))));
+            match agent.hsm(index) {
+                // The store holds this token's PINs only; the keys are in the HSM.
+                Some(hsm) => Arc::new(GatedSlot {
+                    gate: own,
+                    inner: hsm,
+                }),
+                None => own,
+            }
         });
         Ok(token.clone())
     }
@@ -298,7 +310,13 @@ impl Client {
                     .and_then(|t| s.set_attributes(object as _, t))
                     .map(|_| Reply::None),
             ),
-            SessionCall::Find { template: t } => reply(find(s.as_ref(), &t)),
+            SessionCall::Find { template: t } => {
+                let held = match agent.hsm(token) {
+                    Some(_) => CUSTODY_SEALED,
+                    None => CUSTODY_EMBEDDED,
+                };
+                reply(find(s.as_ref(), &t, held))
+            }
             SessionCall::Init {
                 kind,
                 mechanism,
@@ -394,11 +412,11 @@ impl Client {
     }
 }
 
-/// The whole search, with custody 4 (what clients see) asked as the store's own 3.
-fn find(s: &dyn BackendSession, bytes: &[u8]) -> Result<Reply> {
+/// The whole search, with custody 4 (what clients see) asked as the backend's own `held`.
+fn find(s: &dyn BackendSession, bytes: &[u8], held: CK_ULONG) -> Result<Reply> {
     let mut wanted = template(bytes)?;
     if wanted.ulong(CKA_B4AE_CUSTODY).ok().flatten() == Some(CUSTODY_AGENT) {
-        wanted.set_ulong(CKA_B4AE_CUSTODY, CUSTODY_EMBEDDED);
+        wanted.set_ulong(CKA_B4AE_CUSTODY, held);
     }
     s.find_init(wanted)?;
     let found = s.ops().find_next(usize::MAX);
@@ -428,7 +446,7 @@ fn get_attributes(
     {
         return Response::error(result.unwrap_err());
     }
-    let custody = ulong_bytes(CUSTODY_EMBEDDED);
+    let held = [CUSTODY_SEALED, CUSTODY_EMBEDDED].map(ulong_bytes);
     let out = requests
         .iter()
         .zip(buffers)
@@ -436,7 +454,7 @@ fn get_attributes(
         .map(|(((t, _), buf), len)| {
             let value = buf.filter(|_| len != CK_UNAVAILABLE_INFORMATION).map(|b| {
                 let mut v = Secret::new(b[..(len as usize).min(b.len())].to_vec());
-                if *t as CK_ATTRIBUTE_TYPE == CKA_B4AE_CUSTODY && v[..] == custody[..] {
+                if *t as CK_ATTRIBUTE_TYPE == CKA_B4AE_CUSTODY && held.iter().any(|h| v[..] == h[..]) {
                     v = Secret::new(ulong_bytes(CUSTODY_AGENT));
                 }
                 v
@@ -447,5 +465,6 @@ fn get_attributes(
     Response {
         rv: result.err().map_or(0, |e| e.0 as u64),
         reply: Reply::Attributes(out),
+        spin: false,
     }
 }

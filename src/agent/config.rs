@@ -38,11 +38,23 @@ pub struct AgentSection {
 pub struct AgentToken {
     /// How clients name it (the slot description).
     pub label: String,
-    /// Only "embedded": an encrypted store the agent owns.
-    #[serde(default = "default_backend")]
-    pub backend: String,
-    /// The store's directory (readable by the agent's user alone).
+    /// "embedded" (an encrypted store the agent owns) or "pkcs11" (a token of an HSM,
+    /// post-quantum keys sealed in it: custody 2 behind the agent).
+    #[serde(default)]
+    pub backend: AgentBackend,
+    /// embedded: the store's directory; pkcs11: the directory of the token's own PINs (what
+    /// clients log in with). Readable by the agent's user alone.
     pub path: PathBuf,
+    /// pkcs11: the HSM's PKCS#11 library.
+    pub library: Option<PathBuf>,
+    /// pkcs11: the HSM token, by label or serial.
+    pub token_label: Option<String>,
+    pub token_serial: Option<String>,
+    /// pkcs11: `pReserved` for the HSM library's `C_Initialize`.
+    pub init_reserved: Option<String>,
+    /// pkcs11: a file holding the HSM user's PIN (one line), owned by the agent's user and
+    /// readable by it alone; the agent logs in to the HSM with it and no client ever sees it.
+    pub credential_file: Option<PathBuf>,
     #[serde(default)]
     pub pin_kdf: PinKdf,
     #[serde(default = "default_max_pin_failures")]
@@ -53,6 +65,14 @@ pub struct AgentToken {
     /// Groups (names or numeric ids) whose members may use it.
     #[serde(default)]
     pub allow_groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentBackend {
+    #[default]
+    Embedded,
+    Pkcs11,
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,9 +89,6 @@ fn default_max_connections() -> usize {
 }
 fn default_timeout_ms() -> u64 {
     10_000
-}
-fn default_backend() -> String {
-    "embedded".into()
 }
 fn default_max_pin_failures() -> u32 {
     DEFAULT_MAX_PIN_FAILURES
@@ -127,13 +144,14 @@ impl AgentConfig {
             return Err(format!("{}: no [[token]] is configured", path.display()));
         }
         for (i, t) in config.tokens.iter().enumerate() {
-            if t.backend != "embedded" {
+            if t.backend == AgentBackend::Pkcs11
+                && (t.library.is_none() || t.credential_file.is_none())
+            {
                 return Err(format!(
-                    "{}: token {i} (\"{}\"): backend {:?}: the agent serves embedded stores \
-                     (an HSM behind the agent is not available yet)",
+                    "{}: token {i} (\"{}\"): a pkcs11 token needs `library` and \
+                     `credential_file`",
                     path.display(),
-                    t.label,
-                    t.backend
+                    t.label
                 ));
             }
             if t.max_pin_failures == 0 {
@@ -150,4 +168,47 @@ impl AgentConfig {
     pub fn socket_mode(&self) -> u32 {
         u32::from_str_radix(self.agent.socket_mode.trim_start_matches("0o"), 8).unwrap_or(0o660)
     }
+}
+
+impl AgentToken {
+    /// The module configuration of the HSM token behind a pkcs11 agent token. The module's
+    /// own count of wrong HSM PINs is kept beside the token's PINs.
+    pub fn hsm_config(&self) -> crate::config::TokenConfig {
+        crate::config::TokenConfig {
+            label: self.label.clone(),
+            backend: crate::config::BackendKind::Pkcs11,
+            path: None,
+            max_pin_failures: self.max_pin_failures,
+            state_dir: Some(self.path.clone()),
+            pin_kdf: self.pin_kdf,
+            library: self.library.clone(),
+            token_label: self.token_label.clone(),
+            token_serial: self.token_serial.clone(),
+            init_reserved: self.init_reserved.clone(),
+            socket: None,
+            timeout_ms: 0,
+        }
+    }
+}
+
+/// Reads the HSM credential, refusing a file another user could read or write (as ssh does
+/// with its keys): a credential others can read is no longer the agent's alone.
+pub fn read_credential(path: &Path) -> Result<zeroize::Zeroizing<String>, String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me || meta.mode() & 0o077 != 0 {
+        return Err(format!(
+            "{}: must be owned by the agent's user (uid {me}) with mode 0600 or 0400 \
+             (it is uid {}, mode {:o})",
+            path.display(),
+            meta.uid(),
+            meta.mode() & 0o7777
+        ));
+    }
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,
+    );
+    let pin = text.trim_end_matches(['\n', '\r']);
+    Ok(zeroize::Zeroizing::new(pin.to_owned()))
 }

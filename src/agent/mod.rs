@@ -6,14 +6,19 @@
 
 mod client;
 pub mod config;
+mod gate;
 mod hardening;
 mod peer;
 
 use crate::audit::AuditLog;
 use crate::backend::agent::protocol::{self, FrameError, Reply, Request, Response, VERSION};
+use crate::backend::agent::transport::{self, Patience};
 use crate::error::Error;
 use client::Client;
-use config::{AgentConfig, AllowList};
+use crate::backend::pkcs11::library::HsmLibrary;
+use crate::backend::pkcs11::{ForwardToken, HsmSlot};
+use crate::backend::{Backend, BackendSession};
+use config::{AgentBackend, AgentConfig, AgentToken, AllowList};
 use cryptoki_sys::*;
 use parking_lot::Mutex;
 use peer::Peer;
@@ -27,14 +32,31 @@ use std::time::Duration;
 
 pub use config::AgentConfig as Config;
 
+/// How long a connection's thread polls for the next request before sleeping: a
+/// `C_Sign` follows its `C_SignInit` within microseconds.
+const REQUEST_SPIN: Duration = Duration::from_micros(300);
+
 /// A client and how many connections it has open.
 type Clients = HashMap<[u8; 16], (Arc<Client>, usize)>;
+
+/// An HSM token the agent shares among its clients, and the session that keeps the agent's
+/// login to it.
+struct SharedHsm {
+    slot: Arc<dyn Backend>,
+    _login: Arc<dyn BackendSession>,
+}
 
 pub struct Agent {
     config: AgentConfig,
     allow: Vec<AllowList>,
+    /// Per token: the HSM token behind it (pkcs11 tokens).
+    hsm: Vec<Option<SharedHsm>>,
     clients: Mutex<Clients>,
     connections: AtomicUsize,
+    /// Connection threads handling a request right now, and the processors there are: a
+    /// thread (or a client) polls for the next request only while one is to spare.
+    busy: AtomicUsize,
+    cpus: usize,
     audit: Option<AuditLog>,
 }
 
@@ -46,11 +68,23 @@ impl Agent {
             .map(|t| t.allow_list())
             .collect::<Result<_, _>>()?;
         let audit = config.audit.as_ref().map(|a| AuditLog::new(a.path.clone()));
+        let hsm = config
+            .tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| match t.backend {
+                AgentBackend::Embedded => Ok(None),
+                AgentBackend::Pkcs11 => open_hsm(i, t).map(Some),
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Agent {
             config,
             allow,
+            hsm,
             clients: Mutex::new(HashMap::new()),
             connections: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
             audit,
         })
     }
@@ -59,6 +93,11 @@ impl Agent {
         if let Some(log) = &self.audit {
             log.record(event, fields);
         }
+    }
+
+    /// The HSM token behind agent token `index`, if it is a pkcs11 one.
+    fn hsm(&self, index: usize) -> Option<Arc<dyn Backend>> {
+        self.hsm.get(index)?.as_ref().map(|h| h.slot.clone())
     }
 
     fn timeout(&self) -> Duration {
@@ -107,9 +146,7 @@ impl Agent {
         let Ok(peer) = Peer::of(&stream) else {
             return;
         };
-        let timeout = Some(self.timeout());
-        if stream.set_write_timeout(timeout).is_err() || stream.set_read_timeout(timeout).is_err()
-        {
+        if stream.set_nonblocking(true).is_err() {
             return;
         }
         let Some(client) = self.greet(&stream, &peer) else {
@@ -131,8 +168,12 @@ impl Agent {
 
     /// Reads the `Hello`; answers it (or the refusal) and returns the client.
     fn greet(&self, stream: &UnixStream, peer: &Peer) -> Option<([u8; 16], Arc<Client>)> {
-        let mut reader = stream;
-        let body = protocol::read_frame(&mut reader, || {}).ok()?;
+        let patience = Patience {
+            spin: Duration::ZERO,
+            first: Some(self.timeout()),
+            rest: self.timeout(),
+        };
+        let body = transport::recv(stream, patience).ok()?;
         let (version, id) = match protocol::decode::<Request>(&body) {
             Ok(Request::Hello { version, client }) => (version, client),
             _ => {
@@ -176,8 +217,15 @@ impl Agent {
         });
         // Unsent, the connection ends at its first read; the count taken above is given
         // back then.
-        send(stream, &hello);
+        self.send(stream, &hello);
         Some((id, client))
+    }
+
+    /// Sends a response within the timeout; false when the client is gone or not reading.
+    fn send(&self, stream: &UnixStream, response: &Response) -> bool {
+        let frame = protocol::encode(response)
+            .or_else(|_| protocol::encode(&Response::error(Error::GENERAL)));
+        frame.is_ok_and(|f| transport::send(stream, &f, self.timeout()).is_ok())
     }
 
     fn refuse(&self, stream: &UnixStream, peer: &Peer, why: &str, answer: Error) {
@@ -189,21 +237,25 @@ impl Agent {
                 .cloned()
                 .unwrap_or_default(),
         );
-        send(stream, &Response::error(answer));
+        self.send(stream, &Response::error(answer));
     }
 
     /// Requests until the client closes the connection or misbehaves. Waiting for a request
     /// to begin has no limit (an application may hold a session idle for hours); once begun
     /// it must arrive within the timeout.
     fn requests(&self, stream: &UnixStream, client: &Client) {
+        let mut patience = Patience {
+            spin: REQUEST_SPIN,
+            first: None,
+            rest: self.timeout(),
+        };
         loop {
-            if stream.set_read_timeout(None).is_err() {
-                return;
-            }
-            let mut reader = stream;
-            let body = match protocol::read_frame(&mut reader, || {
-                let _ = stream.set_read_timeout(Some(self.timeout()));
-            }) {
+            patience.spin = if self.busy.load(Ordering::Relaxed) < self.cpus {
+                REQUEST_SPIN
+            } else {
+                Duration::ZERO
+            };
+            let body = match transport::recv(stream, patience) {
                 Ok(body) => body,
                 Err(FrameError::Closed) => return,
                 Err(e) => {
@@ -213,37 +265,54 @@ impl Agent {
             };
             let response = match protocol::decode::<Request>(&body) {
                 Ok(request) => {
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        client.handle(self, request)
-                    }))
-                    .unwrap_or_else(|_| {
-                        tracing::error!("a request panicked; answered CKR_GENERAL_ERROR");
-                        Response::error(Error::GENERAL)
-                    })
+                    let busy = self.busy.fetch_add(1, Ordering::Relaxed) + 1;
+                    let mut response =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            client.handle(self, request)
+                        }))
+                        .unwrap_or_else(|_| {
+                            tracing::error!("a request panicked; answered CKR_GENERAL_ERROR");
+                            Response::error(Error::GENERAL)
+                        });
+                    self.busy.fetch_sub(1, Ordering::Relaxed);
+                    response.spin = busy < self.cpus;
+                    response
                 }
                 Err(e) => {
                     tracing::info!("client pid {}: malformed request ({e}); dropped", client.pid);
-                    send(stream, &Response::error(Error::DEVICE));
+                    self.send(stream, &Response::error(Error::DEVICE));
                     return;
                 }
             };
-            if !send(stream, &response) {
+            if !self.send(stream, &response) {
                 return;
             }
         }
     }
 }
 
-fn send(stream: &UnixStream, response: &Response) -> bool {
-    let mut writer = stream;
-    match protocol::encode(response) {
-        Ok(frame) => protocol::write_frame(&mut writer, &frame).is_ok(),
-        Err(_) => {
-            let frame = protocol::encode(&Response::error(Error::GENERAL));
-            frame.is_ok_and(|f| protocol::write_frame(&mut writer, &f).is_ok())
-        }
+/// Opens the HSM token behind agent token `index` and logs in with the credential file.
+fn open_hsm(index: usize, token: &AgentToken) -> Result<SharedHsm, String> {
+    let why = |e: Error| format!("token {index} (\"{}\"): {e}", token.label);
+    let config = token.hsm_config();
+    let library = config.library.clone().unwrap_or_default();
+    let lib = HsmLibrary::open(&library, config.init_reserved.as_deref()).map_err(why)?;
+    let forward = ForwardToken::open(index as CK_SLOT_ID, &config, lib).map_err(why)?;
+    let slot: Arc<dyn Backend> = Arc::new(HsmSlot(Arc::new(forward)));
+    let credential_file = token.credential_file.as_deref().unwrap_or(std::path::Path::new(""));
+    let pin = config::read_credential(credential_file)?;
+    let login = slot.open_session(0, CKF_SERIAL_SESSION).map_err(why)?;
+    match login.login(CKU_USER, pin.as_bytes()) {
+        Ok(()) | Err(Error(CKR_USER_ALREADY_LOGGED_IN)) => {}
+        Err(e) => return Err(format!("{}: the HSM refused the credential", why(e))),
     }
+    Ok(SharedHsm {
+        slot,
+        _login: login,
+    })
 }
+
+
 
 /// The listening socket: systemd's (socket activation), else one created at the configured
 /// path with the configured mode and group (a stale socket file is replaced; anything else

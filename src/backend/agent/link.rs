@@ -3,6 +3,7 @@
 //! bounded by a timeout, and the agent's restarts noticed (an *epoch* per agent instance).
 
 use super::protocol::{self, Reply, Request, Response, VERSION};
+use super::transport::{self, Patience};
 use crate::error::{Error, Result};
 use parking_lot::Mutex;
 use std::os::unix::net::UnixStream;
@@ -12,6 +13,9 @@ use std::time::{Duration, Instant};
 /// One connection, and the agent instance (epoch) it talks to.
 pub struct Conn {
     stream: UnixStream,
+    timeout: Duration,
+    /// Whether the agent's last answer said it had a processor to spare.
+    spin: bool,
     pub epoch: u64,
     broken: bool,
 }
@@ -29,6 +33,10 @@ pub struct Link {
     /// of each waiting out its own timeout (one PKCS#11 call may make several requests).
     failed_at: Mutex<Option<Instant>>,
 }
+
+/// How long a caller polls for the agent's answer before sleeping: a signature's time, a few
+/// times over.
+const ANSWER_SPIN: Duration = Duration::from_millis(2);
 
 /// How long after a failure calls fail without trying.
 const HOLD_OFF: Duration = Duration::from_millis(500);
@@ -79,11 +87,11 @@ impl Link {
             self.failed();
             Error::DEVICE
         })?;
-        for set in [UnixStream::set_read_timeout, UnixStream::set_write_timeout] {
-            set(&stream, Some(self.timeout)).map_err(|_| Error::DEVICE)?;
-        }
+        stream.set_nonblocking(true).map_err(|_| Error::DEVICE)?;
         let mut conn = Conn {
             stream,
+            timeout: self.timeout,
+            spin: false,
             epoch: 0,
             broken: false,
         };
@@ -127,17 +135,24 @@ impl Conn {
 
     fn exchange(&mut self, request: &Request) -> Result<Response> {
         let frame = protocol::encode(request)?;
-        protocol::write_frame(&mut self.stream, &frame).map_err(|e| {
+        transport::send(&self.stream, &frame, self.timeout).map_err(|e| {
             tracing::warn!("custody agent: sending: {e}");
             Error::DEVICE
         })?;
-        let body = protocol::read_frame(&mut self.stream, || {}).map_err(|e| {
+        let patience = Patience {
+            spin: if self.spin { ANSWER_SPIN } else { Duration::ZERO },
+            first: Some(self.timeout),
+            rest: self.timeout,
+        };
+        let body = transport::recv(&self.stream, patience).map_err(|e| {
             tracing::warn!("custody agent: no answer: {e:?}");
             Error::DEVICE
         })?;
-        protocol::decode(&body).map_err(|e| {
+        let response: Response = protocol::decode(&body).map_err(|e| {
             tracing::error!("custody agent: malformed answer: {e}");
             Error::DEVICE
-        })
+        })?;
+        self.spin = response.spin;
+        Ok(response)
     }
 }

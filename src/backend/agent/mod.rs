@@ -7,6 +7,7 @@
 pub mod link;
 pub mod protocol;
 mod session;
+pub mod transport;
 pub mod wire;
 
 use crate::backend::{Backend, BackendSession, SlotInfo};

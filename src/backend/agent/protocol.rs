@@ -8,7 +8,6 @@ use crate::error::{Error, Result};
 use crate::mechanism::Mechanism;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
-use zeroize::Zeroizing;
 
 /// The protocol version this build speaks.
 pub const VERSION: u32 = 1;
@@ -19,8 +18,54 @@ pub const MAX_FRAME: usize = 1 << 20;
 /// keeps every answer inside one frame.
 pub const MAX_OUTPUT: u64 = (MAX_FRAME as u64) - 4096;
 
-/// Bytes that may be secret: wiped when dropped.
-pub type Secret = Zeroizing<Vec<u8>>;
+/// Bytes that may be secret: wiped when dropped, never printed, and encoded as one byte
+/// string (not a sequence of numbers, which costs a call per byte).
+#[derive(Clone, Default, PartialEq, Eq, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Secret(bytes)
+    }
+}
+
+impl std::ops::Deref for Secret {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Secret {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.0
+    }
+}
+
+/// Attribute bytes (already zeroizing) as they travel.
+impl From<zeroize::Zeroizing<Vec<u8>>> for Secret {
+    fn from(mut bytes: zeroize::Zeroizing<Vec<u8>>) -> Self {
+        Secret(std::mem::take(&mut *bytes))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        serde_bytes::ByteBuf::deserialize(d).map(|b| Secret(b.into_vec()))
+    }
+}
 
 /// What the module asks.
 #[derive(Serialize, Deserialize, Debug)]
@@ -67,7 +112,13 @@ pub enum SessionCall {
     GenerateRandom { len: u32 },
     CiphertextLen { mechanism: Mechanism, key: u64 },
     Encapsulate { mechanism: Mechanism, key: u64, template: Secret },
-    Decapsulate { mechanism: Mechanism, key: u64, template: Secret, ciphertext: Vec<u8> },
+    Decapsulate {
+        mechanism: Mechanism,
+        key: u64,
+        template: Secret,
+        #[serde(with = "serde_bytes")]
+        ciphertext: Vec<u8>,
+    },
 }
 
 /// [`OpKind`](crate::token::operations::OpKind) on the wire.
@@ -87,8 +138,15 @@ pub enum WireStep {
     Update { data: Secret },
     CipherUpdate { data: Secret, out: Option<u64> },
     Final { out: Option<u64> },
-    Verify { data: Secret, signature: Vec<u8> },
-    VerifyFinal { signature: Vec<u8> },
+    Verify {
+        data: Secret,
+        #[serde(with = "serde_bytes")]
+        signature: Vec<u8>,
+    },
+    VerifyFinal {
+        #[serde(with = "serde_bytes")]
+        signature: Vec<u8>,
+    },
 }
 
 /// The agent's answer: the `CK_RV` and what goes with it (some replies carry data with an
@@ -97,6 +155,9 @@ pub enum WireStep {
 pub struct Response {
     pub rv: u64,
     pub reply: Reply,
+    /// The agent has a processor to spare: the client may poll for its next answer instead
+    /// of sleeping (polling would take the processor from a signature otherwise).
+    pub spin: bool,
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -121,7 +182,11 @@ pub enum Reply {
     /// The length to report and the bytes delivered (none for a length query or a short buffer).
     Output { len: u64, data: Option<Secret> },
     Random(Secret),
-    Encapsulated { ciphertext: Vec<u8>, handle: u64 },
+    Encapsulated {
+        #[serde(with = "serde_bytes")]
+        ciphertext: Vec<u8>,
+        handle: u64,
+    },
 }
 
 /// One token the agent serves this client.
@@ -149,13 +214,18 @@ pub struct WireTokenInfo {
 
 impl Response {
     pub fn ok(reply: Reply) -> Self {
-        Response { rv: 0, reply }
+        Response {
+            rv: 0,
+            reply,
+            spin: false,
+        }
     }
 
     pub fn error(e: Error) -> Self {
         Response {
             rv: e.0 as u64,
             reply: Reply::None,
+            spin: false,
         }
     }
 
@@ -170,13 +240,14 @@ impl Response {
 
 /// Encodes a message as one frame (length prefix included).
 pub fn encode<T: Serialize>(message: &T) -> Result<Secret> {
-    let body = Zeroizing::new(postcard::to_stdvec(message).map_err(|_| Error::GENERAL)?);
-    if body.len() > MAX_FRAME {
+    // The length prefix is written in place afterwards: one buffer, one copy.
+    let frame = postcard::to_extend(message, vec![0u8; 4]).map_err(|_| Error::GENERAL)?;
+    let mut frame = Secret::new(frame);
+    let len = frame.len() - 4;
+    if len > MAX_FRAME {
         return Err(Error::DATA_LEN_RANGE);
     }
-    let mut frame = Zeroizing::new(Vec::with_capacity(body.len() + 4));
-    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&body);
+    frame[..4].copy_from_slice(&(len as u32).to_be_bytes());
     Ok(frame)
 }
 
@@ -214,7 +285,7 @@ pub fn read_frame(
     if len > MAX_FRAME {
         return Err(FrameError::TooLong(len));
     }
-    let mut body = Zeroizing::new(vec![0u8; len]);
+    let mut body = Secret::new(vec![0u8; len]);
     stream.read_exact(&mut body).map_err(FrameError::Io)?;
     Ok(body)
 }
@@ -236,7 +307,7 @@ mod tests {
             call: SessionCall::Step {
                 kind: Kind::Sign,
                 step: WireStep::Whole {
-                    data: Zeroizing::new(b"message".to_vec()),
+                    data: Secret::new(b"message".to_vec()),
                     out: Some(4627),
                 },
             },

@@ -226,7 +226,7 @@ impl BackendSession for AgentSession {
     }
 
     fn create_object(&self, template: Attributes) -> Result<CK_OBJECT_HANDLE> {
-        let template = template.serialize();
+        let template = template.serialize().into();
         handle(self.call(SessionCall::CreateObject { template })?)
     }
 
@@ -237,7 +237,7 @@ impl BackendSession for AgentSession {
     ) -> Result<CK_OBJECT_HANDLE> {
         let call = SessionCall::CopyObject {
             object: object as u64,
-            template: template.serialize(),
+            template: template.serialize().into(),
         };
         handle(self.call(call)?)
     }
@@ -295,7 +295,7 @@ impl BackendSession for AgentSession {
     fn set_attributes(&self, object: CK_OBJECT_HANDLE, template: Attributes) -> Result<()> {
         let call = SessionCall::SetAttributes {
             object: object as u64,
-            template: template.serialize(),
+            template: template.serialize().into(),
         };
         self.call(call)?;
         Ok(())
@@ -303,7 +303,7 @@ impl BackendSession for AgentSession {
 
     fn find_init(&self, template: Attributes) -> Result<()> {
         self.ops.find_init(|| {
-            let template = template.serialize();
+            let template = template.serialize().into();
             match self.call(SessionCall::Find { template })? {
                 Reply::Handles(found) => Ok(found.into_iter().map(|h| h as _).collect()),
                 _ => Err(Error::DEVICE),
@@ -355,7 +355,7 @@ impl BackendSession for AgentSession {
     ) -> Result<CK_OBJECT_HANDLE> {
         handle(self.call(SessionCall::GenerateKey {
             mechanism: mechanism.clone(),
-            template: template.serialize(),
+            template: template.serialize().into(),
         })?)
     }
 
@@ -367,8 +367,8 @@ impl BackendSession for AgentSession {
     ) -> Result<(CK_OBJECT_HANDLE, CK_OBJECT_HANDLE)> {
         let call = SessionCall::GenerateKeyPair {
             mechanism: mechanism.clone(),
-            public: public.serialize(),
-            private: private.serialize(),
+            public: public.serialize().into(),
+            private: private.serialize().into(),
         };
         match self.call(call)? {
             Reply::Pair(public, private) => Ok((public as _, private as _)),
@@ -415,7 +415,7 @@ impl BackendSession for AgentSession {
         let call = SessionCall::Encapsulate {
             mechanism: mechanism.clone(),
             key: key as u64,
-            template: template.serialize(),
+            template: template.serialize().into(),
         };
         match self.call(call)? {
             Reply::Encapsulated { ciphertext, handle } => Ok((ciphertext, handle as _)),
@@ -433,7 +433,7 @@ impl BackendSession for AgentSession {
         handle(self.call(SessionCall::Decapsulate {
             mechanism: mechanism.clone(),
             key: key as u64,
-            template: template.serialize(),
+            template: template.serialize().into(),
             ciphertext: ciphertext.to_vec(),
         })?)
     }
