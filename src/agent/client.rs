@@ -330,6 +330,15 @@ impl Client {
                 Response::ok(Reply::None)
             }
             SessionCall::Step { kind, step } => self.step(s.as_ref(), kind, step),
+            SessionCall::Begin {
+                kind,
+                mechanism,
+                key,
+                step,
+            } => match s.init(kind.into(), &mechanism, key.map(|k| k as _)) {
+                Ok(()) => self.step(s.as_ref(), kind, step),
+                Err(e) => Response::error(e),
+            },
             SessionCall::GenerateKey {
                 mechanism,
                 template: t,

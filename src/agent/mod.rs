@@ -36,6 +36,15 @@ pub use config::AgentConfig as Config;
 /// `C_Sign` follows its `C_SignInit` within microseconds.
 const REQUEST_SPIN: Duration = Duration::from_micros(300);
 
+/// A client without a connection (see [`Agent::local_client`]); its sessions close on drop.
+pub struct LocalClient(Client);
+
+impl Drop for LocalClient {
+    fn drop(&mut self) {
+        self.0.gone();
+    }
+}
+
 /// A client and how many connections it has open.
 type Clients = HashMap<[u8; 16], (Arc<Client>, usize)>;
 
@@ -221,6 +230,44 @@ impl Agent {
         Some((id, client))
     }
 
+    /// The answer to one request's body; `None` when the body is no request (the client
+    /// misbehaves: its connection is dropped).
+    fn answer(&self, client: &Client, body: &[u8]) -> Option<Response> {
+        let request = match protocol::decode::<Request>(body) {
+            Ok(request) => request,
+            Err(e) => {
+                tracing::info!("client pid {}: malformed request ({e}); dropped", client.pid);
+                return None;
+            }
+        };
+        let busy = self.busy.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut response = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            client.handle(self, request)
+        }))
+        .unwrap_or_else(|_| {
+            tracing::error!("a request panicked; answered CKR_GENERAL_ERROR");
+            Response::error(Error::GENERAL)
+        });
+        self.busy.fetch_sub(1, Ordering::Relaxed);
+        response.spin = busy < self.cpus;
+        Some(response)
+    }
+
+    /// A client in this process with the allow-list rights of user `uid` (no groups), for the
+    /// fuzzer: its requests take the path of a connection's, minus the socket.
+    pub fn local_client(&self, uid: u32) -> Option<LocalClient> {
+        let allowed: Vec<usize> = (0..self.allow.len())
+            .filter(|&i| self.allow[i].uids.contains(&uid))
+            .collect();
+        let client = Client::new(uid, std::process::id() as i32, allowed).ok()?;
+        Some(LocalClient(client))
+    }
+
+    /// Answers one request body of a [`LocalClient`], as for a connection.
+    pub fn answer_local(&self, client: &LocalClient, body: &[u8]) -> Option<Response> {
+        self.answer(&client.0, body)
+    }
+
     /// Sends a response within the timeout; false when the client is gone or not reading.
     fn send(&self, stream: &UnixStream, response: &Response) -> bool {
         let frame = protocol::encode(response)
@@ -263,26 +310,9 @@ impl Agent {
                     return;
                 }
             };
-            let response = match protocol::decode::<Request>(&body) {
-                Ok(request) => {
-                    let busy = self.busy.fetch_add(1, Ordering::Relaxed) + 1;
-                    let mut response =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            client.handle(self, request)
-                        }))
-                        .unwrap_or_else(|_| {
-                            tracing::error!("a request panicked; answered CKR_GENERAL_ERROR");
-                            Response::error(Error::GENERAL)
-                        });
-                    self.busy.fetch_sub(1, Ordering::Relaxed);
-                    response.spin = busy < self.cpus;
-                    response
-                }
-                Err(e) => {
-                    tracing::info!("client pid {}: malformed request ({e}); dropped", client.pid);
-                    self.send(stream, &Response::error(Error::DEVICE));
-                    return;
-                }
+            let Some(response) = self.answer(client, &body) else {
+                self.send(stream, &Response::error(Error::DEVICE));
+                return;
             };
             if !self.send(stream, &response) {
                 return;

@@ -209,6 +209,8 @@ impl Backend for AgentSlot {
             flags,
             remote: Mutex::new((epoch, remote)),
             abandoned: Mutex::new(None),
+            leases: Mutex::new(Vec::new()),
+            deferred: Mutex::new(Default::default()),
             ops: Operations::default(),
         }))
     }

@@ -105,6 +105,14 @@ pub enum SessionCall {
     Find { template: Secret },
     Init { kind: Kind, mechanism: Mechanism, key: Option<u64> },
     Cancel { kind: Kind },
+    /// `Init` and the operation's first step in one request (an init the module answered
+    /// itself, see docs/agent.md); an error of the init is the answer.
+    Begin {
+        kind: Kind,
+        mechanism: Mechanism,
+        key: Option<u64>,
+        step: WireStep,
+    },
     Step { kind: Kind, step: WireStep },
     GenerateKey { mechanism: Mechanism, template: Secret },
     GenerateKeyPair { mechanism: Mechanism, public: Secret, private: Secret },

@@ -24,6 +24,28 @@ pub(crate) struct AgentSession {
     /// the request may still run there), closed when the agent answers again.
     pub abandoned: Mutex<Option<(u64, u64)>>,
     pub ops: Operations,
+    /// Signing and verification this session has begun at the agent: the same `C_xInit`
+    /// again is answered here and travels with the operation's first step (one round trip
+    /// per signature instead of two). Forgotten when the key changes here, at login and
+    /// logout, and with the agent session.
+    pub leases: Mutex<Vec<Lease>>,
+    /// Per kind, an init answered here and not sent yet.
+    pub deferred: Mutex<[Option<(Mechanism, Option<u64>)>; 5]>,
+}
+
+/// A `C_xInit` the agent accepted: kind, key and the mechanism as encoded.
+#[derive(PartialEq, Eq)]
+pub struct Lease {
+    kind: OpKind,
+    key: CK_OBJECT_HANDLE,
+    mechanism: Vec<u8>,
+}
+
+/// The most leases a session keeps (an application signs with few keys at a time).
+const MAX_LEASES: usize = 16;
+
+fn slot_of(kind: OpKind) -> usize {
+    kind as usize
 }
 
 fn secret(bytes: &[u8]) -> Secret {
@@ -63,6 +85,7 @@ impl AgentSession {
         };
         self.token.replay_login(conn, id)?;
         *remote = (conn.epoch, id);
+        self.leases.lock().clear();
         if let Some((epoch, old)) = self.abandoned.lock().take() {
             if epoch == conn.epoch {
                 let call = SessionCall::Close;
@@ -80,6 +103,7 @@ impl AgentSession {
             if remote.1 == session && remote.0 != 0 {
                 *self.abandoned.lock() = Some(*remote);
                 remote.0 = 0;
+                self.leases.lock().clear();
             }
         }
     }
@@ -200,10 +224,12 @@ impl BackendSession for AgentSession {
         if user != CKU_CONTEXT_SPECIFIC {
             self.token.remember_login(user, pin, epoch);
         }
+        self.leases.lock().clear();
         Ok(())
     }
 
     fn logout(&self) -> Result<()> {
+        self.leases.lock().clear();
         self.call(SessionCall::Logout)?;
         self.token.forget_login();
         Ok(())
@@ -243,6 +269,7 @@ impl BackendSession for AgentSession {
     }
 
     fn destroy_object(&self, object: CK_OBJECT_HANDLE) -> Result<()> {
+        self.leases.lock().retain(|l| l.key != object);
         let object = object as u64;
         self.call(SessionCall::DestroyObject { object })?;
         Ok(())
@@ -293,6 +320,7 @@ impl BackendSession for AgentSession {
     }
 
     fn set_attributes(&self, object: CK_OBJECT_HANDLE, template: Attributes) -> Result<()> {
+        self.leases.lock().retain(|l| l.key != object);
         let call = SessionCall::SetAttributes {
             object: object as u64,
             template: template.serialize().into(),
@@ -318,17 +346,41 @@ impl BackendSession for AgentSession {
         key: Option<CK_OBJECT_HANDLE>,
     ) -> Result<()> {
         self.ops.begin_in_hsm(kind, || {
+            let lease = match (kind, key) {
+                (OpKind::Sign | OpKind::Verify, Some(key)) => Some(Lease {
+                    kind,
+                    key,
+                    mechanism: postcard::to_stdvec(mechanism).map_err(|_| Error::GENERAL)?,
+                }),
+                _ => None,
+            };
+            if let Some(lease) = &lease {
+                if self.leases.lock().contains(lease) {
+                    let key = Some(lease.key as u64);
+                    self.deferred.lock()[slot_of(kind)] = Some((mechanism.clone(), key));
+                    return Ok(());
+                }
+            }
             self.call(SessionCall::Init {
                 kind: kind.into(),
                 mechanism: mechanism.clone(),
                 key: key.map(|k| k as u64),
-            })
-            .map(drop)
+            })?;
+            if let Some(lease) = lease {
+                let mut leases = self.leases.lock();
+                if leases.len() >= MAX_LEASES {
+                    leases.remove(0);
+                }
+                leases.push(lease);
+            }
+            Ok(())
         })
     }
 
     fn cancel(&self, kind: OpKind) {
-        if self.ops.cancel(kind) != crate::token::operations::Performer::None {
+        if self.ops.cancel(kind) != crate::token::operations::Performer::None
+            && self.deferred.lock()[slot_of(kind)].take().is_none()
+        {
             let _ = self.call(SessionCall::Cancel { kind: kind.into() });
         }
     }
@@ -337,9 +389,17 @@ impl BackendSession for AgentSession {
         let continues = step.continues();
         self.ops.step_in_hsm(kind, continues, || {
             let (step, out) = Self::wire_step(step);
-            let call = SessionCall::Step {
-                kind: kind.into(),
-                step,
+            let call = match self.deferred.lock()[slot_of(kind)].take() {
+                Some((mechanism, key)) => SessionCall::Begin {
+                    kind: kind.into(),
+                    mechanism,
+                    key,
+                    step,
+                },
+                None => SessionCall::Step {
+                    kind: kind.into(),
+                    step,
+                },
             };
             match out {
                 Some(out) => self.call_out(call, out),

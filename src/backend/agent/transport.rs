@@ -1,5 +1,5 @@
 //! Frames over a non-blocking Unix socket, with bounded waits. A reader first polls the socket
-//! for a short while, yielding the CPU between tries, and only then sleeps in `poll(2)`: a
+//! for a short while, pausing and yielding between tries, and only then sleeps in `poll(2)`: a
 //! sleeping thread takes tens of microseconds to wake on a virtual machine, more than
 //! the rest of a round trip, and a signature's `C_SignInit` and `C_Sign` arrive back to back.
 
@@ -20,6 +20,9 @@ pub struct Patience {
     /// How long the rest of a frame may take once it began.
     pub rest: Duration,
 }
+
+/// Pauses between two tries at reading while polling (well under a microsecond).
+const PAUSES: u32 = 16;
 
 fn timed_out() -> std::io::Error {
     std::io::Error::new(ErrorKind::TimedOut, "timed out")
@@ -71,6 +74,11 @@ fn read_exact(
                     return Err(timed_out());
                 }
                 if spun_since.elapsed() < spin {
+                    // A short pause, then the processor is offered to whoever waits for it
+                    // (with more threads than processors, a poller must not hold one).
+                    for _ in 0..PAUSES {
+                        std::hint::spin_loop();
+                    }
                     std::thread::yield_now();
                 } else {
                     sleep_until_ready(stream, PollFlags::POLLIN, deadline)?;
