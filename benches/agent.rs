@@ -43,7 +43,10 @@ fn login(m: &Module, s: CK_SESSION_HANDLE, user: CK_USER_TYPE, pin: &str) {
         m,
         C_Login(s, user, pin.as_ptr() as *mut _, pin.len() as CK_ULONG)
     );
-    assert!(r == CKR_OK || r == CKR_USER_ALREADY_LOGGED_IN, "C_Login: {r:#x}");
+    assert!(
+        r == CKR_OK || r == CKR_USER_ALREADY_LOGGED_IN,
+        "C_Login: {r:#x}"
+    );
 }
 
 /// A session ML-DSA-87 key pair; returns the private key.
@@ -222,7 +225,10 @@ fn main() {
     let so = AGENT_SO_PIN.as_ptr() as *mut _;
     rv(
         "C_InitToken",
-        call!(m, C_InitToken(1, so, AGENT_SO_PIN.len() as CK_ULONG, label.as_mut_ptr())),
+        call!(
+            m,
+            C_InitToken(1, so, AGENT_SO_PIN.len() as CK_ULONG, label.as_mut_ptr())
+        ),
     );
     let setup = open(&m, 1);
     login(&m, setup, CKU_SO, AGENT_SO_PIN);
@@ -288,8 +294,14 @@ fn main() {
     scaling.sort_by(|a, b| a.total_cmp(b));
     println!("  median ratio {:.3}   (target >= 1.6)", scaling[1]);
     println!("Round trip of C_GetSessionInfo (median of 5000)");
-    println!("  through the agent slot  {:>8.1} us", agent_rt.as_secs_f64() * 1e6);
-    println!("  in-process (pkcs11 slot, SoftHSM2) {:>8.1} us", local_rt.as_secs_f64() * 1e6);
+    println!(
+        "  through the agent slot  {:>8.1} us",
+        agent_rt.as_secs_f64() * 1e6
+    );
+    println!(
+        "  in-process (pkcs11 slot, SoftHSM2) {:>8.1} us",
+        local_rt.as_secs_f64() * 1e6
+    );
 }
 
 fn nix_user() -> String {

@@ -11,6 +11,8 @@
 #
 # Environment:
 #   B4AE_FUZZ_SECONDS     how long to fuzz (default 60)
+#   B4AE_FUZZ_TARGET      abi (default: the C ABI) or agent_protocol (the custody agent's
+#                         request decoder and dispatch)
 #   B4AE_FUZZ_BACKEND     the token the inputs drive: embedded (default), or pkcs11 (a token
 #                         over SoftHSM2 through the module's pkcs11 backend)
 #   B4AE_FUZZ_TARGET_DIR  cargo target directory (default ~/.cache/b4ae-pkcs11/fuzz-target:
@@ -32,8 +34,9 @@ if [ $# -gt 0 ] && [[ $1 =~ ^[0-9]+$ ]]; then
     shift
 fi
 target_dir=${B4AE_FUZZ_TARGET_DIR:-$HOME/.cache/b4ae-pkcs11/fuzz-target}
-corpus=${B4AE_FUZZ_CORPUS:-$here/corpus/abi}
-artifacts=${B4AE_FUZZ_ARTIFACTS:-$here/artifacts/abi}
+target=${B4AE_FUZZ_TARGET:-abi}
+corpus=${B4AE_FUZZ_CORPUS:-$here/corpus/$target}
+artifacts=${B4AE_FUZZ_ARTIFACTS:-$here/artifacts/$target}
 triple=$(rustc -vV | sed -n 's/^host: //p')
 
 command -v c++ >/dev/null || { echo "fuzz.sh: a C++ compiler is needed (g++) for libFuzzer" >&2; exit 2; }
@@ -42,19 +45,23 @@ start=$(date +%s)
 echo "# building the fuzz target (target dir $target_dir)"
 # --target: the instrumentation must not reach build scripts and proc-macros.
 RUSTC_WRAPPER=$here/rustc-sancov.sh CARGO_TARGET_DIR=$target_dir \
-    cargo build --quiet --release --target "$triple" --bin abi
+    cargo build --quiet --release --target "$triple" --bin "$target"
 built=$(date +%s)
 echo "# built in $((built - start)) s"
-binary=$target_dir/$triple/release/abi
+binary=$target_dir/$triple/release/$target
 
 mkdir -p "$corpus" "$artifacts"
 log=$(mktemp "${TMPDIR:-/tmp}/b4ae-fuzz-log.XXXXXX")
 trap 'rm -f "$log"' EXIT
 before=$(find "$artifacts" -type f | sort)
-echo "# fuzzing for $seconds s (corpus $corpus; seeds fuzz/seeds/abi, fuzz/regressions)"
+# The ABI target's regression corpus is its own (tests/fuzz_regressions.rs replays it).
+inputs=("$corpus" "$here/seeds/$target")
+[ "$target" = abi ] && inputs+=("$here/regressions")
+mkdir -p "$here/seeds/$target"
+echo "# fuzzing $target for $seconds s (corpus $corpus; seeds ${inputs[*]:1})"
 set +e
 # -len_control=0: inputs are call sequences; short ones say little.
-"$binary" "$corpus" "$here/seeds/abi" "$here/regressions" \
+"$binary" "${inputs[@]}" \
     -artifact_prefix="$artifacts/" \
     -max_total_time="$seconds" \
     -timeout=30 \

@@ -44,6 +44,7 @@
 #define B4AE_CUSTODY_HSM_NATIVE 0x1UL   /* held natively by the real HSM */
 #define B4AE_CUSTODY_HSM_WRAPPED 0x2UL  /* encrypted by the HSM's storage key */
 #define B4AE_CUSTODY_EMBEDDED 0x3UL     /* embedded encrypted store */
+#define B4AE_CUSTODY_AGENT 0x4UL        /* held by the custody agent (docs/agent.md) */
 
 /*
  * Layouts of CKM_B4AE_HYBRID (docs/mechanisms.md has a verification recipe):

@@ -39,7 +39,12 @@ fn last_line(file: &mut File) -> std::io::Result<Option<String>> {
     let mut tail = Vec::new();
     file.read_to_end(&mut tail)?;
     let text = String::from_utf8_lossy(&tail);
-    Ok(text.trim_end_matches('\n').rsplit('\n').next().map(str::to_owned).filter(|l| !l.is_empty()))
+    Ok(text
+        .trim_end_matches('\n')
+        .rsplit('\n')
+        .next()
+        .map(str::to_owned)
+        .filter(|l| !l.is_empty()))
 }
 
 impl AuditLog {

@@ -56,7 +56,12 @@ fn users() {
             let exists = Command::new("id").arg(user).output().expect("id");
             if !exists.status.success() {
                 let made = Command::new("useradd")
-                    .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin"])
+                    .args([
+                        "--system",
+                        "--no-create-home",
+                        "--shell",
+                        "/usr/sbin/nologin",
+                    ])
                     .arg(user)
                     .status()
                     .expect("useradd");
@@ -215,7 +220,14 @@ path = "{audit}"
     fn start(&mut self) {
         let _ = std::fs::remove_file(&self.socket);
         let child = Command::new("setpriv")
-            .args(["--reuid", AGENT_USER, "--regid", AGENT_USER, "--clear-groups", "--"])
+            .args([
+                "--reuid",
+                AGENT_USER,
+                "--regid",
+                AGENT_USER,
+                "--clear-groups",
+                "--",
+            ])
             .arg(admin_path())
             .arg("agent")
             .arg("--config")
@@ -230,8 +242,15 @@ path = "{audit}"
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while UnixStream::connect(&self.socket).is_err() {
-            assert!(Instant::now() < deadline, "the agent did not open its socket");
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not open its socket"
+            );
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("the agent exited: {status}");
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -266,10 +285,16 @@ path = "{audit}"
             .env(MODULE_VAR, module_path())
             .env(AGENT_PID_VAR, self.pid().to_string())
             .env(SOCKET_VAR, &self.socket)
-            .env(PROGRESS_VAR, self.root.join("app").join(format!("{step}.progress")))
+            .env(
+                PROGRESS_VAR,
+                self.root.join("app").join(format!("{step}.progress")),
+            )
             .env(
                 "B4AE_PKCS11_LOG",
-                format!("warn:{}", self.root.join("app").join(format!("{step}.log")).display()),
+                format!(
+                    "warn:{}",
+                    self.root.join("app").join(format!("{step}.log")).display()
+                ),
             )
             .stdin(Stdio::null());
         c
@@ -378,7 +403,12 @@ fn keys_step() {
     let session = user_session(&pkcs11, slot);
     let set = Attribute::ParameterSet(Ps::P87.parameter_set());
     let label = Attribute::Label(KEY_LABEL.into());
-    let public = [Attribute::Token(true), Attribute::Verify(true), set, label.clone()];
+    let public = [
+        Attribute::Token(true),
+        Attribute::Verify(true),
+        set,
+        label.clone(),
+    ];
     let private = [
         Attribute::Token(true),
         Attribute::Private(true),
@@ -389,7 +419,11 @@ fn keys_step() {
     let signature = ok(session.sign(&pure_ml_dsa(), sk, MESSAGE));
     assert_eq!(signature.len(), 4627);
     ok(session.verify(&pure_ml_dsa(), pk, MESSAGE, &signature));
-    assert_eq!(attr_ulong(&session, sk, CKA_B4AE_CUSTODY), 4, "custody 4: the agent's");
+    assert_eq!(
+        attr_ulong(&session, sk, CKA_B4AE_CUSTODY),
+        4,
+        "custody 4: the agent's"
+    );
     let private_keys = ok(session.find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)]));
     assert_eq!(private_keys, vec![sk]);
 
@@ -399,15 +433,22 @@ fn keys_step() {
     }
     // Loosening the key, or copying it loose, is refused.
     for loosen in [Attribute::Sensitive(false), Attribute::Extractable(true)] {
-        assert_ne!(rv_of(session.update_attributes(sk, &[loosen.clone()])), CKR_OK);
+        assert_ne!(
+            rv_of(session.update_attributes(sk, std::slice::from_ref(&loosen))),
+            CKR_OK
+        );
         assert_ne!(rv_of(session.copy_object(sk, &[loosen])), CKR_OK);
     }
-    assert_eq!(attr_bool(&session, sk, CKA_SENSITIVE), true);
-    assert_eq!(attr_bool(&session, sk, CKA_EXTRACTABLE), false);
+    assert!(attr_bool(&session, sk, CKA_SENSITIVE));
+    assert!(!attr_bool(&session, sk, CKA_EXTRACTABLE));
     // Wrapping it under a key of the caller's choosing is refused.
     let aes = ok(session.generate_key(
         &Mechanism::AesKeyGen,
-        &[Attribute::ValueLen(32.into()), Attribute::Token(false), Attribute::Wrap(true)],
+        &[
+            Attribute::ValueLen(32.into()),
+            Attribute::Token(false),
+            Attribute::Wrap(true),
+        ],
     ));
     let wrapped = session.wrap_key(&Mechanism::AesKeyWrap, aes, sk);
     assert_ne!(rv_of(wrapped), CKR_OK);
@@ -430,7 +471,14 @@ fn intrusion_step() {
         .parent()
         .unwrap()
         .join("agent");
-    let secrets = ["agent.toml", "store", "audit.jsonl", "hsm.pin", "softhsm", "softhsm2.conf"];
+    let secrets = [
+        "agent.toml",
+        "store",
+        "audit.jsonl",
+        "hsm.pin",
+        "softhsm",
+        "softhsm2.conf",
+    ];
     for target in secrets.map(|f| agent_dir.join(f)) {
         let e = std::fs::read(&target).err();
         let listed = std::fs::read_dir(&target).err();
@@ -440,7 +488,10 @@ fn intrusion_step() {
             target.display()
         );
     }
-    assert!(std::fs::read_dir(&agent_dir).is_err(), "the agent's directory is listable");
+    assert!(
+        std::fs::read_dir(&agent_dir).is_err(),
+        "the agent's directory is listable"
+    );
     for file in ["mem", "environ", "maps"] {
         let path = format!("/proc/{pid}/{file}");
         assert!(std::fs::read(&path).is_err(), "{path} is readable");
@@ -456,13 +507,20 @@ fn same_user_step() {
     let pid = std::env::var(AGENT_PID_VAR).expect("agent pid");
     assert!(std::fs::read(format!("/proc/{pid}/mem")).is_err());
     let attach = nix::sys::ptrace::attach(nix::unistd::Pid::from_raw(pid.parse().unwrap()));
-    assert_eq!(attach, Err(nix::errno::Errno::EPERM), "ptrace attach as the agent's user");
+    assert_eq!(
+        attach,
+        Err(nix::errno::Errno::EPERM),
+        "ptrace attach as the agent's user"
+    );
     let status = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
     let core = status
         .lines()
         .find(|l| l.starts_with("Max core file size"))
         .expect("core limit line");
-    assert!(core.split_whitespace().nth(4) == Some("0"), "no core dumps: {core}");
+    assert!(
+        core.split_whitespace().nth(4) == Some("0"),
+        "no core dumps: {core}"
+    );
 }
 
 /// A user outside the allow-list: the slot shows no token and nothing opens.
@@ -470,8 +528,14 @@ fn outsider_step() {
     let (pkcs11, slot) = module();
     let info = ok(pkcs11.get_slot_info(slot));
     assert!(!info.token_present(), "the outsider sees no token");
-    assert_eq!(rv_name(rv_of(pkcs11.get_token_info(slot))), rv_name(CKR_TOKEN_NOT_PRESENT));
-    assert_eq!(rv_name(rv_of(pkcs11.open_ro_session(slot))), rv_name(CKR_TOKEN_NOT_PRESENT));
+    assert_eq!(
+        rv_name(rv_of(pkcs11.get_token_info(slot))),
+        rv_name(CKR_TOKEN_NOT_PRESENT)
+    );
+    assert_eq!(
+        rv_name(rv_of(pkcs11.open_ro_session(slot))),
+        rv_name(CKR_TOKEN_NOT_PRESENT)
+    );
 }
 
 /// Wrong PINs through the agent count and lock the PIN (limit 3 in this test's agent).
@@ -479,7 +543,11 @@ fn wrong_pins_step() {
     let (pkcs11, slot) = module();
     let session = ok(pkcs11.open_ro_session(slot));
     let answers: Vec<_> = (0..5)
-        .map(|_| rv_name(rv_of(session.login(UserType::User, Some(&pin("wrong-pin-000"))))))
+        .map(|_| {
+            rv_name(rv_of(
+                session.login(UserType::User, Some(&pin("wrong-pin-000"))),
+            ))
+        })
         .collect();
     let mut expected = vec![rv_name(CKR_PIN_INCORRECT); 3];
     expected.extend(vec![rv_name(CKR_PIN_LOCKED); 2]);
@@ -527,7 +595,10 @@ fn signing_loop_step() {
                 let rv = rv_of::<()>(Err(e));
                 failures += 1;
                 good_since_failure = 0;
-                note(&mut progress, &format!("error {} {}", rv_name(rv), took.as_millis()));
+                note(
+                    &mut progress,
+                    &format!("error {} {}", rv_name(rv), took.as_millis()),
+                );
                 assert!(
                     rv == CKR_DEVICE_ERROR || rv == CKR_KEY_HANDLE_INVALID,
                     "a lost agent answers CKR_DEVICE_ERROR, not {}",
@@ -542,14 +613,20 @@ fn signing_loop_step() {
             }
         }
     }
-    assert!(good_since_failure >= 20, "signing came back ({failures} failures)");
+    assert!(
+        good_since_failure >= 20,
+        "signing came back ({failures} failures)"
+    );
     // A signature and its check are a few calls; the first to go unanswered ends at the
     // timeout, the others at once.
     assert!(
         worst < CALL_TIMEOUT + Duration::from_millis(1500),
         "no call waited beyond the timeout: {worst:?}"
     );
-    note(&mut progress, &format!("done failures={failures} worst_ms={}", worst.as_millis()));
+    note(
+        &mut progress,
+        &format!("done failures={failures} worst_ms={}", worst.as_millis()),
+    );
 }
 
 /// A client that greets properly, then sends a request the decoder refuses: the agent drops
@@ -570,12 +647,18 @@ fn malformed_after_hello_step() {
     stream.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff]).unwrap();
     let body = protocol::read_frame(&mut stream, || {}).expect("an answer to garbage");
     let answer: protocol::Response = protocol::decode(&body).unwrap();
-    assert_eq!(answer.rv, CKR_DEVICE_ERROR as u64);
+    #[allow(clippy::unnecessary_cast)] // CK_RV is 32 bits on some platforms
+    let device_error = CKR_DEVICE_ERROR as u64;
+    assert_eq!(answer.rv, device_error);
     let mut rest = Vec::new();
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    assert_eq!(stream.read_to_end(&mut rest).unwrap(), 0, "then the agent closes");
+    assert_eq!(
+        stream.read_to_end(&mut rest).unwrap(),
+        0,
+        "then the agent closes"
+    );
     // Another of this user's processes is still served.
     let (pkcs11, slot) = module();
     let session = user_session(&pkcs11, slot);
@@ -639,17 +722,38 @@ fn an_allowed_user_signs_through_the_agent_and_can_obtain_no_private_key() {
     agent.run(APP_USER, name, "intrusion");
     agent.run(AGENT_USER, name, "same-user");
     let seen = events(&agent);
-    for event in ["agent_started", "token_initialized", "login_ok", "pin_initialized", "key_created"] {
-        assert!(seen.iter().any(|e| e == event), "audit trail has {event}: {seen:?}");
+    for event in [
+        "agent_started",
+        "token_initialized",
+        "login_ok",
+        "pin_initialized",
+        "key_created",
+    ] {
+        assert!(
+            seen.iter().any(|e| e == event),
+            "audit trail has {event}: {seen:?}"
+        );
     }
     let login = agent
         .audit_lines()
         .into_iter()
         .find(|l| l["event"] == "login_ok")
         .unwrap();
-    let app_uid = nix::unistd::User::from_name(APP_USER).unwrap().unwrap().uid.as_raw();
-    assert_eq!(login["uid"], app_uid, "the audit line names the client's user");
-    assert!(!std::fs::read_to_string(&agent.audit).unwrap().contains(AGENT_PIN), "no PIN in the trail");
+    let app_uid = nix::unistd::User::from_name(APP_USER)
+        .unwrap()
+        .unwrap()
+        .uid
+        .as_raw();
+    assert_eq!(
+        login["uid"], app_uid,
+        "the audit line names the client's user"
+    );
+    assert!(
+        !std::fs::read_to_string(&agent.audit)
+            .unwrap()
+            .contains(AGENT_PIN),
+        "no PIN in the trail"
+    );
     assert!(audit_verifies(&agent));
 }
 
@@ -661,7 +765,11 @@ fn a_user_outside_the_allow_list_is_refused_and_the_refusal_audited() {
     }
     let agent = agent_with_key(name, 3);
     agent.run(OUTSIDER, name, "outsider");
-    let outsider_uid = nix::unistd::User::from_name(OUTSIDER).unwrap().unwrap().uid.as_raw();
+    let outsider_uid = nix::unistd::User::from_name(OUTSIDER)
+        .unwrap()
+        .unwrap()
+        .uid
+        .as_raw();
     let refused = agent
         .audit_lines()
         .into_iter()
@@ -673,7 +781,11 @@ fn a_user_outside_the_allow_list_is_refused_and_the_refusal_audited() {
     // Wrong PINs count at the agent, lock, and each is audited.
     agent.run(APP_USER, name, "wrong-pins");
     let seen = events(&agent);
-    assert_eq!(seen.iter().filter(|e| *e == "login_failed").count(), 3, "{seen:?}");
+    assert_eq!(
+        seen.iter().filter(|e| *e == "login_failed").count(),
+        3,
+        "{seen:?}"
+    );
     assert!(seen.iter().any(|e| e == "login_locked"), "{seen:?}");
     assert!(audit_verifies(&agent));
     // A line edited afterwards is found.
@@ -694,7 +806,11 @@ fn wait_for_or(
 ) {
     let deadline = Instant::now() + timeout;
     while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}\n{}", context());
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            context()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -726,7 +842,11 @@ fn the_agent_killed_mid_signature_costs_errors_not_hangs_and_the_session_comes_b
         .spawn()
         .expect("signer");
     let oks = |a: &AgentRun| a.progress("signing-loop").matches("ok ").count();
-    wait_for("signatures through the agent", Duration::from_secs(60), || oks(&agent) >= 10);
+    wait_for(
+        "signatures through the agent",
+        Duration::from_secs(60),
+        || oks(&agent) >= 10,
+    );
 
     // Stopped (not dead): the call in flight answers at the timeout, not later.
     agent.signal(nix::sys::signal::Signal::SIGSTOP);
@@ -754,7 +874,10 @@ fn the_agent_killed_mid_signature_costs_errors_not_hangs_and_the_session_comes_b
     let out = finish(signer, "the signing loop");
     let progress = agent.progress("signing-loop");
     assert!(progress.contains("done"), "{progress}\n{out}");
-    let errors: Vec<&str> = progress.lines().filter(|l| l.starts_with("error")).collect();
+    let errors: Vec<&str> = progress
+        .lines()
+        .filter(|l| l.starts_with("error"))
+        .collect();
     assert!(
         errors.iter().all(|l| {
             l.contains(&rv_name(CKR_DEVICE_ERROR)) || l.contains(&rv_name(CKR_KEY_HANDLE_INVALID))
@@ -794,7 +917,9 @@ fn a_client_killed_mid_call_and_misbehaving_ones_leave_the_others_served() {
 
     // Meanwhile others are served: an allowed process signs, one misbehaves after its greeting.
     agent.run(APP_USER, name, "malformed");
-    stall.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stall
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut rest = Vec::new();
     let _ = stall.read_to_end(&mut rest);
     assert!(
@@ -802,7 +927,9 @@ fn a_client_killed_mid_call_and_misbehaving_ones_leave_the_others_served() {
         "a stalled request is dropped at the agent's timeout"
     );
     for stream in [&mut garbage, &mut huge] {
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         let mut buf = Vec::new();
         let _ = stream.read_to_end(&mut buf);
     }
@@ -810,7 +937,11 @@ fn a_client_killed_mid_call_and_misbehaving_ones_leave_the_others_served() {
         .child(APP_USER, name, "signing-loop")
         .output()
         .expect("another signer");
-    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stdout));
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
 }
 
 #[test]
@@ -860,13 +991,23 @@ fn a_token_on_the_hsm_behind_the_agent_keeps_the_credential_and_the_keys_from_th
     assert!(seen.iter().any(|e| e == "login_locked"), "{seen:?}");
     assert!(audit_verifies(&agent));
     let audit = std::fs::read_to_string(&agent.audit).unwrap();
-    assert!(!audit.contains(HSM_CREDENTIAL), "the credential is never written down");
+    assert!(
+        !audit.contains(HSM_CREDENTIAL),
+        "the credential is never written down"
+    );
 
     // A credential file others could read is refused: the agent does not start on it.
     agent.kill();
     chmod(&agent.agent_dir.join("hsm.pin"), 0o644);
     let refused = Command::new("setpriv")
-        .args(["--reuid", AGENT_USER, "--regid", AGENT_USER, "--clear-groups", "--"])
+        .args([
+            "--reuid",
+            AGENT_USER,
+            "--regid",
+            AGENT_USER,
+            "--clear-groups",
+            "--",
+        ])
         .arg(admin_path())
         .args(["agent", "--config"])
         .arg(agent.agent_dir.join("agent.toml"))
@@ -875,5 +1016,8 @@ fn a_token_on_the_hsm_behind_the_agent_keeps_the_credential_and_the_keys_from_th
         .expect("agent");
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(stderr.contains("hsm.pin") && stderr.contains("0600"), "{stderr}");
+    assert!(
+        stderr.contains("hsm.pin") && stderr.contains("0600"),
+        "{stderr}"
+    );
 }

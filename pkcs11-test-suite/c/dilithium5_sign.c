@@ -185,7 +185,7 @@ static int dilithium5(CK_SESSION_HANDLE session)
     free(public_value);
     CK_ULONG custody = get_ulong(session, private_key, CKA_B4AE_CUSTODY);
     check(custody == B4AE_CUSTODY_HSM_NATIVE || custody == B4AE_CUSTODY_HSM_WRAPPED ||
-              custody == B4AE_CUSTODY_EMBEDDED,
+              custody == B4AE_CUSTODY_EMBEDDED || custody == B4AE_CUSTODY_AGENT,
           "Dilithium5: the private key has CKA_B4AE_CUSTODY", "value 0x%lX", custody);
     printf("# CKA_B4AE_CUSTODY = %lu\n", custody);
 

@@ -8,7 +8,7 @@
 set -uo pipefail
 source "$(dirname "$0")/../lib.sh"
 suite_begin "robustness"
-expect_checks 3
+expect_checks 4
 apt_need g++:g++ softhsm2:softhsm2-util
 need cargo rustc c++
 [ -e "$MODULE" ] || cannot_run "$MODULE is missing (cargo build --lib --bins)"
@@ -23,6 +23,16 @@ echo "$out" | sed 's/^/#   /'
 check "fuzzing the C ABI for ${seconds} s finds nothing (fuzz/fuzz.sh)" "$status" \
     "$(grep -E '^artifact: |B4AE FUZZ FINDING|panicked at' <<<"$out" | head -5)"
 echo "# fuzz build and run: $(($(date +%s) - started)) s"
+
+# The custody agent's request decoder and dispatch (docs/agent.md), for a shorter while.
+agent_seconds=${B4AE_FUZZ_AGENT_SECONDS:-30}
+started=$(date +%s)
+out=$(B4AE_FUZZ_TARGET=agent_protocol bash "$ROOT/fuzz/fuzz.sh" "$agent_seconds" 2>&1)
+status=$?
+echo "$out" | sed 's/^/#   /'
+check "fuzzing the custody agent's protocol for ${agent_seconds} s finds nothing (B4AE_FUZZ_TARGET=agent_protocol fuzz/fuzz.sh)" "$status" \
+    "$(grep -E '^artifact: |B4AE FUZZ FINDING|panicked at' <<<"$out" | head -5)"
+echo "# agent fuzz build and run: $(($(date +%s) - started)) s"
 
 # cargo test prints "test result: ..." lines; each test binary is one check here.
 cargo_check() { # name, test target

@@ -2,14 +2,19 @@
 //! connections): its own instance of each token it may use, so its login is its own, and its
 //! sessions. Requests are answered here by the same backends the module uses in-process.
 
+// The protocol's numbers are 64-bit; CK_ULONG is 32 bits on some platforms, so the casts stay.
+#![allow(clippy::unnecessary_cast)]
+
+use super::gate::GatedSlot;
 use super::Agent;
 use crate::backend::agent::protocol::{
     Kind, Reply, Request, Response, Secret, SessionCall, TokenEntry, WireStep, MAX_OUTPUT,
 };
 use crate::backend::embedded::{EmbeddedSlot, EmbeddedStore};
-use super::gate::GatedSlot;
 use crate::backend::{Backend, BackendSession};
-use crate::consts::CKA_B4AE_CUSTODY;
+use crate::consts::{
+    B4AE_CUSTODY_AGENT, B4AE_CUSTODY_EMBEDDED, B4AE_CUSTODY_HSM_WRAPPED, CKA_B4AE_CUSTODY,
+};
 use crate::error::{Error, Result};
 use crate::token::attributes::{ulong_bytes, Attributes};
 use crate::token::io::{AttributeRequest, Output, Step};
@@ -22,11 +27,14 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// Custody as clients see it: the keys the agent opens (sealed in the HSM, or in its store)
-/// are held by the agent; keys the HSM holds natively stay custody 1.
-const CUSTODY_AGENT: CK_ULONG = 4;
-const CUSTODY_SEALED: CK_ULONG = 2;
-const CUSTODY_EMBEDDED: CK_ULONG = 3;
+// Custody as clients see it: the keys the agent opens (sealed in the HSM, or in its store) are
+// held by the agent; keys the HSM holds natively stay custody 1.
+const CUSTODY_AGENT: CK_ULONG = B4AE_CUSTODY_AGENT;
+const CUSTODY_SEALED: CK_ULONG = B4AE_CUSTODY_HSM_WRAPPED;
+const CUSTODY_EMBEDDED: CK_ULONG = B4AE_CUSTODY_EMBEDDED;
+
+/// A session and the token (configuration index) it is on.
+type TokenSession = (usize, Arc<dyn BackendSession>);
 
 pub struct Client {
     /// Names this client state: a module whose connections all closed and that comes back
@@ -37,7 +45,7 @@ pub struct Client {
     /// The tokens (indices into the agent's configuration) this client may use.
     allowed: Vec<usize>,
     tokens: Mutex<HashMap<usize, Arc<dyn Backend>>>,
-    sessions: RwLock<HashMap<u64, (usize, Arc<dyn BackendSession>)>>,
+    sessions: RwLock<HashMap<u64, TokenSession>>,
     next_session: AtomicU64,
 }
 
@@ -61,7 +69,10 @@ fn reply(result: Result<Reply>) -> Response {
 fn with_output(size: Option<u64>, f: impl FnOnce(Output) -> Result<()>) -> Response {
     let mut buf = buffer(size);
     let mut len: CK_ULONG = buf.as_ref().map_or(0, |b| b.len() as CK_ULONG);
-    let result = f(Output::new(buf.as_deref_mut().map(|b| &mut b[..]), &mut len));
+    let result = f(Output::new(
+        buf.as_deref_mut().map(|b| &mut b[..]),
+        &mut len,
+    ));
     let delivered = match (&result, &buf) {
         (Ok(()), Some(b)) => b.get(..len as usize).map(|d| Secret::new(d.to_vec())),
         _ => None,
@@ -102,11 +113,8 @@ impl Client {
         let config = &agent.config.tokens[index];
         let mut tokens = self.tokens.lock();
         let token = tokens.entry(index).or_insert_with(|| {
-            let store = EmbeddedStore::new(
-                config.path.clone(),
-                config.pin_kdf,
-                config.max_pin_failures,
-            );
+            let store =
+                EmbeddedStore::new(config.path.clone(), config.pin_kdf, config.max_pin_failures);
             let own: Arc<dyn Backend> = Arc::new(EmbeddedSlot(Arc::new(Token::new(
                 0,
                 config.label.clone(),
@@ -125,7 +133,7 @@ impl Client {
         Ok(token.clone())
     }
 
-    fn session(&self, id: u64) -> Result<(usize, Arc<dyn BackendSession>)> {
+    fn session(&self, id: u64) -> Result<TokenSession> {
         self.sessions
             .read()
             .get(&id)
@@ -154,7 +162,8 @@ impl Client {
 
     pub fn handle(&self, agent: &Agent, request: Request) -> Response {
         match request {
-            Request::Hello { .. } => Response::error(Error::GENERAL),
+            // Once per connection, before anything else: a second one is the client's mistake.
+            Request::Hello { .. } => Response::error(Error::DEVICE),
             Request::Tokens => Response::ok(Reply::Tokens(
                 self.allowed
                     .iter()
@@ -210,9 +219,7 @@ impl Client {
         let backend = self.token(agent, token)?;
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let session = backend.open_session(id as CK_SESSION_HANDLE, flags)?;
-        self.sessions
-            .write()
-            .insert(id, (token as usize, session));
+        self.sessions.write().insert(id, (token as usize, session));
         Ok(Reply::Session(id))
     }
 
@@ -263,7 +270,11 @@ impl Client {
                     Err(_) => None,
                 };
                 if let Some(event) = event {
-                    let role = if user as CK_USER_TYPE == CKU_SO { "so" } else { "user" };
+                    let role = if user as CK_USER_TYPE == CKU_SO {
+                        "so"
+                    } else {
+                        "user"
+                    };
                     let label = agent.config.tokens[token].label.as_str();
                     agent.audit(event, self.fields(json!({"token": label, "role": role})));
                 }
@@ -287,7 +298,10 @@ impl Client {
                 audit("object_created", &r);
                 reply(r)
             }
-            SessionCall::CopyObject { object, template: t } => {
+            SessionCall::CopyObject {
+                object,
+                template: t,
+            } => {
                 let r = template(&t)
                     .and_then(|t| s.copy_object(object as _, t))
                     .map(|h| Reply::Handle(h as u64));
@@ -305,7 +319,10 @@ impl Client {
             SessionCall::GetAttributes { object, requests } => {
                 get_attributes(s.as_ref(), object, requests)
             }
-            SessionCall::SetAttributes { object, template: t } => reply(
+            SessionCall::SetAttributes {
+                object,
+                template: t,
+            } => reply(
                 template(&t)
                     .and_then(|t| s.set_attributes(object as _, t))
                     .map(|_| Reply::None),
@@ -408,7 +425,9 @@ impl Client {
                 with_output(out, |o| s.step(kind, Step::CipherUpdate(&data, o)))
             }
             WireStep::Final { out } => with_output(out, |o| s.step(kind, Step::Final(o))),
-            WireStep::Update { data } => reply(s.step(kind, Step::Update(&data)).map(|_| Reply::None)),
+            WireStep::Update { data } => {
+                reply(s.step(kind, Step::Update(&data)).map(|_| Reply::None))
+            }
             WireStep::Verify { data, signature } => reply(
                 s.step(kind, Step::Verify(&data, &signature))
                     .map(|_| Reply::None),
@@ -430,7 +449,9 @@ fn find(s: &dyn BackendSession, bytes: &[u8], held: CK_ULONG) -> Result<Reply> {
     s.find_init(wanted)?;
     let found = s.ops().find_next(usize::MAX);
     let _ = s.ops().find_final();
-    Ok(Reply::Handles(found?.into_iter().map(|h| h as u64).collect()))
+    Ok(Reply::Handles(
+        found?.into_iter().map(|h| h as u64).collect(),
+    ))
 }
 
 fn get_attributes(
@@ -463,7 +484,9 @@ fn get_attributes(
         .map(|(((t, _), buf), len)| {
             let value = buf.filter(|_| len != CK_UNAVAILABLE_INFORMATION).map(|b| {
                 let mut v = Secret::new(b[..(len as usize).min(b.len())].to_vec());
-                if *t as CK_ATTRIBUTE_TYPE == CKA_B4AE_CUSTODY && held.iter().any(|h| v[..] == h[..]) {
+                if *t as CK_ATTRIBUTE_TYPE == CKA_B4AE_CUSTODY
+                    && held.iter().any(|h| v[..] == h[..])
+                {
                     v = Secret::new(ulong_bytes(CUSTODY_AGENT));
                 }
                 v

@@ -136,8 +136,7 @@ impl AgentToken {
 
 impl AgentConfig {
     pub fn from_file(path: &Path) -> Result<Self, String> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let config: AgentConfig =
             toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         if config.tokens.is_empty() {

@@ -56,7 +56,9 @@ impl Backend for GatedSlot {
         let initialized = self.gate.token_info()?.flags & CKF_TOKEN_INITIALIZED != 0;
         self.gate.init_token(so_pin, label)?;
         if initialized {
-            let session = self.inner.open_session(0, CKF_SERIAL_SESSION | CKF_RW_SESSION)?;
+            let session = self
+                .inner
+                .open_session(0, CKF_SERIAL_SESSION | CKF_RW_SESSION)?;
             session.find_init(Attributes::new())?;
             let all = session.ops().find_next(usize::MAX);
             let _ = session.ops().find_final();
@@ -97,9 +99,9 @@ impl Backend for GatedSlot {
 impl GatedSession {
     /// Whether this client is logged in as the token's user.
     fn user(&self) -> bool {
-        self.gate.info().is_ok_and(|i| {
-            i.state == CKS_RO_USER_FUNCTIONS || i.state == CKS_RW_USER_FUNCTIONS
-        })
+        self.gate
+            .info()
+            .is_ok_and(|i| i.state == CKS_RO_USER_FUNCTIONS || i.state == CKS_RW_USER_FUNCTIONS)
     }
 
     fn private(&self, object: CK_OBJECT_HANDLE) -> Result<bool> {

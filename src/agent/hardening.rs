@@ -17,7 +17,8 @@ pub struct Hardened {
 pub fn harden() -> Result<Hardened, String> {
     setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(|e| format!("no core dumps: {e}"))?;
     prctl::set_dumpable(false).map_err(|e| format!("PR_SET_DUMPABLE: {e}"))?;
-    let unlimited = matches!(getrlimit(Resource::RLIMIT_MEMLOCK), Ok((soft, _)) if soft == RLIM_INFINITY);
+    let unlimited =
+        matches!(getrlimit(Resource::RLIMIT_MEMLOCK), Ok((soft, _)) if soft == RLIM_INFINITY);
     let privileged = nix::unistd::geteuid().is_root();
     // With a finite limit, locking future pages would make large allocations (the PIN KDF's
     // 64 MiB) fail; memory is locked only when nothing limits it.

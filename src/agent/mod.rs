@@ -4,6 +4,9 @@
 //! on another's signature), each request a bound on its size and on how long it may take to
 //! arrive; a client that misbehaves loses its connection, nobody else's.
 
+// The protocol's numbers are 64-bit; CK_ULONG is 32 bits on some platforms, so the casts stay.
+#![allow(clippy::unnecessary_cast)]
+
 mod client;
 pub mod config;
 mod gate;
@@ -13,11 +16,11 @@ mod peer;
 use crate::audit::AuditLog;
 use crate::backend::agent::protocol::{self, FrameError, Reply, Request, Response, VERSION};
 use crate::backend::agent::transport::{self, Patience};
-use crate::error::Error;
-use client::Client;
 use crate::backend::pkcs11::library::HsmLibrary;
 use crate::backend::pkcs11::{ForwardToken, HsmSlot};
 use crate::backend::{Backend, BackendSession};
+use crate::error::Error;
+use client::Client;
 use config::{AgentBackend, AgentConfig, AgentToken, AllowList};
 use cryptoki_sys::*;
 use parking_lot::Mutex;
@@ -134,7 +137,10 @@ impl Agent {
             if self.connections.fetch_add(1, Ordering::SeqCst) >= self.config.agent.max_connections
             {
                 self.connections.fetch_sub(1, Ordering::SeqCst);
-                tracing::warn!("connection refused: {} already open", self.config.agent.max_connections);
+                tracing::warn!(
+                    "connection refused: {} already open",
+                    self.config.agent.max_connections
+                );
                 continue;
             }
             let agent = self.clone();
@@ -186,7 +192,12 @@ impl Agent {
         let (version, id) = match protocol::decode::<Request>(&body) {
             Ok(Request::Hello { version, client }) => (version, client),
             _ => {
-                self.refuse(stream, peer, "the first request is not a Hello", Error::DEVICE);
+                self.refuse(
+                    stream,
+                    peer,
+                    "the first request is not a Hello",
+                    Error::DEVICE,
+                );
                 return None;
             }
         };
@@ -197,7 +208,12 @@ impl Agent {
         }
         let allowed = self.allowed(peer);
         if allowed.is_empty() {
-            self.refuse(stream, peer, "not in any token's allow-list", Error(CKR_TOKEN_NOT_PRESENT));
+            self.refuse(
+                stream,
+                peer,
+                "not in any token's allow-list",
+                Error(CKR_TOKEN_NOT_PRESENT),
+            );
             return None;
         }
         let client = {
@@ -236,7 +252,10 @@ impl Agent {
         let request = match protocol::decode::<Request>(body) {
             Ok(request) => request,
             Err(e) => {
-                tracing::info!("client pid {}: malformed request ({e}); dropped", client.pid);
+                tracing::info!(
+                    "client pid {}: malformed request ({e}); dropped",
+                    client.pid
+                );
                 return None;
             }
         };
@@ -329,7 +348,10 @@ fn open_hsm(index: usize, token: &AgentToken) -> Result<SharedHsm, String> {
     let lib = HsmLibrary::open(&library, config.init_reserved.as_deref()).map_err(why)?;
     let forward = ForwardToken::open(index as CK_SLOT_ID, &config, lib).map_err(why)?;
     let slot: Arc<dyn Backend> = Arc::new(HsmSlot(Arc::new(forward)));
-    let credential_file = token.credential_file.as_deref().unwrap_or(std::path::Path::new(""));
+    let credential_file = token
+        .credential_file
+        .as_deref()
+        .unwrap_or(std::path::Path::new(""));
     let pin = config::read_credential(credential_file)?;
     let login = slot.open_session(0, CKF_SERIAL_SESSION).map_err(why)?;
     match login.login(CKU_USER, pin.as_bytes()) {
@@ -341,8 +363,6 @@ fn open_hsm(index: usize, token: &AgentToken) -> Result<SharedHsm, String> {
         _login: login,
     })
 }
-
-
 
 /// The listening socket: systemd's (socket activation), else one created at the configured
 /// path with the configured mode and group (a stale socket file is replaced; anything else
@@ -398,4 +418,64 @@ pub fn run(config: AgentConfig) -> Result<(), String> {
             .unwrap_or_default(),
     );
     agent.serve(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::agent::protocol::{encode, SessionCall};
+
+    fn agent(dir: &std::path::Path) -> Agent {
+        let conf = dir.join("agent.toml");
+        std::fs::write(
+            &conf,
+            format!(
+                "[agent]\nsocket = \"{0}/s\"\n[[token]]\nlabel = \"t\"\npath = \"{0}/store\"\n\
+                 pin_kdf = \"test-only-fast\"\nallow_users = [\"4242\"]\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        Agent::new(AgentConfig::from_file(&conf).unwrap()).unwrap()
+    }
+
+    fn rv(agent: &Agent, client: &LocalClient, request: Request) -> u64 {
+        let frame = encode(&request).unwrap();
+        agent.answer_local(client, &frame[4..]).unwrap().rv
+    }
+
+    /// Found by the fuzzer: a second Hello answered CKR_GENERAL_ERROR.
+    #[test]
+    fn protocol_mistakes_answer_device_error_never_general_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent = agent(dir.path());
+        let client = agent.local_client(4242).unwrap();
+        let hello = Request::Hello {
+            version: VERSION,
+            client: [1; 16],
+        };
+        assert_eq!(rv(&agent, &client, hello), CKR_DEVICE_ERROR as u64);
+        let unknown_session = Request::Session {
+            session: 99,
+            call: SessionCall::Info,
+        };
+        assert_eq!(
+            rv(&agent, &client, unknown_session),
+            CKR_SESSION_HANDLE_INVALID as u64
+        );
+        assert!(agent.answer_local(&client, &[0xff, 0xff, 0xff]).is_none());
+    }
+
+    #[test]
+    fn a_user_sees_only_the_tokens_of_its_allow_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent = agent(dir.path());
+        let stranger = agent.local_client(1).unwrap();
+        assert_eq!(
+            rv(&agent, &stranger, Request::TokenInfo { token: 0 }),
+            CKR_SLOT_ID_INVALID as u64
+        );
+        let member = agent.local_client(4242).unwrap();
+        assert_eq!(rv(&agent, &member, Request::TokenInfo { token: 0 }), 0);
+    }
 }

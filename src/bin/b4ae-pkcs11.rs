@@ -3,10 +3,12 @@
 
 use b4ae_pkcs11::backend::embedded::{migrate_earlier_store, EmbeddedSlot};
 use b4ae_pkcs11::backend::pkcs11::HsmSlot;
+use b4ae_pkcs11::backend::Backend;
 use b4ae_pkcs11::config::{BackendKind, Config};
 use b4ae_pkcs11::module;
 use b4ae_pkcs11::token::store::Role;
 use clap::{Parser, Subcommand};
+use cryptoki_sys::{CKF_RW_SESSION, CKF_SERIAL_SESSION, CKU_SO};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use zeroize::Zeroizing;
@@ -165,8 +167,9 @@ fn main() -> ExitCode {
             so_pin_file,
             pin_file,
         } => migrate_command(slot, so_pin_file.as_deref(), pin_file.as_deref()),
-        Command::Agent { config } => b4ae_pkcs11::agent::Config::from_file(&config)
-            .and_then(b4ae_pkcs11::agent::run),
+        Command::Agent { config } => {
+            b4ae_pkcs11::agent::Config::from_file(&config).and_then(b4ae_pkcs11::agent::run)
+        }
         Command::Audit {
             command: AuditCommand::Verify { file },
         } => audit_verify(&file),
@@ -284,7 +287,8 @@ fn init_token(slot: u64, label: &str, so_pin: &str, pin: Option<&str>) -> Result
     let m = module::get().map_err(|e| e.to_string())?;
     let slot_backend = m.slot(slot as _).map_err(|e| e.to_string())?;
     let Some(EmbeddedSlot(token)) = slot_backend.as_any().downcast_ref::<EmbeddedSlot>() else {
-        return Err(format!("slot {slot} is not an embedded token"));
+        return init_token_by_calls(slot_backend.as_ref(), &padded, so_pin, pin)
+            .map(|()| println!("slot {slot}: token \"{label}\" initialized"));
     };
     token
         .init_token(so_pin.as_bytes(), &padded)
@@ -299,6 +303,35 @@ fn init_token(slot: u64, label: &str, so_pin: &str, pin: Option<&str>) -> Result
             .map_err(|e| format!("C_InitPIN: {e}"))?;
         token.logout().map_err(|e| e.to_string())?;
         println!("slot {slot}: user PIN set");
+    }
+    Ok(())
+}
+
+/// `C_InitToken`, then `C_InitPIN` as the SO, through the backend interface (a token the
+/// custody agent serves).
+fn init_token_by_calls(
+    slot: &dyn Backend,
+    label: &[u8; 32],
+    so_pin: &str,
+    pin: Option<&str>,
+) -> Result<(), String> {
+    slot.init_token(so_pin.as_bytes(), label)
+        .map_err(|e| format!("C_InitToken: {e}"))?;
+    if let Some(pin) = pin {
+        let session = slot
+            .open_session(1, CKF_SERIAL_SESSION | CKF_RW_SESSION)
+            .map_err(|e| format!("C_OpenSession: {e}"))?;
+        let result = session
+            .login(CKU_SO, so_pin.as_bytes())
+            .map_err(|e| format!("SO login: {e}"))
+            .and_then(|()| {
+                session
+                    .init_pin(pin.as_bytes())
+                    .map_err(|e| format!("C_InitPIN: {e}"))
+            })
+            .and_then(|()| session.logout().map_err(|e| e.to_string()));
+        session.closed();
+        result?;
     }
     Ok(())
 }

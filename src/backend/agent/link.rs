@@ -61,7 +61,11 @@ impl Link {
         let mut conn = match taken {
             Some(conn) => conn,
             None => {
-                if self.failed_at.lock().is_some_and(|t| t.elapsed() < HOLD_OFF) {
+                if self
+                    .failed_at
+                    .lock()
+                    .is_some_and(|t| t.elapsed() < HOLD_OFF)
+                {
                     return Err(Error::DEVICE);
                 }
                 self.connect()?
@@ -140,7 +144,11 @@ impl Conn {
             Error::DEVICE
         })?;
         let patience = Patience {
-            spin: if self.spin { ANSWER_SPIN } else { Duration::ZERO },
+            spin: if self.spin {
+                ANSWER_SPIN
+            } else {
+                Duration::ZERO
+            },
             first: Some(self.timeout),
             rest: self.timeout,
         };

@@ -4,6 +4,9 @@
 //! Secrets that cross it (PINs, key material of an imported key, plaintexts) travel in
 //! zeroizing buffers on both sides.
 
+// The protocol's numbers are 64-bit; CK_ULONG is 32 bits on some platforms, so the casts stay.
+#![allow(clippy::unnecessary_cast)]
+
 use crate::error::{Error, Result};
 use crate::mechanism::Mechanism;
 use serde::{Deserialize, Serialize};
@@ -72,16 +75,36 @@ impl<'de> Deserialize<'de> for Secret {
 pub enum Request {
     /// The first request on every connection. `client` names the module instance (all the
     /// connections of one initialized module share sessions and logins).
-    Hello { version: u32, client: [u8; 16] },
+    Hello {
+        version: u32,
+        client: [u8; 16],
+    },
     /// The tokens this client may use.
     Tokens,
-    TokenInfo { token: u32 },
-    Mechanisms { token: u32 },
-    MechanismInfo { token: u32, mechanism: u64 },
-    InitToken { token: u32, so_pin: Secret, label: [u8; 32] },
-    OpenSession { token: u32, flags: u64 },
+    TokenInfo {
+        token: u32,
+    },
+    Mechanisms {
+        token: u32,
+    },
+    MechanismInfo {
+        token: u32,
+        mechanism: u64,
+    },
+    InitToken {
+        token: u32,
+        so_pin: Secret,
+        label: [u8; 32],
+    },
+    OpenSession {
+        token: u32,
+        flags: u64,
+    },
     /// A call on one of this client's sessions.
-    Session { session: u64, call: SessionCall },
+    Session {
+        session: u64,
+        call: SessionCall,
+    },
 }
 
 /// A call on a session.
@@ -89,22 +112,53 @@ pub enum Request {
 pub enum SessionCall {
     Close,
     Info,
-    Login { user: u64, pin: Secret },
+    Login {
+        user: u64,
+        pin: Secret,
+    },
     Logout,
-    InitPin { pin: Secret },
-    SetPin { old: Secret, new: Secret },
+    InitPin {
+        pin: Secret,
+    },
+    SetPin {
+        old: Secret,
+        new: Secret,
+    },
     /// Templates are [`Attributes::serialize`](crate::token::attributes::Attributes) bytes.
-    CreateObject { template: Secret },
-    CopyObject { object: u64, template: Secret },
-    DestroyObject { object: u64 },
-    ObjectSize { object: u64 },
+    CreateObject {
+        template: Secret,
+    },
+    CopyObject {
+        object: u64,
+        template: Secret,
+    },
+    DestroyObject {
+        object: u64,
+    },
+    ObjectSize {
+        object: u64,
+    },
     /// Each request: the attribute type and the caller's buffer size (`None`: length only).
-    GetAttributes { object: u64, requests: Vec<(u64, Option<u64>)> },
-    SetAttributes { object: u64, template: Secret },
+    GetAttributes {
+        object: u64,
+        requests: Vec<(u64, Option<u64>)>,
+    },
+    SetAttributes {
+        object: u64,
+        template: Secret,
+    },
     /// The whole search at once; the module pages through it.
-    Find { template: Secret },
-    Init { kind: Kind, mechanism: Mechanism, key: Option<u64> },
-    Cancel { kind: Kind },
+    Find {
+        template: Secret,
+    },
+    Init {
+        kind: Kind,
+        mechanism: Mechanism,
+        key: Option<u64>,
+    },
+    Cancel {
+        kind: Kind,
+    },
     /// `Init` and the operation's first step in one request (an init the module answered
     /// itself, see docs/agent.md); an error of the init is the answer.
     Begin {
@@ -113,13 +167,34 @@ pub enum SessionCall {
         key: Option<u64>,
         step: WireStep,
     },
-    Step { kind: Kind, step: WireStep },
-    GenerateKey { mechanism: Mechanism, template: Secret },
-    GenerateKeyPair { mechanism: Mechanism, public: Secret, private: Secret },
-    SeedRandom { seed: Secret },
-    GenerateRandom { len: u32 },
-    CiphertextLen { mechanism: Mechanism, key: u64 },
-    Encapsulate { mechanism: Mechanism, key: u64, template: Secret },
+    Step {
+        kind: Kind,
+        step: WireStep,
+    },
+    GenerateKey {
+        mechanism: Mechanism,
+        template: Secret,
+    },
+    GenerateKeyPair {
+        mechanism: Mechanism,
+        public: Secret,
+        private: Secret,
+    },
+    SeedRandom {
+        seed: Secret,
+    },
+    GenerateRandom {
+        len: u32,
+    },
+    CiphertextLen {
+        mechanism: Mechanism,
+        key: u64,
+    },
+    Encapsulate {
+        mechanism: Mechanism,
+        key: u64,
+        template: Secret,
+    },
     Decapsulate {
         mechanism: Mechanism,
         key: u64,
@@ -142,10 +217,20 @@ pub enum Kind {
 /// One call of an active operation; `out` is the caller's buffer size (`None`: a length query).
 #[derive(Serialize, Deserialize, Debug)]
 pub enum WireStep {
-    Whole { data: Secret, out: Option<u64> },
-    Update { data: Secret },
-    CipherUpdate { data: Secret, out: Option<u64> },
-    Final { out: Option<u64> },
+    Whole {
+        data: Secret,
+        out: Option<u64>,
+    },
+    Update {
+        data: Secret,
+    },
+    CipherUpdate {
+        data: Secret,
+        out: Option<u64>,
+    },
+    Final {
+        out: Option<u64>,
+    },
     Verify {
         data: Secret,
         #[serde(with = "serde_bytes")]
@@ -174,13 +259,24 @@ pub enum Reply {
     /// `instance` names the agent's state for this client; when it changes (the agent
     /// restarted, or every connection of the client had closed) the sessions made before
     /// are gone.
-    Hello { version: u32, instance: [u8; 16] },
+    Hello {
+        version: u32,
+        instance: [u8; 16],
+    },
     Tokens(Vec<TokenEntry>),
     TokenInfo(Box<WireTokenInfo>),
     Mechanisms(Vec<u64>),
-    MechanismInfo { min: u64, max: u64, flags: u64 },
+    MechanismInfo {
+        min: u64,
+        max: u64,
+        flags: u64,
+    },
     Session(u64),
-    SessionInfo { state: u64, flags: u64, device_error: u64 },
+    SessionInfo {
+        state: u64,
+        flags: u64,
+        device_error: u64,
+    },
     Handle(u64),
     Pair(u64, u64),
     Size(u64),
@@ -188,7 +284,10 @@ pub enum Reply {
     Attributes(Vec<(u64, Option<Secret>)>),
     Handles(Vec<u64>),
     /// The length to report and the bytes delivered (none for a length query or a short buffer).
-    Output { len: u64, data: Option<Secret> },
+    Output {
+        len: u64,
+        data: Option<Secret>,
+    },
     Random(Secret),
     Encapsulated {
         #[serde(with = "serde_bytes")]
@@ -363,6 +462,118 @@ mod tests {
                 .collect();
             let _ = decode::<Request>(&bytes);
             let _ = decode::<Response>(&bytes);
+        }
+    }
+
+    /// `B4AE_WRITE_FUZZ_SEEDS=1 cargo test --lib write_fuzz_seeds` writes the agent fuzz
+    /// target's seeds (fuzz/seeds/agent_protocol/): request sequences that reach signing,
+    /// encryption, searches and attribute reads, in the target's input format.
+    #[test]
+    fn write_fuzz_seeds() {
+        use crate::mechanism::aes_gcm::GcmParams;
+        use crate::mechanism::Param;
+        use crate::token::attributes::Attributes;
+        use cryptoki_sys::*;
+        if std::env::var_os("B4AE_WRITE_FUZZ_SEEDS").is_none() {
+            return;
+        }
+        let call = |call| Request::Session { session: 1, call };
+        let attrs = |set: &[(CK_ATTRIBUTE_TYPE, Vec<u8>)]| {
+            let mut a = Attributes::new();
+            for (t, v) in set {
+                a.set(*t, v.clone());
+            }
+            Secret::from(a.serialize())
+        };
+        let yes = vec![1u8];
+        let no = vec![0u8];
+        let ulong = |v: CK_ULONG| v.to_ne_bytes().to_vec();
+        let sign_flow = vec![
+            call(SessionCall::GenerateKeyPair {
+                mechanism: Mechanism::plain(CKM_ML_DSA_KEY_PAIR_GEN),
+                public: attrs(&[
+                    (CKA_PARAMETER_SET, ulong(CKP_ML_DSA_87)),
+                    (CKA_TOKEN, no.clone()),
+                ]),
+                private: attrs(&[(CKA_SIGN, yes.clone()), (CKA_TOKEN, no.clone())]),
+            }),
+            call(SessionCall::Init {
+                kind: Kind::Sign,
+                mechanism: Mechanism::plain(CKM_ML_DSA),
+                key: Some(2),
+            }),
+            call(SessionCall::Step {
+                kind: Kind::Sign,
+                step: WireStep::Whole {
+                    data: Secret::new(b"fuzz".to_vec()),
+                    out: Some(4627),
+                },
+            }),
+            call(SessionCall::Begin {
+                kind: Kind::Sign,
+                mechanism: Mechanism::plain(CKM_ML_DSA),
+                key: Some(2),
+                step: WireStep::Whole {
+                    data: Secret::new(b"fuzz".to_vec()),
+                    out: None,
+                },
+            }),
+        ];
+        let gcm = Mechanism {
+            mechanism: CKM_AES_GCM,
+            param: Param::Gcm(GcmParams {
+                iv: vec![0; 12],
+                aad: vec![],
+                tag_bits: 128,
+            }),
+        };
+        let cipher_flow = vec![
+            call(SessionCall::GenerateKey {
+                mechanism: Mechanism::plain(CKM_AES_KEY_GEN),
+                template: attrs(&[(CKA_VALUE_LEN, ulong(32)), (CKA_ENCRYPT, yes.clone())]),
+            }),
+            call(SessionCall::Init {
+                kind: Kind::Encrypt,
+                mechanism: gcm,
+                key: Some(1),
+            }),
+            call(SessionCall::Step {
+                kind: Kind::Encrypt,
+                step: WireStep::Final { out: Some(64) },
+            }),
+        ];
+        let object_flow = vec![
+            Request::Tokens,
+            Request::TokenInfo { token: 0 },
+            Request::Mechanisms { token: 0 },
+            call(SessionCall::CreateObject {
+                template: attrs(&[(CKA_CLASS, ulong(CKO_DATA)), (CKA_VALUE, b"x".to_vec())]),
+            }),
+            call(SessionCall::Find {
+                template: attrs(&[]),
+            }),
+            call(SessionCall::GetAttributes {
+                object: 1,
+                requests: vec![(CKA_VALUE as u64, None), (CKA_LABEL as u64, Some(0))],
+            }),
+            call(SessionCall::GenerateRandom { len: 16 }),
+            call(SessionCall::Logout),
+        ];
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/agent_protocol");
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, flow) in [
+            ("sign", sign_flow),
+            ("cipher", cipher_flow),
+            ("objects", object_flow),
+        ] {
+            let mut input = Vec::new();
+            for request in flow {
+                let frame = encode(&request).unwrap();
+                input.extend_from_slice(&((frame.len() - 4) as u16).to_be_bytes());
+                input.extend_from_slice(&frame[4..]);
+            }
+            std::fs::write(dir.join(name), input).unwrap();
         }
     }
 }

@@ -1,6 +1,9 @@
 //! A session of an agent slot: each call is one request on the agent's session that stands
 //! for it, opened again (and the login replayed) when the agent has restarted.
 
+// The protocol's numbers are 64-bit; CK_ULONG is 32 bits on some platforms, so the casts stay.
+#![allow(clippy::unnecessary_cast)]
+
 use super::link::Conn;
 use super::protocol::{Reply, Request, Response, Secret, SessionCall, WireStep, MAX_OUTPUT};
 use super::AgentToken;
@@ -30,8 +33,11 @@ pub(crate) struct AgentSession {
     /// logout, and with the agent session.
     pub leases: Mutex<Vec<Lease>>,
     /// Per kind, an init answered here and not sent yet.
-    pub deferred: Mutex<[Option<(Mechanism, Option<u64>)>; 5]>,
+    pub deferred: Mutex<[Option<Deferred>; 5]>,
 }
+
+/// An init answered here: its mechanism and key, sent with the operation's first step.
+pub type Deferred = (Mechanism, Option<u64>);
 
 /// A `C_xInit` the agent accepted: kind, key and the mechanism as encoded.
 #[derive(PartialEq, Eq)]
@@ -130,7 +136,9 @@ impl AgentSession {
         let response = self.exchange(call)?;
         let rv = response.rv;
         match response.reply {
-            Reply::Output { len, data } => out.fill(len as CK_ULONG, data.as_ref().map(|d| &d[..]))?,
+            Reply::Output { len, data } => {
+                out.fill(len as CK_ULONG, data.as_ref().map(|d| &d[..]))?
+            }
             Reply::None => {}
             _ => return Err(Error::DEVICE),
         }
@@ -446,9 +454,7 @@ impl BackendSession for AgentSession {
         for chunk in out.chunks_mut(64 * 1024) {
             let len = chunk.len() as u32;
             match self.call(SessionCall::GenerateRandom { len })? {
-                Reply::Random(bytes) if bytes.len() == chunk.len() => {
-                    chunk.copy_from_slice(&bytes)
-                }
+                Reply::Random(bytes) if bytes.len() == chunk.len() => chunk.copy_from_slice(&bytes),
                 _ => return Err(Error::DEVICE),
             }
         }

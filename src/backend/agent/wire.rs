@@ -1,5 +1,8 @@
 //! Conversions between the module's types and the protocol's, used by both ends.
 
+// The protocol's numbers are 64-bit; CK_ULONG is 32 bits on some platforms, so the casts stay.
+#![allow(clippy::unnecessary_cast)]
+
 use super::protocol::{Kind, WireTokenInfo};
 use crate::token::operations::OpKind;
 use cryptoki_sys::*;
