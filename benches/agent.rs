@@ -83,18 +83,6 @@ fn session_info(m: &Module, s: CK_SESSION_HANDLE) {
     rv("C_GetSessionInfo", call!(m, C_GetSessionInfo(s, &mut info)));
 }
 
-fn median_time(n: usize, mut op: impl FnMut()) -> Duration {
-    let mut times: Vec<Duration> = (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            op();
-            t.elapsed()
-        })
-        .collect();
-    times.sort();
-    times[n / 2]
-}
-
 fn now_ms() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -18,7 +18,7 @@ mod common;
 use common::*;
 use cryptoki_sys::*;
 use std::ptr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const HASH: [u8; 32] = [7; 32];
@@ -173,19 +173,6 @@ fn find(m: &Module, s: CK_SESSION_HANDLE, template: &mut [CK_ATTRIBUTE]) -> usiz
     );
     rv("C_FindObjectsFinal", call!(m, C_FindObjectsFinal(s)));
     n as usize
-}
-
-/// Median time of `op` over `n` runs.
-fn median_time(n: usize, mut op: impl FnMut()) -> Duration {
-    let mut times: Vec<Duration> = (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            op();
-            t.elapsed()
-        })
-        .collect();
-    times.sort();
-    times[n / 2]
 }
 
 fn main() {

@@ -71,6 +71,13 @@ fn users() {
     });
 }
 
+/// A command run as `user` (its own group, no other), through `setpriv`.
+fn as_user(user: &str) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid", user, "--regid", user, "--clear-groups", "--"]);
+    c
+}
+
 fn chown(path: &Path, user: &str) {
     let status = Command::new("chown")
         .arg("-R")
@@ -219,15 +226,7 @@ path = "{audit}"
 
     fn start(&mut self) {
         let _ = std::fs::remove_file(&self.socket);
-        let child = Command::new("setpriv")
-            .args([
-                "--reuid",
-                AGENT_USER,
-                "--regid",
-                AGENT_USER,
-                "--clear-groups",
-                "--",
-            ])
+        let child = as_user(AGENT_USER)
             .arg(admin_path())
             .arg("agent")
             .arg("--config")
@@ -257,6 +256,37 @@ path = "{audit}"
         }
     }
 
+    /// Starts the agent the way systemd's socket activation does: `systemd-socket-activate`
+    /// (as root) creates the socket and hands it over as file descriptor 3 with
+    /// `LISTEN_FDS` / `LISTEN_PID`.
+    fn start_activated(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(&self.socket);
+        let child = Command::new("systemd-socket-activate")
+            .arg("--listen")
+            .arg(&self.socket)
+            .args([
+                "--", "setpriv", "--reuid", AGENT_USER, "--regid", AGENT_USER,
+            ])
+            .args(["--clear-groups", "--"])
+            .arg(admin_path())
+            .arg("agent")
+            .arg("--config")
+            .arg(self.agent_dir.join("agent.toml"))
+            .env("B4AE_PKCS11_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("systemd-socket-activate (package systemd)");
+        self.child = Some(child);
+        wait_for("the activator's socket", Duration::from_secs(20), || {
+            self.socket.exists()
+        });
+        // systemd would give it the unit's SocketMode; the activator has no such option.
+        chmod(&self.socket, 0o666);
+    }
+
     fn pid(&self) -> u32 {
         self.child.as_ref().expect("agent running").id()
     }
@@ -275,9 +305,8 @@ path = "{audit}"
 
     /// A child process of this test binary under `user`, running `test`'s step `step`.
     fn child(&self, user: &str, test: &str, step: &str) -> Command {
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid", user, "--regid", user, "--clear-groups", "--"])
-            .arg(std::env::current_exe().expect("current_exe"))
+        let mut c = as_user(user);
+        c.arg(std::env::current_exe().expect("current_exe"))
             .args([test, "--exact", "--nocapture", "--test-threads=1"])
             .env(CHILD_VAR, test)
             .env(STEP_VAR, step)
@@ -999,15 +1028,7 @@ fn a_token_on_the_hsm_behind_the_agent_keeps_the_credential_and_the_keys_from_th
     // A credential file others could read is refused: the agent does not start on it.
     agent.kill();
     chmod(&agent.agent_dir.join("hsm.pin"), 0o644);
-    let refused = Command::new("setpriv")
-        .args([
-            "--reuid",
-            AGENT_USER,
-            "--regid",
-            AGENT_USER,
-            "--clear-groups",
-            "--",
-        ])
+    let refused = as_user(AGENT_USER)
         .arg(admin_path())
         .args(["agent", "--config"])
         .arg(agent.agent_dir.join("agent.toml"))
@@ -1020,4 +1041,24 @@ fn a_token_on_the_hsm_behind_the_agent_keeps_the_credential_and_the_keys_from_th
         stderr.contains("hsm.pin") && stderr.contains("0600"),
         "{stderr}"
     );
+}
+
+#[test]
+fn the_agent_serves_the_socket_systemd_hands_it() {
+    let name = test_name!();
+    if dispatch(name) {
+        return;
+    }
+    let mut agent = AgentRun::new(10);
+    agent.start_activated();
+    agent.run(APP_USER, name, "init");
+    agent.run(APP_USER, name, "keys");
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(&agent.socket).expect("socket").uid();
+    assert_eq!(
+        owner, 0,
+        "the socket is the activator's, not one the agent made"
+    );
+    let seen = events(&agent);
+    assert!(seen.iter().any(|e| e == "key_first_use"), "{seen:?}");
 }

@@ -22,6 +22,19 @@ pub fn round(op: &mut impl FnMut()) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
+/// The median time of `n` runs of `op`.
+pub fn median_time(n: usize, mut op: impl FnMut()) -> Duration {
+    let mut times: Vec<Duration> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            op();
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[n / 2]
+}
+
 /// Median ops/s of `a` and of `b` over `ROUNDS` rounds, the two alternating round by round so
 /// that both see the same machine.
 pub fn side_by_side(mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64) {

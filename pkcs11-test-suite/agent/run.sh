@@ -58,7 +58,8 @@ SOFTHSM2_CONF=$A/softhsm2.conf B4AE_PKCS11_LOG=warn \
     setpriv --reuid "$AGENT_USER" --regid "$AGENT_USER" --clear-groups -- \
     "$ADMIN" agent --config "$A/agent.toml" 2>"$WORK/agent.log" &
 AGENT_PID=$!
-trap 'kill "$AGENT_PID" 2>/dev/null; suite_exit' EXIT
+# The part's own exit status is what suite_exit judges, not that of the kill.
+trap 'rc=$?; kill "$AGENT_PID" 2>/dev/null; (exit "$rc"); suite_exit' EXIT
 for _ in $(seq 100); do [ -S "$WORK/run/agent.sock" ] && break; sleep 0.1; done
 [ -S "$WORK/run/agent.sock" ] || cannot_run "the agent did not start: $(cat "$WORK/agent.log")"
 ok "the agent runs as $AGENT_USER and serves its socket"

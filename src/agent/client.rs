@@ -47,6 +47,8 @@ pub struct Client {
     tokens: Mutex<HashMap<usize, Arc<dyn Backend>>>,
     sessions: RwLock<HashMap<u64, TokenSession>>,
     next_session: AtomicU64,
+    /// Keys (token, handle) used since this client's login: the first use is audited.
+    used: Mutex<std::collections::HashSet<(usize, u64)>>,
 }
 
 fn template(bytes: &[u8]) -> Result<Attributes> {
@@ -97,6 +99,7 @@ impl Client {
             tokens: Mutex::new(HashMap::new()),
             sessions: RwLock::new(HashMap::new()),
             next_session: AtomicU64::new(1),
+            used: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -223,6 +226,20 @@ impl Client {
         Ok(Reply::Session(id))
     }
 
+    /// Audits the first use of a key since this client's login (SPEC §6).
+    fn first_use(&self, agent: &Agent, token: usize, key: Option<u64>, result: &Result<()>) {
+        let Some(key) = key.filter(|_| result.is_ok() && agent.audits()) else {
+            return;
+        };
+        if self.used.lock().insert((token, key)) {
+            let label = agent.config.tokens[token].label.as_str();
+            agent.audit(
+                "key_first_use",
+                self.fields(json!({"token": label, "key": key})),
+            );
+        }
+    }
+
     /// Writes the audit line of a security event, named by its outcome.
     fn audit_result<T>(&self, agent: &Agent, token: usize, event: &str, result: &Result<T>) {
         let label = agent
@@ -269,6 +286,9 @@ impl Client {
                     Err(Error::PIN_LOCKED) => Some("login_locked"),
                     Err(_) => None,
                 };
+                if result.is_ok() {
+                    self.used.lock().clear();
+                }
                 if let Some(event) = event {
                     let role = if user as CK_USER_TYPE == CKU_SO {
                         "so"
@@ -280,7 +300,10 @@ impl Client {
                 }
                 reply(result)
             }
-            SessionCall::Logout => reply(s.logout().map(|_| Reply::None)),
+            SessionCall::Logout => {
+                self.used.lock().clear();
+                reply(s.logout().map(|_| Reply::None))
+            }
             SessionCall::InitPin { pin } => {
                 let r = s.init_pin(&pin).map(|_| Reply::None);
                 audit("pin_initialized", &r);
@@ -338,10 +361,11 @@ impl Client {
                 kind,
                 mechanism,
                 key,
-            } => reply(
-                s.init(kind.into(), &mechanism, key.map(|k| k as _))
-                    .map(|_| Reply::None),
-            ),
+            } => {
+                let r = s.init(kind.into(), &mechanism, key.map(|k| k as _));
+                self.first_use(agent, token, key, &r);
+                reply(r.map(|_| Reply::None))
+            }
             SessionCall::Cancel { kind } => {
                 s.cancel(kind.into());
                 Response::ok(Reply::None)
@@ -352,10 +376,14 @@ impl Client {
                 mechanism,
                 key,
                 step,
-            } => match s.init(kind.into(), &mechanism, key.map(|k| k as _)) {
-                Ok(()) => self.step(s.as_ref(), kind, step),
-                Err(e) => Response::error(e),
-            },
+            } => {
+                let r = s.init(kind.into(), &mechanism, key.map(|k| k as _));
+                self.first_use(agent, token, key, &r);
+                match r {
+                    Ok(()) => self.step(s.as_ref(), kind, step),
+                    Err(e) => Response::error(e),
+                }
+            }
             SessionCall::GenerateKey {
                 mechanism,
                 template: t,

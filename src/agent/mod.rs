@@ -101,6 +101,11 @@ impl Agent {
         })
     }
 
+    /// Whether an audit trail is configured.
+    fn audits(&self) -> bool {
+        self.audit.is_some()
+    }
+
     fn audit(&self, event: &str, fields: Map<String, Value>) {
         if let Some(log) = &self.audit {
             log.record(event, fields);
