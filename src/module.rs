@@ -7,7 +7,7 @@ use crate::backend::embedded::{EmbeddedSlot, EmbeddedStore};
 use crate::backend::pkcs11::library::HsmLibrary;
 use crate::backend::pkcs11::{AbsentToken, ForwardToken, HsmSlot};
 use crate::backend::{Backend, BackendSession};
-use crate::config::{BackendKind, Config};
+use crate::config::{BackendKind, Config, TokenConfig};
 use crate::error::{Error, Result};
 use crate::forksafe::{self, PerProcess};
 use crate::token::Token;
@@ -118,61 +118,8 @@ impl Module {
     fn new(config: &Config) -> Result<Self> {
         let mut slots = Vec::with_capacity(config.tokens.len());
         for (index, t) in config.tokens.iter().enumerate() {
-            let slot_id = slots.len() as CK_SLOT_ID;
-            match t.backend {
-                BackendKind::Embedded => {
-                    let path = t.path.clone().ok_or(Error::GENERAL)?;
-                    let store = EmbeddedStore::new(path, t.pin_kdf, t.max_pin_failures);
-                    slots.push(Arc::new(EmbeddedSlot(Arc::new(Token::new(
-                        slot_id,
-                        t.label.clone(),
-                        "embedded",
-                        Box::new(store),
-                    )))) as Arc<dyn Backend>);
-                }
-                BackendKind::Pkcs11 => {
-                    let path = t.library.clone().ok_or(Error::GENERAL)?;
-                    let lib =
-                        HsmLibrary::open(&path, t.init_reserved.as_deref()).inspect_err(|_| {
-                            tracing::error!(
-                                "token {index} (\"{}\"): its HSM library cannot be used",
-                                t.label
-                            );
-                        })?;
-                    match ForwardToken::open(slot_id, t, lib) {
-                        Ok(token) => slots.push(Arc::new(HsmSlot(Arc::new(token)))),
-                        Err(Error(CKR_TOKEN_NOT_PRESENT)) => {
-                            tracing::error!(
-                                "token {index} (\"{}\"): slot {slot_id} has no token until \
-                                 the HSM's token is there at a later C_Initialize",
-                                t.label
-                            );
-                            slots.push(Arc::new(AbsentToken {
-                                slot_id,
-                                description: t.label.clone(),
-                            }));
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-                BackendKind::Agent => {
-                    let socket = t.socket.clone().ok_or(Error::GENERAL)?;
-                    slots.push(Arc::new(AgentSlot::new(
-                        slot_id,
-                        t.label.clone(),
-                        socket,
-                        t.token_label.clone(),
-                        std::time::Duration::from_millis(t.timeout_ms),
-                    )?));
-                }
-                BackendKind::ForwardAll => {
-                    let path = t.library.clone().ok_or(Error::GENERAL)?;
-                    let lib = HsmLibrary::open(&path, None)?;
-                    for token in ForwardToken::every_token(slot_id, lib)? {
-                        slots.push(Arc::new(HsmSlot(Arc::new(token))));
-                    }
-                }
-            }
+            let first = slots.len() as CK_SLOT_ID;
+            slots.extend(open_slots(first, index, t)?);
         }
         Ok(Module {
             slots,
@@ -235,4 +182,68 @@ impl Module {
         }
         Ok(())
     }
+}
+
+/// The slots of configuration token `index` (one, or a library's every token for
+/// `ForwardAll`), numbered from `slot_id`. The admin tool's `health` opens each on its own.
+pub fn open_slots(
+    slot_id: CK_SLOT_ID,
+    index: usize,
+    t: &TokenConfig,
+) -> Result<Vec<Arc<dyn Backend>>> {
+    let mut slots: Vec<Arc<dyn Backend>> = Vec::new();
+    match t.backend {
+        BackendKind::Embedded => {
+            let path = t.path.clone().ok_or(Error::GENERAL)?;
+            let store = EmbeddedStore::new(path, t.pin_kdf, t.max_pin_failures);
+            slots.push(Arc::new(EmbeddedSlot(Arc::new(Token::new(
+                slot_id,
+                t.label.clone(),
+                "embedded",
+                Box::new(store),
+            )))) as Arc<dyn Backend>);
+        }
+        BackendKind::Pkcs11 => {
+            let path = t.library.clone().ok_or(Error::GENERAL)?;
+            let lib = HsmLibrary::open(&path, t.init_reserved.as_deref()).inspect_err(|_| {
+                tracing::error!(
+                    "token {index} (\"{}\"): its HSM library cannot be used",
+                    t.label
+                );
+            })?;
+            match ForwardToken::open(slot_id, t, lib) {
+                Ok(token) => slots.push(Arc::new(HsmSlot(Arc::new(token)))),
+                Err(Error(CKR_TOKEN_NOT_PRESENT)) => {
+                    tracing::error!(
+                        "token {index} (\"{}\"): slot {slot_id} has no token until \
+                         the HSM's token is there at a later C_Initialize",
+                        t.label
+                    );
+                    slots.push(Arc::new(AbsentToken {
+                        slot_id,
+                        description: t.label.clone(),
+                    }));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        BackendKind::Agent => {
+            let socket = t.socket.clone().ok_or(Error::GENERAL)?;
+            slots.push(Arc::new(AgentSlot::new(
+                slot_id,
+                t.label.clone(),
+                socket,
+                t.token_label.clone(),
+                std::time::Duration::from_millis(t.timeout_ms),
+            )?));
+        }
+        BackendKind::ForwardAll => {
+            let path = t.library.clone().ok_or(Error::GENERAL)?;
+            let lib = HsmLibrary::open(&path, None)?;
+            for token in ForwardToken::every_token(slot_id, lib)? {
+                slots.push(Arc::new(HsmSlot(Arc::new(token))));
+            }
+        }
+    }
+    Ok(slots)
 }

@@ -81,6 +81,14 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Open each configured token on its own and report whether it is served: exit 0 when all
+    /// are up, 2 when a token is unserved (1, degraded, is for replicas, not configurable yet).
+    Health {
+        /// One JSON document (per token: slot, label, backend, library / token_label / socket /
+        /// path, state up|down, error, initialized) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Audit trail commands.
     Audit {
         #[command(subcommand)]
@@ -150,7 +158,11 @@ fn read_pin(file: Option<&Path>, var: &str, ask: Ask) -> Result<Option<Zeroizing
 fn main() -> ExitCode {
     b4ae_pkcs11::logging::init();
     let cli = Cli::parse();
+    if let Command::Health { json } = cli.command {
+        return health(json);
+    }
     let result = match cli.command {
+        Command::Health { .. } => Ok(()),
         Command::Info => info(),
         Command::InitToken {
             slot,
@@ -403,4 +415,94 @@ fn audit_verify(file: &Path) -> Result<(), String> {
         }
         Verdict::Broken(line, why) => Err(format!("{}: line {line}: {why}", file.display())),
     }
+}
+
+/// One token's health.
+#[derive(serde::Serialize)]
+struct TokenHealth {
+    slot: usize,
+    label: String,
+    backend: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    library: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    socket: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+    state: &'static str,
+    error: Option<String>,
+    initialized: bool,
+}
+
+fn health_of(slot: usize, t: &b4ae_pkcs11::config::TokenConfig) -> TokenHealth {
+    use cryptoki_sys::CKF_TOKEN_INITIALIZED;
+    let shown = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    let backend = match t.backend {
+        BackendKind::Embedded => "embedded",
+        BackendKind::Pkcs11 | BackendKind::ForwardAll => "pkcs11",
+        BackendKind::Agent => "agent",
+    };
+    let info = module::open_slots(slot as _, slot, t).and_then(|slots| {
+        slots
+            .first()
+            .ok_or(b4ae_pkcs11::error::Error::GENERAL)?
+            .token_info()
+    });
+    TokenHealth {
+        slot,
+        label: t.label.clone(),
+        backend,
+        library: shown(&t.library),
+        token_label: t.token_label.clone(),
+        socket: shown(&t.socket),
+        path: shown(&t.path),
+        state: if info.is_ok() { "up" } else { "down" },
+        error: info.as_ref().err().map(|e| e.to_string()),
+        initialized: info.is_ok_and(|i| i.flags & CKF_TOKEN_INITIALIZED != 0),
+    }
+}
+
+/// `health`: exit 0 all up, 2 a token unserved (SPEC §6).
+fn health(json: bool) -> ExitCode {
+    let config = match Config::load(None) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("b4ae-pkcs11: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let tokens: Vec<TokenHealth> = config
+        .tokens
+        .iter()
+        .enumerate()
+        .map(|(slot, t)| health_of(slot, t))
+        .collect();
+    let all_up = tokens.iter().all(|t| t.state == "up");
+    let status = if all_up { "up" } else { "unserved" };
+    if json {
+        let doc = serde_json::json!({ "status": status, "tokens": tokens });
+        println!("{doc}");
+    } else {
+        for t in &tokens {
+            let place = [&t.library, &t.token_label, &t.socket, &t.path]
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" ");
+            let error = t
+                .error
+                .as_deref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default();
+            println!(
+                "slot {} \"{}\" {} {place}: {}{error}",
+                t.slot, t.label, t.backend, t.state
+            );
+        }
+        println!("{status}");
+    }
+    ExitCode::from(if all_up { 0 } else { 2 })
 }
