@@ -10,6 +10,16 @@ pub struct Config {
     /// One entry per slot, in slot-ID order.
     #[serde(default, rename = "token")]
     pub tokens: Vec<TokenConfig>,
+    /// The audit trail (SPEC §6), if any.
+    pub audit: Option<AuditConfig>,
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The JSON-lines file every process using the module appends to.
+    pub path: PathBuf,
 }
 
 /// One `[[token]]` table.
@@ -187,6 +197,7 @@ impl Config {
         if let Some(library) = std::env::var_os("PKCS11_LIBRARY_PATH").filter(|l| !l.is_empty()) {
             let source = format!("no file; every token of $PKCS11_LIBRARY_PATH {library:?}");
             let config = Config {
+                audit: None,
                 tokens: vec![TokenConfig {
                     backend: BackendKind::ForwardAll,
                     library: Some(PathBuf::from(library)),
@@ -226,6 +237,7 @@ impl Config {
             ConfigError("no configuration, and neither XDG_DATA_HOME nor HOME is set".into())
         })?;
         Ok(Config {
+            audit: None,
             tokens: vec![Self::embedded_default_token(
                 data.join("b4ae-pkcs11").join("default"),
             )],

@@ -2,6 +2,7 @@
 //! configuration and the open sessions. Reached without a lock (an atomic pointer swap), so no
 //! global lock sits on any call's path.
 
+use crate::audit::AuditLog;
 use crate::backend::agent::AgentSlot;
 use crate::backend::embedded::{EmbeddedSlot, EmbeddedStore};
 use crate::backend::pkcs11::library::HsmLibrary;
@@ -27,6 +28,7 @@ static LIFECYCLE: PerProcess<Mutex<()>> = PerProcess::new();
 
 pub struct Module {
     pub slots: Vec<Arc<dyn Backend>>,
+    audit: Option<AuditLog>,
     sessions: RwLock<HashMap<CK_SESSION_HANDLE, Arc<dyn BackendSession>>>,
     next_session: AtomicU64,
     generation: u64,
@@ -69,6 +71,17 @@ pub fn get() -> Result<Arc<Module>> {
 
 /// Which initialized module instance is current (its address), if any: a call can tell
 /// whether `C_Finalize` overtook it.
+/// [`Module::audit`] on the initialized module, for the session `handle`.
+pub fn audit<T>(event: &str, handle: CK_SESSION_HANDLE, result: &Result<T>) {
+    if let Ok(module) = get() {
+        if module.audit.is_some() {
+            if let Ok(session) = module.session(handle) {
+                module.audit(event, session.slot_id(), result);
+            }
+        }
+    }
+}
+
 pub fn instance() -> Option<usize> {
     MODULE.load().as_ref().map(|m| Arc::as_ptr(m) as usize)
 }
@@ -123,10 +136,37 @@ impl Module {
         }
         Ok(Module {
             slots,
+            audit: config.audit.as_ref().map(|a| AuditLog::new(a.path.clone())),
             sessions: RwLock::new(HashMap::new()),
             next_session: AtomicU64::new(1),
             generation: forksafe::generation(),
         })
+    }
+
+    /// Writes the audit line of a security event on `slot`, named by its outcome: `event`, or
+    /// `<event>_refused` with the `CKR_*`; a login's outcome is `login_ok`, `login_failed` or
+    /// `login_locked` (other refusals of a login are not security events).
+    pub fn audit<T>(&self, event: &str, slot: CK_SLOT_ID, result: &Result<T>) {
+        let Some(log) = &self.audit else {
+            return;
+        };
+        let event = match (event, result) {
+            ("login", Ok(_)) => "login_ok".to_owned(),
+            ("login", Err(Error::PIN_INCORRECT)) => "login_failed".to_owned(),
+            ("login", Err(Error::PIN_LOCKED)) => "login_locked".to_owned(),
+            ("login", Err(_)) => return,
+            (event, Ok(_)) => event.to_owned(),
+            (event, Err(_)) => format!("{event}_refused"),
+        };
+        let mut fields = serde_json::Map::new();
+        #[allow(clippy::unnecessary_cast)] // CK_SLOT_ID is 32 bits on some platforms
+        let slot = slot as u64;
+        fields.insert("slot".into(), slot.into());
+        fields.insert("uid".into(), nix::unistd::getuid().as_raw().into());
+        if let Err(e) = result {
+            fields.insert("error".into(), e.to_string().into());
+        }
+        log.record(&event, fields);
     }
 
     pub fn slot(&self, slot: CK_SLOT_ID) -> Result<&Arc<dyn Backend>> {

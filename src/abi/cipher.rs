@@ -57,7 +57,9 @@ entry_points! {
         // SAFETY: PKCS#11 contract on every pointer argument.
         let (mech, template, key_out) =
             unsafe { (mechanism(mech)?, template(attrs, count)?, output(key)?) };
-        *key_out = session.generate_key(&mech, template)?;
+        let made = session.generate_key(&mech, template);
+        crate::module::audit("key_created", handle, &made);
+        *key_out = made?;
         Ok(())
     }
 }

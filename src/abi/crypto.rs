@@ -185,7 +185,9 @@ entry_points! {
                 output(private_key)?,
             )
         };
-        let (public, private) = session.generate_key_pair(&mech, public, private)?;
+        let made = session.generate_key_pair(&mech, public, private);
+        crate::module::audit("key_created", handle, &made);
+        let (public, private) = made?;
         *public_out = public;
         *private_out = private;
         Ok(())

@@ -9,7 +9,9 @@ entry_points! {
         let session = session(handle)?;
         // SAFETY: PKCS#11 contract on pTemplate / phObject.
         let (attrs, out) = unsafe { (template(attrs, count)?, output(object)?) };
-        *out = session.create_object(attrs)?;
+        let made = session.create_object(attrs);
+        crate::module::audit("object_created", handle, &made);
+        *out = made?;
         Ok(())
     }
 
@@ -17,12 +19,16 @@ entry_points! {
         let session = session(handle)?;
         // SAFETY: PKCS#11 contract on pTemplate / phNewObject.
         let (attrs, out) = unsafe { (template(attrs, count)?, output(new_object)?) };
-        *out = session.copy_object(object, attrs)?;
+        let made = session.copy_object(object, attrs);
+        crate::module::audit("object_copied", handle, &made);
+        *out = made?;
         Ok(())
     }
 
     fn C_DestroyObject(handle: CK_SESSION_HANDLE, object: CK_OBJECT_HANDLE) {
-        session(handle)?.destroy_object(object)
+        let result = session(handle)?.destroy_object(object);
+        crate::module::audit("object_destroyed", handle, &result);
+        result
     }
 
     fn C_GetObjectSize(handle: CK_SESSION_HANDLE, object: CK_OBJECT_HANDLE, size: CK_ULONG_PTR) {

@@ -20,7 +20,9 @@ unsafe fn login(
     let session = session(handle)?;
     // SAFETY: forwarded contract.
     let pin = unsafe { input(pin, len) }?;
-    session.login(user, pin)
+    let result = session.login(user, pin);
+    crate::module::audit("login", handle, &result);
+    result
 }
 
 entry_points! {

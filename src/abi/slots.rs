@@ -77,20 +77,26 @@ entry_points! {
         let so_pin = unsafe { pin(so_pin, so_pin_len) }?;
         // SAFETY: pLabel is 32 bytes, blank-padded (PKCS#11 contract).
         let label: [u8; 32] = *unsafe { output(label as *mut [u8; 32]) }?;
-        slot.init_token(so_pin, &label)
+        let result = slot.init_token(so_pin, &label);
+        module.audit("token_initialized", slot.slot_id(), &result);
+        result
     }
 
     fn C_InitPIN(session_handle: CK_SESSION_HANDLE, new_pin: CK_UTF8CHAR_PTR, len: CK_ULONG) {
         let session = session(session_handle)?;
         // SAFETY: PKCS#11 contract on pPin.
         let new_pin = unsafe { pin(new_pin, len) }?;
-        session.init_pin(new_pin)
+        let result = session.init_pin(new_pin);
+        crate::module::audit("pin_initialized", session_handle, &result);
+        result
     }
 
     fn C_SetPIN(session_handle: CK_SESSION_HANDLE, old: CK_UTF8CHAR_PTR, old_len: CK_ULONG, new: CK_UTF8CHAR_PTR, new_len: CK_ULONG) {
         let session = session(session_handle)?;
         // SAFETY: PKCS#11 contract on pOldPin / pNewPin.
         let (old, new) = unsafe { (pin(old, old_len)?, pin(new, new_len)?) };
-        session.set_pin(old, new)
+        let result = session.set_pin(old, new);
+        crate::module::audit("pin_changed", session_handle, &result);
+        result
     }
 }
