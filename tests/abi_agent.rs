@@ -3,6 +3,7 @@
 //! (`setpriv`), driving the built module through its C ABI; attacks run from there too. Making
 //! users needs root: CI runs as root; elsewhere run `sudo -E cargo test --test abi_agent`.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -32,16 +33,6 @@ const SOCKET_VAR: &str = "B4AE_TEST_SOCKET";
 /// The module's timeout for a call to the agent, in these tests.
 const CALL_TIMEOUT: Duration = Duration::from_millis(3000);
 const KEY_LABEL: &str = "agent-mldsa87";
-
-macro_rules! test_name {
-    () => {{
-        fn f() {}
-        let name = std::any::type_name_of_val(&f);
-        name.strip_suffix("::f")
-            .and_then(|n| n.rsplit("::").next())
-            .unwrap_or(name)
-    }};
-}
 
 /// The test's users, made once (root only).
 fn users() {

@@ -1,6 +1,7 @@
 //! The module's audit trail (SPEC §6, `[audit] path`): security events from every process that
 //! uses the module, hash-chained; `b4ae-pkcs11 audit verify` follows the chain.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -9,16 +10,6 @@ use cryptoki::object::Attribute;
 use cryptoki::session::UserType;
 use std::path::Path;
 use std::process::Command;
-
-macro_rules! test_name {
-    () => {{
-        fn f() {}
-        let name = std::any::type_name_of_val(&f);
-        name.strip_suffix("::f")
-            .and_then(|n| n.rsplit("::").next())
-            .unwrap_or(name)
-    }};
-}
 
 fn config(dir: &Path) -> std::path::PathBuf {
     let conf = dir.join("b4ae.toml");
