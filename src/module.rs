@@ -29,6 +29,9 @@ static LIFECYCLE: PerProcess<Mutex<()>> = PerProcess::new();
 pub struct Module {
     pub slots: Vec<Arc<dyn Backend>>,
     audit: Option<AuditLog>,
+    /// With an audit trail: the keys (slot, handle) used since the last login on their token,
+    /// so that each one's first use is audited once.
+    used: Mutex<std::collections::HashSet<(CK_SLOT_ID, CK_OBJECT_HANDLE)>>,
     sessions: RwLock<HashMap<CK_SESSION_HANDLE, Arc<dyn BackendSession>>>,
     next_session: AtomicU64,
     generation: u64,
@@ -77,6 +80,38 @@ pub fn audit<T>(event: &str, handle: CK_SESSION_HANDLE, result: &Result<T>) {
         if module.audit.is_some() {
             if let Ok(session) = module.session(handle) {
                 module.audit(event, session.slot_id(), result);
+            }
+        }
+    }
+}
+
+/// With an audit trail, audits the first use of `key` since the last login on its token
+/// (SPEC §6). Nothing to do, not even a lock, without one.
+pub fn audit_key_use(handle: CK_SESSION_HANDLE, key: CK_OBJECT_HANDLE) {
+    let Ok(module) = get() else { return };
+    let Some(log) = &module.audit else { return };
+    let Ok(session) = module.session(handle) else {
+        return;
+    };
+    let slot = session.slot_id();
+    if module.used.lock().insert((slot, key)) {
+        #[allow(clippy::unnecessary_cast)] // CK_ULONG is 32 bits on some platforms
+        let (slot, key) = (slot as u64, key as u64);
+        let mut fields = serde_json::Map::new();
+        fields.insert("slot".into(), slot.into());
+        fields.insert("uid".into(), nix::unistd::getuid().as_raw().into());
+        fields.insert("key".into(), key.into());
+        log.record("key_first_use", fields);
+    }
+}
+
+/// After `C_Logout` on session `handle`: the next login's key uses are first uses again.
+pub fn logged_out(handle: CK_SESSION_HANDLE) {
+    if let Ok(module) = get() {
+        if module.audit.is_some() {
+            if let Ok(session) = module.session(handle) {
+                let slot = session.slot_id();
+                module.used.lock().retain(|(s, _)| *s != slot);
             }
         }
     }
@@ -137,6 +172,7 @@ impl Module {
         Ok(Module {
             slots,
             audit: config.audit.as_ref().map(|a| AuditLog::new(a.path.clone())),
+            used: Mutex::new(std::collections::HashSet::new()),
             sessions: RwLock::new(HashMap::new()),
             next_session: AtomicU64::new(1),
             generation: forksafe::generation(),
@@ -150,6 +186,9 @@ impl Module {
         let Some(log) = &self.audit else {
             return;
         };
+        if event == "login" && result.is_ok() {
+            self.used.lock().retain(|(s, _)| *s != slot);
+        }
         let event = match (event, result) {
             ("login", Ok(_)) => "login_ok".to_owned(),
             ("login", Err(Error::PIN_INCORRECT)) => "login_failed".to_owned(),

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::Attribute;
+use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki::session::UserType;
 use std::path::Path;
 use std::process::Command;
@@ -98,6 +98,11 @@ fn security_events_of_several_processes_form_one_chain() {
     assert_eq!(count("login_ok"), 11, "the SO's, and each round's");
     assert_eq!(count("key_created"), 10);
     assert_eq!(count("object_destroyed"), 10);
+    assert_eq!(
+        count("key_first_use"),
+        0,
+        "no key was used for an operation yet"
+    );
     let pids: std::collections::HashSet<_> = lines.iter().map(|l| l["pid"].clone()).collect();
     assert!(pids.len() >= 3, "written by the process that saw the event");
     assert!(lines.iter().all(|l| l["slot"] == 0 && l["uid"].is_u64()));
@@ -121,4 +126,41 @@ fn security_events_of_several_processes_form_one_chain() {
         std::fs::write(dir.path().join("audit.jsonl"), bad + "\n").unwrap();
         assert!(!verify(dir.path()), "a {kind} line is found");
     }
+}
+
+#[test]
+fn the_first_use_of_a_key_per_login_is_audited_once() {
+    let name = test_name!();
+    let dir = temp_dir("b4ae-audit-");
+    let conf = config(dir.path());
+    if !is_child(name) {
+        run_child(name, &conf, &[]);
+        let lines = events(dir.path());
+        let uses: Vec<_> = lines
+            .iter()
+            .filter(|l| l["event"] == "key_first_use")
+            .collect();
+        assert_eq!(
+            uses.len(),
+            2,
+            "three signatures in the first login, one after the next"
+        );
+        assert!(verify(dir.path()));
+        return;
+    }
+    let pkcs11 = load_module();
+    initialize(&pkcs11);
+    let slot = ok(pkcs11.get_all_slots())[0];
+    init_token(&pkcs11, slot, "audited");
+    let session = user_session(&pkcs11, slot);
+    let (_, private) = mldsa_keypair(&session, Ps::P44, true, &[]);
+    for _ in 0..3 {
+        ok(session.sign(&pure_ml_dsa(), private, MESSAGE));
+    }
+    ok(session.logout());
+    ok(session.login(UserType::User, Some(&pin(USER_PIN))));
+    // The handle of a private object is not kept across a logout here: find it again.
+    let found = ok(session.find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)]));
+    assert_eq!(found.len(), 1);
+    ok(session.sign(&pure_ml_dsa(), found[0], MESSAGE));
 }

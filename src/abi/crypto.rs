@@ -26,7 +26,11 @@ pub(super) unsafe fn init(
     }
     // SAFETY: forwarded contract.
     let mech = unsafe { mechanism(mech) }?;
-    session.init(kind, &mech, key)
+    session.init(kind, &mech, key)?;
+    if let Some(key) = key {
+        crate::module::audit_key_use(handle, key);
+    }
+    Ok(())
 }
 
 /// Arguments of a call of an active operation, as decoded: refused ones end the operation,

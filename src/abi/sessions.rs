@@ -65,7 +65,9 @@ entry_points! {
     }
 
     fn C_Logout(handle: CK_SESSION_HANDLE) {
-        session(handle)?.logout()
+        session(handle)?.logout()?;
+        crate::module::logged_out(handle);
+        Ok(())
     }
 
     fn C_SessionCancel(handle: CK_SESSION_HANDLE, flags: CK_FLAGS) {
