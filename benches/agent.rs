@@ -144,21 +144,7 @@ fn main() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    std::fs::create_dir(d.join("tokens")).expect("tokens dir");
-    let conf = d.join("softhsm2.conf");
-    let text = format!(
-        "directories.tokendir = {}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n",
-        d.display()
-    );
-    std::fs::write(&conf, text).expect("softhsm2.conf");
-    std::env::set_var("SOFTHSM2_CONF", &conf);
-    let status = Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", "bench"])
-        .args(["--so-pin", "12345678", "--pin", HSM_PIN])
-        .stdout(Stdio::null())
-        .status()
-        .expect("softhsm2-util (apt-get install softhsm2)");
-    assert!(status.success(), "softhsm2-util failed");
+    softhsm_token(d, "bench", HSM_PIN);
     std::env::set_var("B4AE_PKCS11_STATE_DIR", d.join("state"));
 
     // The agent, serving an embedded store it owns.

@@ -178,29 +178,7 @@ fn find(m: &Module, s: CK_SESSION_HANDLE, template: &mut [CK_ATTRIBUTE]) -> usiz
 fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    std::fs::create_dir(d.join("tokens")).expect("tokens dir");
-    let conf = d.join("softhsm2.conf");
-    let text = format!(
-        "directories.tokendir = {}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n",
-        d.display()
-    );
-    std::fs::write(&conf, text).expect("softhsm2.conf");
-    std::env::set_var("SOFTHSM2_CONF", &conf);
-    let status = std::process::Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            "bench",
-            "--so-pin",
-            "12345678",
-            "--pin",
-            "1234",
-        ])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("softhsm2-util (apt-get install softhsm2)");
-    assert!(status.success(), "softhsm2-util failed");
+    softhsm_token(d, "bench", "1234");
     let b4ae = d.join("b4ae.toml");
     let text = format!("[[token]]\nlabel = \"bench\"\nbackend = \"pkcs11\"\nlibrary = \"{SOFTHSM}\"\ntoken_label = \"bench\"\n");
     std::fs::write(&b4ae, text).expect("b4ae.toml");

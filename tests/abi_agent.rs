@@ -5,6 +5,7 @@
 
 #[macro_use]
 mod common;
+mod forward_common;
 
 use common::*;
 use cryptoki::context::Pkcs11;
@@ -135,14 +136,7 @@ impl AgentRun {
                 let tokens = agent_dir.join("softhsm");
                 std::fs::create_dir(&tokens).expect("softhsm dir");
                 let conf = agent_dir.join("softhsm2.conf");
-                std::fs::write(
-                    &conf,
-                    format!(
-                        "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                        tokens.display()
-                    ),
-                )
-                .expect("softhsm2.conf");
+                forward_common::write_softhsm_conf(&conf, &tokens);
                 let made = Command::new("softhsm2-util")
                     .args(["--init-token", "--free", "--label", "agent-hsm"])
                     .args(["--so-pin", "hsm-so-pin-0", "--pin", HSM_CREDENTIAL])
@@ -653,6 +647,7 @@ fn signing_loop_step() {
 /// it. The module of the same process is unaffected (its own connection).
 fn malformed_after_hello_step() {
     use b4ae_pkcs11::backend::agent::protocol::{self, Request, VERSION};
+    use b4ae_pkcs11::backend::agent::transport::{self, Patience};
     let socket = std::env::var(SOCKET_VAR).unwrap();
     let mut stream = UnixStream::connect(&socket).expect("connect");
     let hello = protocol::encode(&Request::Hello {
@@ -661,11 +656,16 @@ fn malformed_after_hello_step() {
     })
     .unwrap();
     stream.write_all(&hello).unwrap();
-    let body = protocol::read_frame(&mut stream, || {}).expect("hello answered");
+    let patience = Patience {
+        spin: Duration::ZERO,
+        first: Some(Duration::from_secs(5)),
+        rest: Duration::from_secs(5),
+    };
+    let body = transport::recv(&stream, patience).expect("hello answered");
     let answer: protocol::Response = protocol::decode(&body).unwrap();
     assert_eq!(answer.rv, 0);
     stream.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff]).unwrap();
-    let body = protocol::read_frame(&mut stream, || {}).expect("an answer to garbage");
+    let body = transport::recv(&stream, patience).expect("an answer to garbage");
     let answer: protocol::Response = protocol::decode(&body).unwrap();
     #[allow(clippy::unnecessary_cast)] // CK_RV is 32 bits on some platforms
     let device_error = CKR_DEVICE_ERROR as u64;

@@ -2,6 +2,7 @@
 //! exit code: 0 when every token is served, 2 when one is not.
 
 mod common;
+mod forward_common;
 
 use common::*;
 use std::path::Path;
@@ -27,23 +28,11 @@ fn health(dir: &Path, conf: &str, json: bool) -> Output {
 }
 
 fn softhsm_token(dir: &Path, label: &str) {
-    std::fs::create_dir_all(dir.join("softhsm")).unwrap();
-    std::fs::write(
-        dir.join("softhsm2.conf"),
-        format!(
-            "directories.tokendir = {}/softhsm\nobjectstore.backend = file\nlog.level = ERROR\n",
-            dir.display()
-        ),
-    )
-    .unwrap();
-    let made = Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", label])
-        .args(["--so-pin", "12345678", "--pin", "11223344"])
-        .env("SOFTHSM2_CONF", dir.join("softhsm2.conf"))
-        .stdout(Stdio::null())
-        .status()
-        .expect("softhsm2-util");
-    assert!(made.success());
+    let tokens = dir.join("softhsm");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = dir.join("softhsm2.conf");
+    forward_common::write_softhsm_conf(&conf, &tokens);
+    forward_common::softhsm_init_token_with(Some(&conf), label);
 }
 
 fn served(dir: &Path) -> String {

@@ -22,6 +22,26 @@ pub fn round(op: &mut impl FnMut()) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
+/// A SoftHSM2 token directory in `dir` with one token (SO PIN 12345678, user PIN `pin`),
+/// made the process's `SOFTHSM2_CONF`.
+pub fn softhsm_token(dir: &std::path::Path, label: &str, pin: &str) {
+    std::fs::create_dir(dir.join("tokens")).expect("tokens dir");
+    let conf = dir.join("softhsm2.conf");
+    let text = format!(
+        "directories.tokendir = {}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n",
+        dir.display()
+    );
+    std::fs::write(&conf, text).expect("softhsm2.conf");
+    std::env::set_var("SOFTHSM2_CONF", &conf);
+    let status = std::process::Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", label])
+        .args(["--so-pin", "12345678", "--pin", pin])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("softhsm2-util (apt-get install softhsm2)");
+    assert!(status.success(), "softhsm2-util failed");
+}
+
 /// The median time of `n` runs of `op`.
 pub fn median_time(n: usize, mut op: impl FnMut()) -> Duration {
     let mut times: Vec<Duration> = (0..n)

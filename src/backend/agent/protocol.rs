@@ -10,7 +10,6 @@
 use crate::error::{Error, Result};
 use crate::mechanism::Mechanism;
 use serde::{Deserialize, Serialize};
-use std::io::{Read, Write};
 
 /// The protocol version this build speaks.
 pub const VERSION: u32 = 1;
@@ -373,36 +372,6 @@ pub enum FrameError {
     TooLong(usize),
 }
 
-/// Reads one frame's body. `started` runs once the first byte has arrived, before the rest is
-/// read, so a caller can wait without a limit for a request to begin yet bound how long one
-/// takes to arrive.
-pub fn read_frame(
-    stream: &mut impl Read,
-    started: impl FnOnce(),
-) -> std::result::Result<Secret, FrameError> {
-    let mut len = [0u8; 4];
-    match stream.read(&mut len[..1]) {
-        Ok(0) => return Err(FrameError::Closed),
-        Ok(_) => {}
-        Err(e) => return Err(FrameError::Io(e)),
-    }
-    started();
-    stream.read_exact(&mut len[1..]).map_err(FrameError::Io)?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLong(len));
-    }
-    let mut body = Secret::new(vec![0u8; len]);
-    stream.read_exact(&mut body).map_err(FrameError::Io)?;
-    Ok(body)
-}
-
-/// Writes one encoded frame.
-pub fn write_frame(stream: &mut impl Write, frame: &[u8]) -> std::io::Result<()> {
-    stream.write_all(frame)?;
-    stream.flush()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -420,8 +389,8 @@ mod tests {
             },
         };
         let frame = encode(&request).unwrap();
-        let body = read_frame(&mut &frame[..], || {}).unwrap();
-        match decode::<Request>(&body).unwrap() {
+        assert_eq!(frame[..4], ((frame.len() - 4) as u32).to_be_bytes());
+        match decode::<Request>(&frame[4..]).unwrap() {
             Request::Session {
                 session: 7,
                 call:
@@ -439,11 +408,17 @@ mod tests {
 
     #[test]
     fn an_oversized_length_is_refused_before_any_allocation() {
-        let frame = ((MAX_FRAME + 1) as u32).to_be_bytes();
-        assert!(matches!(
-            read_frame(&mut &frame[..], || {}),
-            Err(FrameError::TooLong(_))
-        ));
+        use super::super::transport::{recv, Patience};
+        use std::io::Write;
+        let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.write_all(&((MAX_FRAME + 1) as u32).to_be_bytes())
+            .unwrap();
+        let patience = Patience {
+            spin: std::time::Duration::ZERO,
+            first: None,
+            rest: std::time::Duration::from_secs(5),
+        };
+        assert!(matches!(recv(&b, patience), Err(FrameError::TooLong(_))));
     }
 
     #[test]
