@@ -207,7 +207,11 @@ impl BackendSession for GatedSession {
         if self.user() {
             return self.inner.find_init(template);
         }
-        // The search runs in the HSM's session; its public results are what this client gets.
+        // The search runs in the HSM's session; its public results are what this client gets
+        // (none when it asks for private objects).
+        if template.bool_or(CKA_PRIVATE, false) {
+            return self.inner.ops().find_init(|| Ok(Vec::new()));
+        }
         let mut public = template;
         public.set_bool(CKA_PRIVATE, false);
         self.inner.find_init(public)
