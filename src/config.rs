@@ -12,6 +12,23 @@ pub struct Config {
     pub tokens: Vec<TokenConfig>,
     /// The audit trail (SPEC §6), if any.
     pub audit: Option<AuditConfig>,
+    /// The metrics file (SPEC §6), if any.
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// The Prometheus text file this process rewrites (every `interval_ms`, and at
+    /// `C_Finalize`). Several processes: name one file each with `{pid}` in the path.
+    pub path: PathBuf,
+    #[serde(default = "default_metrics_interval_ms")]
+    pub interval_ms: u64,
+}
+
+fn default_metrics_interval_ms() -> u64 {
+    10_000
 }
 
 /// `[audit]`.
@@ -57,6 +74,41 @@ pub struct TokenConfig {
     /// (agent backend).
     #[serde(default = "default_agent_timeout_ms")]
     pub timeout_ms: u64,
+    /// More real tokens holding the same keys (pkcs11 backend): an HSM cluster, or tokens
+    /// restored from one backup.
+    #[serde(default)]
+    pub replicas: Vec<ReplicaConfig>,
+    /// How sessions are spread over the healthy replicas.
+    #[serde(default)]
+    pub balance: Balance,
+    /// How often a failed replica is probed in the background.
+    #[serde(default = "default_probe_interval_ms")]
+    pub probe_interval_ms: u64,
+}
+
+/// One entry of `replicas = [...]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaConfig {
+    pub library: PathBuf,
+    pub token_label: Option<String>,
+    pub token_serial: Option<String>,
+    pub init_reserved: Option<String>,
+}
+
+/// `balance`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Balance {
+    /// Every session on the first healthy replica in the order configured.
+    #[default]
+    Failover,
+    /// Each new session on the next healthy replica in turn.
+    RoundRobin,
+}
+
+fn default_probe_interval_ms() -> u64 {
+    1_000
 }
 
 /// The backend of a token.
@@ -148,6 +200,17 @@ impl Config {
                 }
                 _ => {}
             }
+            if !token.replicas.is_empty() && token.backend != BackendKind::Pkcs11 {
+                return Err(ConfigError(format!(
+                    "{origin}: token {slot} (\"{}\"): only a pkcs11 token has replicas",
+                    token.label
+                )));
+            }
+            if token.probe_interval_ms == 0 {
+                return Err(ConfigError(format!(
+                    "{origin}: token {slot}: probe_interval_ms must be at least 1"
+                )));
+            }
             if token.max_pin_failures == 0 {
                 return Err(ConfigError(format!(
                     "{origin}: token {slot}: max_pin_failures must be at least 1"
@@ -198,6 +261,7 @@ impl Config {
             let source = format!("no file; every token of $PKCS11_LIBRARY_PATH {library:?}");
             let config = Config {
                 audit: None,
+                metrics: None,
                 tokens: vec![TokenConfig {
                     backend: BackendKind::ForwardAll,
                     library: Some(PathBuf::from(library)),
@@ -223,6 +287,9 @@ impl Config {
             init_reserved: None,
             socket: None,
             timeout_ms: default_agent_timeout_ms(),
+            replicas: Vec::new(),
+            balance: Balance::Failover,
+            probe_interval_ms: default_probe_interval_ms(),
         }
     }
 
@@ -238,6 +305,7 @@ impl Config {
         })?;
         Ok(Config {
             audit: None,
+            metrics: None,
             tokens: vec![Self::embedded_default_token(
                 data.join("b4ae-pkcs11").join("default"),
             )],
@@ -266,6 +334,29 @@ mod tests {
         assert_eq!(c.tokens.len(), 1);
         assert_eq!(c.tokens[0].max_pin_failures, 10);
         assert_eq!(c.tokens[0].pin_kdf, PinKdf::Argon2id);
+    }
+
+    #[test]
+    fn parses_replicas_and_balance() {
+        let c = Config::parse(
+            "[[token]]\nbackend = \"pkcs11\"\nlibrary = \"/a.so\"\ntoken_label = \"T\"\n\
+             replicas = [ { library = \"/b.so\", token_label = \"T\" } ]\n\
+             balance = \"round-robin\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.tokens[0].replicas.len(), 1);
+        assert_eq!(c.tokens[0].balance, Balance::RoundRobin);
+        assert!(Config::parse(
+            "[[token]]\npath = \"/x\"\nreplicas = [ { library = \"/b.so\" } ]\n",
+            "t"
+        )
+        .is_err());
+        assert!(Config::parse(
+            "[[token]]\nbackend = \"pkcs11\"\nlibrary = \"/a.so\"\nbalance = \"random\"\n",
+            "t"
+        )
+        .is_err());
     }
 
     #[test]

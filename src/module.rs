@@ -7,6 +7,7 @@ use crate::backend::agent::AgentSlot;
 use crate::backend::embedded::{EmbeddedSlot, EmbeddedStore};
 use crate::backend::pkcs11::library::HsmLibrary;
 use crate::backend::pkcs11::{AbsentToken, ForwardToken, HsmSlot};
+use crate::backend::replicas::ReplicaSet;
 use crate::backend::{Backend, BackendSession};
 use crate::config::{BackendKind, Config, TokenConfig};
 use crate::error::{Error, Result};
@@ -164,14 +165,15 @@ pub fn finalize() -> Result<()> {
 
 impl Module {
     fn new(config: &Config) -> Result<Self> {
+        let audit = config.audit.as_ref().map(|a| AuditLog::new(a.path.clone()));
         let mut slots = Vec::with_capacity(config.tokens.len());
         for (index, t) in config.tokens.iter().enumerate() {
             let first = slots.len() as CK_SLOT_ID;
-            slots.extend(open_slots(first, index, t)?);
+            slots.extend(open_slots(first, index, t, audit.clone())?);
         }
         Ok(Module {
             slots,
-            audit: config.audit.as_ref().map(|a| AuditLog::new(a.path.clone())),
+            audit,
             used: Mutex::new(std::collections::HashSet::new()),
             sessions: RwLock::new(HashMap::new()),
             next_session: AtomicU64::new(1),
@@ -269,9 +271,13 @@ pub fn open_slots(
     slot_id: CK_SLOT_ID,
     index: usize,
     t: &TokenConfig,
+    audit: Option<AuditLog>,
 ) -> Result<Vec<Arc<dyn Backend>>> {
     let mut slots: Vec<Arc<dyn Backend>> = Vec::new();
     match t.backend {
+        BackendKind::Pkcs11 if !t.replicas.is_empty() => {
+            slots.push(Arc::new(ReplicaSet::open(slot_id, t, audit)));
+        }
         BackendKind::Embedded => {
             let path = t.path.clone().ok_or(Error::GENERAL)?;
             let store = EmbeddedStore::new(path, t.pin_kdf, t.max_pin_failures);

@@ -186,6 +186,9 @@ impl AgentToken {
             init_reserved: self.init_reserved.clone(),
             socket: None,
             timeout_ms: 0,
+            replicas: Vec::new(),
+            balance: crate::config::Balance::Failover,
+            probe_interval_ms: 1_000,
         }
     }
 }

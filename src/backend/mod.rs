@@ -3,11 +3,13 @@
 //! asks which backend serves a slot. Implementations: [`embedded`] (the module's own token, on
 //! a local store), [`pkcs11`] (a token of a real HSM, with post-quantum keys the HSM lacks
 //! kept as sealed records inside it) and [`agent`] (a token the custody agent serves from
-//! another process). Replicas will implement it too.
+//! another process) and [`replicas`] (a pkcs11 token served by several HSMs holding the same
+//! keys, with failover).
 
 pub mod agent;
 pub mod embedded;
 pub mod pkcs11;
+pub mod replicas;
 
 use crate::error::{Error, Result};
 use crate::mechanism::Mechanism;

@@ -3,6 +3,7 @@
 
 use b4ae_pkcs11::backend::embedded::{migrate_earlier_store, EmbeddedSlot};
 use b4ae_pkcs11::backend::pkcs11::HsmSlot;
+use b4ae_pkcs11::backend::replicas::ReplicaSet;
 use b4ae_pkcs11::backend::Backend;
 use b4ae_pkcs11::config::{BackendKind, Config};
 use b4ae_pkcs11::module;
@@ -82,7 +83,8 @@ enum Command {
         config: PathBuf,
     },
     /// Open each configured token on its own and report whether it is served: exit 0 when all
-    /// are up, 2 when a token is unserved (1, degraded, is for replicas, not configurable yet).
+    /// are up, 1 when a token is served but one of its replicas is down (degraded), 2 when a
+    /// token is unserved.
     Health {
         /// One JSON document (per token: slot, label, backend, library / token_label / socket /
         /// path, state up|down, error, initialized) instead of text.
@@ -434,6 +436,17 @@ struct TokenHealth {
     state: &'static str,
     error: Option<String>,
     initialized: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    replicas: Vec<ReplicaHealth>,
+}
+
+/// One replica's health.
+#[derive(serde::Serialize)]
+struct ReplicaHealth {
+    library: String,
+    token_label: Option<String>,
+    state: &'static str,
+    error: Option<String>,
 }
 
 fn health_of(slot: usize, t: &b4ae_pkcs11::config::TokenConfig) -> TokenHealth {
@@ -444,12 +457,35 @@ fn health_of(slot: usize, t: &b4ae_pkcs11::config::TokenConfig) -> TokenHealth {
         BackendKind::Pkcs11 | BackendKind::ForwardAll => "pkcs11",
         BackendKind::Agent => "agent",
     };
-    let info = module::open_slots(slot as _, slot, t).and_then(|slots| {
-        slots
-            .first()
-            .ok_or(b4ae_pkcs11::error::Error::GENERAL)?
-            .token_info()
-    });
+    let opened = module::open_slots(slot as _, slot, t, None);
+    let first = opened
+        .as_ref()
+        .ok()
+        .and_then(|slots| slots.first().cloned());
+    let info = match &first {
+        Some(backend) => backend.token_info(),
+        None => Err(opened.err().unwrap_or(b4ae_pkcs11::error::Error::GENERAL)),
+    };
+    let replicas: Vec<ReplicaHealth> = first
+        .as_ref()
+        .and_then(|b| b.as_any().downcast_ref::<ReplicaSet>())
+        .map(|set| {
+            set.states()
+                .into_iter()
+                .map(|r| ReplicaHealth {
+                    library: r.library,
+                    token_label: r.token_label,
+                    state: if r.up { "up" } else { "down" },
+                    error: r.error,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let state = match &info {
+        Err(_) => "down",
+        Ok(_) if replicas.iter().any(|r| r.state == "down") => "degraded",
+        Ok(_) => "up",
+    };
     TokenHealth {
         slot,
         label: t.label.clone(),
@@ -458,13 +494,15 @@ fn health_of(slot: usize, t: &b4ae_pkcs11::config::TokenConfig) -> TokenHealth {
         token_label: t.token_label.clone(),
         socket: shown(&t.socket),
         path: shown(&t.path),
-        state: if info.is_ok() { "up" } else { "down" },
+        state,
         error: info.as_ref().err().map(|e| e.to_string()),
         initialized: info.is_ok_and(|i| i.flags & CKF_TOKEN_INITIALIZED != 0),
+        replicas,
     }
 }
 
-/// `health`: exit 0 all up, 2 a token unserved (SPEC §6).
+/// `health`: exit 0 all up, 1 degraded (a replica down, the token served), 2 a token
+/// unserved (SPEC §6).
 fn health(json: bool) -> ExitCode {
     let config = match Config::load(None) {
         Ok(config) => config,
@@ -479,8 +517,13 @@ fn health(json: bool) -> ExitCode {
         .enumerate()
         .map(|(slot, t)| health_of(slot, t))
         .collect();
-    let all_up = tokens.iter().all(|t| t.state == "up");
-    let status = if all_up { "up" } else { "unserved" };
+    let (status, code) = if tokens.iter().any(|t| t.state == "down") {
+        ("unserved", 2)
+    } else if tokens.iter().any(|t| t.state == "degraded") {
+        ("degraded", 1)
+    } else {
+        ("up", 0)
+    };
     if json {
         let doc = serde_json::json!({ "status": status, "tokens": tokens });
         println!("{doc}");
@@ -501,8 +544,16 @@ fn health(json: bool) -> ExitCode {
                 "slot {} \"{}\" {} {place}: {}{error}",
                 t.slot, t.label, t.backend, t.state
             );
+            for (i, r) in t.replicas.iter().enumerate() {
+                let error = r
+                    .error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default();
+                println!("  replica {i} {}: {}{error}", r.library, r.state);
+            }
         }
         println!("{status}");
     }
-    ExitCode::from(if all_up { 0 } else { 2 })
+    ExitCode::from(code)
 }

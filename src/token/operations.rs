@@ -155,6 +155,22 @@ impl Operations {
         self.0.lock().performer(kind)
     }
 
+    /// Whether no operation (search included) is active.
+    pub fn idle(&self) -> bool {
+        let slots = self.0.lock();
+        slots.hsm == 0
+            && slots.find.is_none()
+            && [
+                OpKind::Digest,
+                OpKind::Sign,
+                OpKind::Verify,
+                OpKind::Encrypt,
+                OpKind::Decrypt,
+            ]
+            .iter()
+            .all(|k| !slots.here(*k))
+    }
+
     /// Ends the operation of `kind`, wherever it runs; returns who was performing it (the
     /// caller ends the HSM's).
     pub fn cancel(&self, kind: OpKind) -> Performer {

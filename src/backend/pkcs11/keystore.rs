@@ -874,7 +874,7 @@ fn well_formed(record: &Record) -> bool {
 }
 
 /// Answers that mean the session (and with it, perhaps, the HSM's numbering) is gone.
-fn hsm_lost(e: Error) -> bool {
+pub fn hsm_lost(e: Error) -> bool {
     matches!(
         e.0,
         CKR_SESSION_HANDLE_INVALID

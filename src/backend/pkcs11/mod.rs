@@ -59,6 +59,10 @@ pub struct ForwardToken {
     pub pins: pin_counter::PinCounter,
     identity: RwLock<Option<Vec<u8>>>,
     pub sessions: AtomicUsize,
+    /// Counts the times every session of this module on the token closed: SoftHSM2 (and PKCS#11
+    /// allows it) numbers the objects afresh after that, so handles kept from an earlier era
+    /// name nothing, or something else.
+    pub eras: std::sync::atomic::AtomicU64,
     /// The key type of the HSM's keys this module has checked (see [`Self::check_key_type`]).
     key_types: RwLock<std::collections::HashMap<CK_OBJECT_HANDLE, CK_KEY_TYPE>>,
     key_types_generation: std::sync::atomic::AtomicU64,
@@ -136,6 +140,7 @@ impl ForwardToken {
             real_slot: RwLock::new(real_slot),
             real_mechanisms,
             sessions: AtomicUsize::new(0),
+            eras: std::sync::atomic::AtomicU64::new(0),
             key_types: RwLock::new(std::collections::HashMap::new()),
             key_types_generation: std::sync::atomic::AtomicU64::new(0),
         })
@@ -201,6 +206,25 @@ impl ForwardToken {
             *self.real_slot.write() = slot;
             self.keys.moved_to(slot);
         }
+    }
+
+    /// Looks the real token up again and checks that it answers (a replica's health probe).
+    pub fn probe(&self) -> Result<()> {
+        let slot = Self::resolve(&self.lib, &self.selector)?;
+        self.lib.token_info(slot)?;
+        if slot != self.real_slot() {
+            *self.real_slot.write() = slot;
+            self.keys.moved_to(slot);
+        }
+        Ok(())
+    }
+
+    /// The HSM answers again after a failure (it may have restarted): the internal session is
+    /// gone with it, and whatever was known by handle is doubted until confirmed.
+    pub fn restarted(&self) {
+        self.keys.close();
+        self.keys.suspect();
+        *self.identity.write() = None;
     }
 
     /// Whether the real HSM performs this mechanism itself. ML-KEM is always this module's:
@@ -437,6 +461,7 @@ impl ForwardToken {
     /// The application's last session on this token closed: the HSM logs it out, so the
     /// internal session goes too (else it would keep the login alive) and secrets are dropped.
     pub fn all_sessions_closed(&self) {
+        self.eras.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.keys.close();
         self.keys.forget_secrets();
     }
