@@ -12,6 +12,8 @@
 #[macro_use]
 mod common;
 mod forward_common;
+#[path = "forward_common/replica_rig.rs"]
+mod replica_rig;
 
 use common::*;
 use cryptoki::context::Pkcs11;
@@ -21,7 +23,6 @@ use cryptoki::session::{Session, UserType};
 use cryptoki_sys::*;
 use forward_common::*;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,41 +39,6 @@ const DIGEST: [u8; 32] = [0x5a; 32];
 
 // ---------------------------------------------------------------------------------------------
 // The rig
-
-/// Compiles tests/forward_common/replica_hsm.c into `dir`.
-fn build_replica_shim(dir: &Path) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let library = dir.join("libreplica-built.so");
-    let output = Command::new("cc")
-        .current_dir(root)
-        .args(["-shared", "-fPIC", "-Wall", "-Werror", "-I", "include"])
-        .arg("tests/forward_common/replica_hsm.c")
-        .args(["-ldl", "-lpthread", "-o"])
-        .arg(&library)
-        .output()
-        .expect("running cc (install a C compiler: scripts/deps.sh)");
-    assert_success("cc tests/forward_common/replica_hsm.c", &output);
-    library
-}
-
-/// Replica `name` of the rig: its own shim and SoftHSM2 copies, its conf, its tokens.
-fn place_replica(rig: &Path, name: &str, shim: &Path) -> PathBuf {
-    let dir = rig.join(name);
-    std::fs::create_dir_all(dir.join("tokens")).expect("replica directory");
-    write_softhsm_conf(&dir.join("softhsm2.conf"), &dir.join("tokens"));
-    std::fs::copy(shim, dir.join("libreplica.so")).expect("copying the shim");
-    std::fs::copy(SOFTHSM_LIB, dir.join("libsofthsm2.so")).expect("copying libsofthsm2.so");
-    std::fs::write(
-        dir.join("replica.conf"),
-        format!(
-            "library={}\nsofthsm_conf={}\nsign_us=0\n",
-            dir.join("libsofthsm2.so").display(),
-            dir.join("softhsm2.conf").display()
-        ),
-    )
-    .expect("replica.conf");
-    dir
-}
 
 /// The module's configuration for the replicated token.
 fn replicated_conf(rig: &Path, balance: &str, labels: [&str; 2]) -> PathBuf {
@@ -102,10 +68,10 @@ fn replicated_conf(rig: &Path, balance: &str, labels: [&str; 2]) -> PathBuf {
 /// first, whose token files are then copied to the second.
 fn rig() -> tempfile::TempDir {
     let rig = temp_dir("b4ae-replicas-");
-    let shim = build_replica_shim(rig.path());
-    let a = place_replica(rig.path(), "a", &shim);
-    let b = place_replica(rig.path(), "b", &shim);
-    softhsm_init_token_with(Some(&a.join("softhsm2.conf")), LABEL);
+    let shim = replica_rig::build_shim(rig.path());
+    let a = replica_rig::place(rig.path(), "a", &shim, 0);
+    let b = replica_rig::place(rig.path(), "b", &shim, 0);
+    replica_rig::init_token(&a, LABEL, HSM_PIN);
     let single = rig.path().join("single.toml");
     std::fs::write(
         &single,
@@ -122,13 +88,7 @@ fn rig() -> tempfile::TempDir {
         &single,
         &[(SOFTHSM_CONF_VAR, text(&softhsm_conf))],
     );
-    let copied = Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", a.join("tokens").display()))
-        .arg(b.join("tokens"))
-        .output()
-        .expect("cp");
-    assert_success("cloning the token's files", &copied);
+    replica_rig::clone_tokens(&a, &b);
     rig
 }
 
