@@ -17,6 +17,7 @@ pub mod error;
 pub mod forksafe;
 pub mod logging;
 pub mod mechanism;
+pub mod metrics;
 pub mod module;
 pub mod random;
 pub mod token;

@@ -7,17 +7,18 @@ use crate::backend::agent::AgentSlot;
 use crate::backend::embedded::{EmbeddedSlot, EmbeddedStore};
 use crate::backend::pkcs11::library::HsmLibrary;
 use crate::backend::pkcs11::{AbsentToken, ForwardToken, HsmSlot};
-use crate::backend::replicas::ReplicaSet;
+use crate::backend::replicas::{ReplicaSet, ReplicaState};
 use crate::backend::{Backend, BackendSession};
 use crate::config::{BackendKind, Config, TokenConfig};
 use crate::error::{Error, Result};
 use crate::forksafe::{self, PerProcess};
+use crate::metrics;
 use crate::token::Token;
 use arc_swap::ArcSwapOption;
 use cryptoki_sys::*;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// The initialized module, if any.
@@ -36,6 +37,75 @@ pub struct Module {
     sessions: RwLock<HashMap<CK_SESSION_HANDLE, Arc<dyn BackendSession>>>,
     next_session: AtomicU64,
     generation: u64,
+    /// Open sessions per slot (a metrics gauge).
+    open_sessions: Arc<Vec<AtomicI64>>,
+    /// With `[metrics]`: the thread rewriting the metrics file (a last time when dropped).
+    _metrics: Option<metrics::Writer>,
+}
+
+/// The gauges the module adds to the metrics: sessions per slot and replica states.
+struct ModuleGauges {
+    slots: Vec<Arc<dyn Backend>>,
+    open_sessions: Arc<Vec<AtomicI64>>,
+}
+
+impl metrics::Gauges for ModuleGauges {
+    fn render(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        metrics::family(
+            out,
+            "b4ae_pkcs11_sessions",
+            "gauge",
+            "Open sessions per slot.",
+        );
+        for (slot, n) in self.open_sessions.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "b4ae_pkcs11_sessions{{slot=\"{slot}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
+        let replicated: Vec<(usize, Vec<ReplicaState>)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((i, s.as_any().downcast_ref::<ReplicaSet>()?.states())))
+            .collect();
+        if replicated.is_empty() {
+            return;
+        }
+        metrics::family(
+            out,
+            "b4ae_pkcs11_replica_up",
+            "gauge",
+            "Whether a replica is in service (1) or not (0).",
+        );
+        for (slot, states) in &replicated {
+            for (i, r) in states.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "b4ae_pkcs11_replica_up{{slot=\"{slot}\",replica=\"{i}\",library=\"{}\"}} {}",
+                    metrics::escape(&r.library),
+                    u8::from(r.up)
+                );
+            }
+        }
+        metrics::family(
+            out,
+            "b4ae_pkcs11_replica_failures_total",
+            "counter",
+            "Times a replica was found failed.",
+        );
+        for (slot, states) in &replicated {
+            for (i, r) in states.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "b4ae_pkcs11_replica_failures_total{{slot=\"{slot}\",replica=\"{i}\"}} {}",
+                    r.failures
+                );
+            }
+        }
+    }
 }
 
 /// Called in the child right after `fork()`: the parent's state must not be used (its SQLite
@@ -44,6 +114,7 @@ pub struct Module {
 /// still uses, and finalizing its HSM library would not be ours to do.
 pub fn forked() {
     forksafe::note_fork();
+    metrics::Metrics::stop();
     if let Some(lock) = LIFECYCLE.take() {
         std::mem::forget(lock);
     }
@@ -156,6 +227,7 @@ pub fn finalize() -> Result<()> {
     let _serialized = lifecycle.lock();
     let module = get()?;
     MODULE.store(None);
+    metrics::Metrics::stop();
     let handles: Vec<CK_SESSION_HANDLE> = module.sessions.read().keys().copied().collect();
     for handle in handles {
         let _ = module.close_session(handle);
@@ -171,7 +243,22 @@ impl Module {
             let first = slots.len() as CK_SLOT_ID;
             slots.extend(open_slots(first, index, t, audit.clone())?);
         }
+        let open_sessions: Arc<Vec<AtomicI64>> =
+            Arc::new(slots.iter().map(|_| AtomicI64::new(0)).collect());
+        let writer = config.metrics.as_ref().map(|m| {
+            let gauges = ModuleGauges {
+                slots: slots.clone(),
+                open_sessions: open_sessions.clone(),
+            };
+            metrics::Writer::start(
+                metrics::Metrics::start(Box::new(gauges)),
+                m.path.clone(),
+                std::time::Duration::from_millis(m.interval_ms.max(100)),
+            )
+        });
         Ok(Module {
+            open_sessions,
+            _metrics: writer,
             slots,
             audit,
             used: Mutex::new(std::collections::HashSet::new()),
@@ -233,6 +320,9 @@ impl Module {
         }
         let handle = self.next_session.fetch_add(1, Ordering::Relaxed) as CK_SESSION_HANDLE;
         let session = slot.open_session(handle, flags)?;
+        if let Some(n) = self.open_sessions.get(session.slot_id() as usize) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
         self.sessions.write().insert(handle, session);
         Ok(handle)
     }
@@ -244,6 +334,9 @@ impl Module {
             .write()
             .remove(&handle)
             .ok_or(Error::SESSION_HANDLE_INVALID)?;
+        if let Some(n) = self.open_sessions.get(session.slot_id() as usize) {
+            n.fetch_sub(1, Ordering::Relaxed);
+        }
         session.closed();
         Ok(())
     }

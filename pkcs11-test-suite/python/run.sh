@@ -6,11 +6,13 @@
 # C_Initialize with CKF_OS_LOCKING_OK; and crosscheck.py, which checks the module's ML-DSA,
 # HashML-DSA, Dilithium5, ML-KEM and hybrid outputs against independent pure-Python
 # implementations (dilithium-py, kyber-py, cryptography) both ways. Each client runs in its own process (each initialises the
-# module its own way). docs/consumers/python.md explains the code.
+# module its own way), with metrics and an audit trail on: metrics_check.py parses every metrics file
+# with the Prometheus project's parser (prometheus_client) and verifies the trail. docs/consumers/python.md
+# explains the code.
 set -uo pipefail
 source "$(dirname "$0")/../lib.sh"
 suite_begin "python"
-expect_checks 116
+expect_checks 126
 HERE=$ROOT/pkcs11-test-suite/python
 
 apt_need softhsm2:softhsm2-util
@@ -26,6 +28,18 @@ echo "# $("$PY" -c 'import importlib.metadata as m; print("PyKCS11", m.version("
 
 make_tokens
 SLOTS="$EMBEDDED_SLOT:embedded,$HSM_SLOT:softhsm"
+# Every client process writes its metrics file and appends to one audit trail; metrics_check.py
+# reads them at the end.
+mkdir -p "$WORK/metrics"
+cat >>"$WORK/b4ae-pkcs11.toml" <<TOML
+
+[metrics]
+path = "$WORK/metrics/{pid}.prom"
+interval_ms = 1000
+
+[audit]
+path = "$WORK/audit.jsonl"
+TOML
 
 # client script, then its extra arguments; every `ok - ` / `not ok - ` line it prints is one check,
 # and it must also end cleanly (no crash, no hang: $CLIENT_TIMEOUT, default 120 s, at most).
@@ -52,4 +66,5 @@ run_client threads_client.py 8 50
 # The cross-checks against independent implementations make their own pair of tokens; pure
 # Python ML-DSA / ML-KEM is slow, hence the longer limit.
 CLIENT_TIMEOUT=600 run_client crosscheck.py
+run_client metrics_check.py "$WORK/metrics" "$WORK/audit.jsonl" "$ADMIN"
 suite_end

@@ -58,6 +58,7 @@ entry_points! {
         let (mech, template, key_out) =
             unsafe { (mechanism(mech)?, template(attrs, count)?, output(key)?) };
         let made = session.generate_key(&mech, template);
+        crate::metrics::operation("generate_key", mech.mechanism, super::rv_of(&made));
         crate::module::audit("key_created", handle, &made);
         *key_out = made?;
         Ok(())

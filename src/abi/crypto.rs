@@ -2,7 +2,7 @@
 //! the caller's arguments and hands them to the session's backend, which knows who performs
 //! the operation (this module, or the HSM behind a pkcs11 slot).
 
-use super::{entry_points, in_out, input, mechanism, out_buffer, output, session, template};
+use super::{entry_points, in_out, input, mechanism, out_buffer, output, rv_of, session, template};
 use crate::backend::BackendSession;
 use crate::error::{Error, Result};
 use crate::token::io::Step;
@@ -26,7 +26,9 @@ pub(super) unsafe fn init(
     }
     // SAFETY: forwarded contract.
     let mech = unsafe { mechanism(mech) }?;
-    session.init(kind, &mech, key)?;
+    let begun = session.init(kind, &mech, key);
+    crate::metrics::operation(kind.name(), mech.mechanism, rv_of(&begun));
+    begun?;
     if let Some(key) = key {
         crate::module::audit_key_use(handle, key);
     }
@@ -190,6 +192,7 @@ entry_points! {
             )
         };
         let made = session.generate_key_pair(&mech, public, private);
+        crate::metrics::operation("generate_key_pair", mech.mechanism, rv_of(&made));
         crate::module::audit("key_created", handle, &made);
         let (public, private) = made?;
         *public_out = public;

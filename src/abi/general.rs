@@ -12,6 +12,8 @@ use std::sync::Once;
 const MAX_RESERVED_LEN: usize = 1 << 20;
 
 static ATFORK: Once = Once::new();
+/// Registers the metrics file's last write at exit, once per process.
+static ATEXIT: Once = Once::new();
 
 extern "C" fn in_forked_child() {
     module::forked();
@@ -110,6 +112,13 @@ entry_points! {
             let rc = unsafe { libc::pthread_atfork(None, None, Some(in_forked_child)) };
             if rc != 0 {
                 tracing::warn!("pthread_atfork failed ({rc}); forked children must not reuse state");
+            }
+        });
+        ATEXIT.call_once(|| {
+            // SAFETY: registers a handler (for this library: glibc runs it at exit, or when the
+            // library is unloaded first) that writes the metrics file if metrics are on.
+            if unsafe { libc::atexit(crate::metrics::at_exit) } != 0 {
+                tracing::warn!("atexit failed: metrics since the last write are lost at exit");
             }
         });
         module::initialize(reserved.as_deref())

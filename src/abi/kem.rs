@@ -28,11 +28,13 @@ entry_points! {
         // SAFETY: PKCS#11 contract on phKey.
         let key_out = unsafe { output(key) }?;
         let mut handle = CK_INVALID_HANDLE;
-        out.deliver(needed, || {
+        let delivered = out.deliver(needed, || {
             let (bytes, made) = session.encapsulate(&mech, public_key, template)?;
             handle = made;
             Ok(bytes)
-        })?;
+        });
+        crate::metrics::operation("encapsulate", mech.mechanism, super::rv_of(&delivered));
+        delivered?;
         *key_out = handle;
         Ok(())
     }
@@ -57,7 +59,9 @@ entry_points! {
                 output(key)?,
             )
         };
-        *key_out = session.decapsulate(&mech, private_key, template, ciphertext)?;
+        let made = session.decapsulate(&mech, private_key, template, ciphertext);
+        crate::metrics::operation("decapsulate", mech.mechanism, super::rv_of(&made));
+        *key_out = made?;
         Ok(())
     }
 }

@@ -46,6 +46,17 @@ const MAX_PARAM_LEN: CK_ULONG = 64 << 10;
 /// A call overtaken by `C_Finalize` in another thread answers `CKR_CRYPTOKI_NOT_INITIALIZED`
 /// whatever it met on the way (its session's objects already gone, say).
 pub(crate) fn run(name: &'static str, body: impl FnOnce() -> Result<()>) -> CK_RV {
+    if crate::metrics::enabled() {
+        let started = std::time::Instant::now();
+        let rv = answer(name, body);
+        crate::metrics::call(name, rv, started.elapsed());
+        return rv;
+    }
+    answer(name, body)
+}
+
+/// The `CK_RV` of an entry point's body.
+fn answer(name: &'static str, body: impl FnOnce() -> Result<()>) -> CK_RV {
     let started_in = crate::module::instance();
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => CKR_OK,
@@ -65,6 +76,14 @@ pub(crate) fn run(name: &'static str, body: impl FnOnce() -> Result<()>) -> CK_R
             tracing::error!("{name}: internal error (panic: {what}); answering CKR_GENERAL_ERROR");
             CKR_GENERAL_ERROR
         }
+    }
+}
+
+/// The `CK_RV` a result stands for.
+fn rv_of<T>(result: &Result<T>) -> CK_RV {
+    match result {
+        Ok(_) => CKR_OK,
+        Err(Error(rv)) => *rv,
     }
 }
 

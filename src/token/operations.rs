@@ -36,6 +36,17 @@ impl OpKind {
         1 << self as u8
     }
 
+    /// Its name in metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            OpKind::Digest => "digest",
+            OpKind::Sign => "sign",
+            OpKind::Verify => "verify",
+            OpKind::Encrypt => "encrypt",
+            OpKind::Decrypt => "decrypt",
+        }
+    }
+
     /// The `CKF_*` flag `C_SessionCancel` names it by.
     pub fn flag(self) -> cryptoki_sys::CK_FLAGS {
         use cryptoki_sys::*;

@@ -770,6 +770,7 @@ impl KeyStore {
     pub fn open(&self, handle: CK_OBJECT_HANDLE) -> Result<Arc<Object>> {
         if let Some(c) = self.cache.read().get(&handle) {
             if c.loaded.elapsed() < CACHE_TTL {
+                crate::metrics::key_cache(true);
                 return Ok(c.object.clone());
             }
         }
@@ -791,6 +792,7 @@ impl KeyStore {
             Ok(None) => return Err(self.missing_storage_key(handle)),
             Err(e) => return Err(e),
         };
+        crate::metrics::key_cache(false);
         self.remember(handle, object.clone());
         Ok(object)
     }
