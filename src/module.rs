@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::forksafe::{self, PerProcess};
 use crate::metrics;
 use crate::token::Token;
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use cryptoki_sys::*;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
@@ -32,8 +32,9 @@ pub struct Module {
     pub slots: Vec<Arc<dyn Backend>>,
     audit: Option<AuditLog>,
     /// With an audit trail: the keys (slot, handle) used since the last login on their token,
-    /// so that each one's first use is audited once.
-    used: Mutex<std::collections::HashSet<(CK_SLOT_ID, CK_OBJECT_HANDLE)>>,
+    /// so that each one's first use is audited once. Read at every `C_xInit` with a key and
+    /// changed at first uses, logins and logouts: swapped whole, so readers take no lock.
+    used: ArcSwap<std::collections::HashSet<(CK_SLOT_ID, CK_OBJECT_HANDLE)>>,
     sessions: RwLock<HashMap<CK_SESSION_HANDLE, Arc<dyn BackendSession>>>,
     next_session: AtomicU64,
     generation: u64,
@@ -166,7 +167,16 @@ pub fn audit_key_use(handle: CK_SESSION_HANDLE, key: CK_OBJECT_HANDLE) {
         return;
     };
     let slot = session.slot_id();
-    if module.used.lock().insert((slot, key)) {
+    if module.used.load().contains(&(slot, key)) {
+        return;
+    }
+    let mut first = false;
+    module.used.rcu(|used| {
+        let mut used = (**used).clone();
+        first = used.insert((slot, key));
+        used
+    });
+    if first {
         #[allow(clippy::unnecessary_cast)] // CK_ULONG is 32 bits on some platforms
         let (slot, key) = (slot as u64, key as u64);
         let mut fields = serde_json::Map::new();
@@ -183,7 +193,7 @@ pub fn logged_out(handle: CK_SESSION_HANDLE) {
         if module.audit.is_some() {
             if let Ok(session) = module.session(handle) {
                 let slot = session.slot_id();
-                module.used.lock().retain(|(s, _)| *s != slot);
+                module.forget_uses(slot);
             }
         }
     }
@@ -261,11 +271,20 @@ impl Module {
             _metrics: writer,
             slots,
             audit,
-            used: Mutex::new(std::collections::HashSet::new()),
+            used: ArcSwap::from_pointee(std::collections::HashSet::new()),
             sessions: RwLock::new(HashMap::new()),
             next_session: AtomicU64::new(1),
             generation: forksafe::generation(),
         })
+    }
+
+    /// A login or logout on `slot`: its keys' next uses are first uses again.
+    fn forget_uses(&self, slot: CK_SLOT_ID) {
+        self.used.rcu(|used| {
+            let mut used = (**used).clone();
+            used.retain(|(s, _)| *s != slot);
+            used
+        });
     }
 
     /// Writes the audit line of a security event on `slot`, named by its outcome: `event`, or
@@ -276,7 +295,7 @@ impl Module {
             return;
         };
         if event == "login" && result.is_ok() {
-            self.used.lock().retain(|(s, _)| *s != slot);
+            self.forget_uses(slot);
         }
         let event = match (event, result) {
             ("login", Ok(_)) => "login_ok".to_owned(),
