@@ -17,9 +17,12 @@ pub const STK_LABEL_PREFIX: &str = "B4AE-v2-STK-";
 /// `CKA_ID` shared by every storage key, to find them all at once.
 pub const STK_ID: &[u8] = b"B4AE-v2-STK";
 
-/// Whether `label` names one of this module's storage keys, of this release or an older one.
+/// Whether `label` names one of this module's storage keys, of this release or an older one,
+/// or its backup key (hidden from applications the same way).
 pub fn is_storage_key_label(label: &[u8]) -> bool {
-    label.starts_with(STK_LABEL_PREFIX.as_bytes()) || super::legacy::is_legacy_key_label(label)
+    label.starts_with(STK_LABEL_PREFIX.as_bytes())
+        || label.starts_with(super::backup::LABEL_PREFIX.as_bytes())
+        || super::legacy::is_legacy_key_label(label)
 }
 
 /// A storage key of one epoch.

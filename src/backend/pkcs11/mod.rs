@@ -3,6 +3,7 @@
 //! hold natively are sealed records inside it ([`keystore`]), under a storage key that never
 //! leaves it ([`hierarchy`]).
 
+pub mod backup;
 mod calls;
 pub mod ed25519;
 pub mod hierarchy;

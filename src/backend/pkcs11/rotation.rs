@@ -16,6 +16,15 @@ impl KeyStore {
     /// when `new_epoch`), then destroys the storage keys no record needs. Also migrates what
     /// release 1 left. Returns the newest epoch (0: no key was ever stored here).
     pub fn rotate(&self, new_epoch: bool) -> Result<u32> {
+        self.rotate_with_progress(new_epoch, &mut |_, _| {})
+    }
+
+    /// [`Self::rotate`], telling `progress` (records moved, records to move) as it goes.
+    pub fn rotate_with_progress(
+        &self,
+        new_epoch: bool,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<u32> {
         self.refresh()?;
         self.with_internal(|s| {
             self.migrate(s)?;
@@ -38,9 +47,15 @@ impl KeyStore {
                 .filter(|(h, e)| e.record.epoch == newest.epoch && self.authentic_in(s, *h, e))
                 .map(|(_, e)| (e.record.key_id, e.record.kind))
                 .collect();
-            for (handle, entry) in entries
+            let to_move = entries
                 .iter()
                 .filter(|(_, e)| e.record.epoch != newest.epoch)
+                .count();
+            progress(0, to_move);
+            for (moved, (handle, entry)) in entries
+                .iter()
+                .filter(|(_, e)| e.record.epoch != newest.epoch)
+                .enumerate()
             {
                 let key = (entry.record.key_id, entry.record.kind);
                 if !done.contains(&key) {
@@ -53,6 +68,7 @@ impl KeyStore {
                 // The key now has a record under the newest storage key: the old one goes.
                 self.lib.destroy(s, *handle)?;
                 self.removed(*handle);
+                progress(moved + 1, to_move);
             }
             for old in stks.iter().filter(|k| k.epoch != newest.epoch) {
                 self.lib.destroy(s, old.handle)?;

@@ -8,7 +8,9 @@ use b4ae_pkcs11::backend::Backend;
 use b4ae_pkcs11::config::{BackendKind, Config};
 use b4ae_pkcs11::module;
 use b4ae_pkcs11::token::store::Role;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+
+mod backup;
 use cryptoki_sys::{CKF_RW_SESSION, CKF_SERIAL_SESSION, CKU_SO};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -73,6 +75,52 @@ enum Command {
         /// File holding the HSM user's PIN; else $B4AE_USER_PIN, else a prompt.
         #[arg(long, value_name = "FILE")]
         pin_file: Option<PathBuf>,
+        /// One JSON line (slot, epoch) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a pkcs11 token's post-quantum key records (still sealed under its storage keys)
+    /// and public objects to one file, sealed by a backup key the HSM generates and keeps:
+    /// only a token holding that key (this one, a replica, or one the HSM's own key cloning
+    /// gave it) can read it.
+    Backup {
+        /// Slot number.
+        #[arg(long, default_value_t = 0)]
+        slot: u64,
+        /// The backup file to write (mode 0600).
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+        /// File holding the HSM user's PIN; else $B4AE_USER_PIN, else a prompt.
+        #[arg(long, value_name = "FILE")]
+        pin_file: Option<PathBuf>,
+        /// One JSON line (slot, file, records, objects, bytes) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put the keys and public objects of a backup file back into a pkcs11 token (objects
+    /// already there are left as they are). Refuses a file that was altered, and a token
+    /// without the backup key or the storage keys the records are sealed under.
+    Restore {
+        /// Slot number.
+        #[arg(long, default_value_t = 0)]
+        slot: u64,
+        /// The backup file.
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+        /// File holding the HSM user's PIN; else $B4AE_USER_PIN, else a prompt.
+        #[arg(long, value_name = "FILE")]
+        pin_file: Option<PathBuf>,
+        /// One JSON line (slot, file, records, objects, already_present) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff), or write one page per command into a directory.
+    Man {
+        /// Write b4ae-pkcs11.1 and b4ae-pkcs11-<command>.1 here instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
     /// Run the custody agent: a separate process, under its own user, that alone holds the
     /// keys of its tokens and serves the module's `backend = "agent"` slots over a local
@@ -187,12 +235,32 @@ fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify { file },
         } => audit_verify(&file),
-        Command::RotateStk { slot, pin_file } => {
-            let ask = Ask::Existing("HSM user PIN: ");
-            read_pin(pin_file.as_deref(), USER_PIN_VAR, ask)
-                .and_then(|pin| pin.ok_or_else(|| "no PIN".to_string()))
-                .and_then(|pin| rotate_stk(slot, &pin))
+        Command::RotateStk {
+            slot,
+            pin_file,
+            json,
+        } => hsm_user_pin(pin_file.as_deref()).and_then(|pin| backup::rotate_stk(slot, &pin, json)),
+        Command::Backup {
+            slot,
+            file,
+            pin_file,
+            json,
+        } => hsm_user_pin(pin_file.as_deref())
+            .and_then(|pin| backup::backup(slot, &pin, &file, json)),
+        Command::Restore {
+            slot,
+            file,
+            pin_file,
+            json,
+        } => hsm_user_pin(pin_file.as_deref())
+            .and_then(|pin| backup::restore(slot, &pin, &file, json)),
+        Command::Completions { shell } => {
+            // Into memory first: clap_complete panics when its writer fails (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "b4ae-pkcs11", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout(), &script).map_err(|e| e.to_string())
         }
+        Command::Man { dir } => man(dir.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -379,33 +447,33 @@ fn migrate(slot: u64, so_pin: &str, pin: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
-fn rotate_stk(slot: u64, pin: &str) -> Result<(), String> {
-    module::initialize(None).map_err(|e| format!("C_Initialize: {e}"))?;
-    let m = module::get().map_err(|e| e.to_string())?;
-    let slot_backend = m.slot(slot as _).map_err(|e| e.to_string())?;
-    let Some(HsmSlot(token)) = slot_backend.as_any().downcast_ref::<HsmSlot>() else {
-        return Err(format!("slot {slot} is not a pkcs11 slot"));
+/// The HSM user's PIN: `--pin-file`, else $B4AE_USER_PIN, else a prompt.
+fn hsm_user_pin(file: Option<&Path>) -> Result<Zeroizing<String>, String> {
+    read_pin(file, USER_PIN_VAR, Ask::Existing("HSM user PIN: "))?.ok_or_else(|| "no PIN".into())
+}
+
+/// `man`: the page of the tool, or with `dir` one page per command.
+fn man(dir: Option<&Path>) -> Result<(), String> {
+    let command = Cli::command();
+    let Some(dir) = dir else {
+        return clap_mangen::Man::new(command)
+            .render(&mut std::io::stdout())
+            .map_err(|e| e.to_string());
     };
-    let flags = cryptoki_sys::CKF_SERIAL_SESSION | cryptoki_sys::CKF_RW_SESSION;
-    let session = token
-        .lib
-        .open_session(token.real_slot(), flags)
-        .map_err(|e| e.to_string())?;
-    token
-        .lib
-        .login(session, cryptoki_sys::CKU_USER, pin.as_bytes())
-        .map_err(|e| format!("C_Login: {e}"))?;
-    let epoch = token
-        .keys
-        .rotate(true)
-        .map_err(|e| format!("rotation: {e}"));
-    token.keys.close();
-    let _ = token.lib.close_session(session);
-    println!(
-        "slot {slot}: every key record is now sealed under storage key epoch {}",
-        epoch?
-    );
-    Ok(())
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let write = |name: &str, page: clap::Command| {
+        let path = dir.join(format!("{name}.1"));
+        let mut out = Vec::new();
+        clap_mangen::Man::new(page)
+            .render(&mut out)
+            .and_then(|()| std::fs::write(&path, out))
+            .map_err(|e| format!("{}: {e}", path.display()))
+    };
+    for sub in command.get_subcommands() {
+        let name = format!("b4ae-pkcs11-{}", sub.get_name());
+        write(&name, sub.clone().name(name.clone()))?;
+    }
+    write("b4ae-pkcs11", command)
 }
 
 fn audit_verify(file: &Path) -> Result<(), String> {
