@@ -28,27 +28,6 @@ const MESSAGE: [u8; 32] = [7; 32];
 const CLIENT_VAR: &str = "B4AE_BENCH_AGENT_CLIENT";
 const CLIENT_TIME: Duration = Duration::from_secs(2);
 
-fn open(m: &Module, slot: CK_SLOT_ID) -> CK_SESSION_HANDLE {
-    let mut s = 0;
-    let flags = CKF_SERIAL_SESSION | CKF_RW_SESSION;
-    rv(
-        "C_OpenSession",
-        call!(m, C_OpenSession(slot, flags, ptr::null_mut(), None, &mut s)),
-    );
-    s
-}
-
-fn login(m: &Module, s: CK_SESSION_HANDLE, user: CK_USER_TYPE, pin: &str) {
-    let r = call!(
-        m,
-        C_Login(s, user, pin.as_ptr() as *mut _, pin.len() as CK_ULONG)
-    );
-    assert!(
-        r == CKR_OK || r == CKR_USER_ALREADY_LOGGED_IN,
-        "C_Login: {r:#x}"
-    );
-}
-
 /// A session ML-DSA-87 key pair; returns the private key.
 fn mldsa87(m: &Module, s: CK_SESSION_HANDLE) -> CK_OBJECT_HANDLE {
     let yes: CK_BBOOL = CK_TRUE;
@@ -95,8 +74,8 @@ fn now_ms() -> u128 {
 fn client(start_ms: u128) {
     let m = load(&module_path());
     rv("C_Initialize", call!(m, C_Initialize(ptr::null_mut())));
-    let s = open(&m, 0);
-    login(&m, s, CKU_USER, AGENT_PIN);
+    let s = open_rw(&m, 0);
+    login_as(&m, s, CKU_USER, AGENT_PIN);
     let key = mldsa87(&m, s);
     let mut sig = vec![0u8; 4627];
     while now_ms() < start_ms {
@@ -204,8 +183,8 @@ fn main() {
             C_InitToken(1, so, AGENT_SO_PIN.len() as CK_ULONG, label.as_mut_ptr())
         ),
     );
-    let setup = open(&m, 1);
-    login(&m, setup, CKU_SO, AGENT_SO_PIN);
+    let setup = open_rw(&m, 1);
+    login_as(&m, setup, CKU_SO, AGENT_SO_PIN);
     let pin = AGENT_PIN.as_ptr() as *mut _;
     rv(
         "C_InitPIN",
@@ -213,11 +192,11 @@ fn main() {
     );
     rv("C_Logout", call!(m, C_Logout(setup)));
 
-    let hs = open(&m, 0);
-    login(&m, hs, CKU_USER, HSM_PIN);
+    let hs = open_rw(&m, 0);
+    login_as(&m, hs, CKU_USER, HSM_PIN);
     let hsm_key = mldsa87(&m, hs);
-    let ags = open(&m, 1);
-    login(&m, ags, CKU_USER, AGENT_PIN);
+    let ags = open_rw(&m, 1);
+    login_as(&m, ags, CKU_USER, AGENT_PIN);
     let agent_key = mldsa87(&m, ags);
 
     let mut sig = vec![0u8; 4627];

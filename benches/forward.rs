@@ -24,24 +24,6 @@ const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const HASH: [u8; 32] = [7; 32];
 const P256_OID: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 
-fn open(m: &Module, slot: CK_SLOT_ID) -> CK_SESSION_HANDLE {
-    let mut s = 0;
-    let flags = CKF_SERIAL_SESSION | CKF_RW_SESSION;
-    rv(
-        "C_OpenSession",
-        call!(m, C_OpenSession(slot, flags, ptr::null_mut(), None, &mut s)),
-    );
-    s
-}
-
-fn login(m: &Module, s: CK_SESSION_HANDLE) {
-    let r = call!(m, C_Login(s, CKU_USER, b"1234".as_ptr() as *mut _, 4));
-    assert!(
-        r == CKR_OK || r == CKR_USER_ALREADY_LOGGED_IN,
-        "C_Login: {r:#x}"
-    );
-}
-
 fn ec_key(m: &Module, s: CK_SESSION_HANDLE) -> CK_OBJECT_HANDLE {
     let yes: CK_BBOOL = CK_TRUE;
     let mut public = [
@@ -56,28 +38,6 @@ fn ec_key(m: &Module, s: CK_SESSION_HANDLE) -> CK_OBJECT_HANDLE {
     ];
     let (_, k) = key_pair(m, s, CKM_EC_KEY_PAIR_GEN, &mut public, &mut private);
     k
-}
-
-/// `C_GenerateKeyPair`; returns (public, private).
-fn key_pair(
-    m: &Module,
-    s: CK_SESSION_HANDLE,
-    mechanism_type: CK_MECHANISM_TYPE,
-    public: &mut [CK_ATTRIBUTE],
-    private: &mut [CK_ATTRIBUTE],
-) -> (CK_OBJECT_HANDLE, CK_OBJECT_HANDLE) {
-    let (mut p, mut k) = (0, 0);
-    let mut mech = mechanism::<()>(mechanism_type, None);
-    let (np, nk) = (public.len() as CK_ULONG, private.len() as CK_ULONG);
-    let (pp, kp) = (public.as_mut_ptr(), private.as_mut_ptr());
-    rv(
-        "C_GenerateKeyPair",
-        call!(
-            m,
-            C_GenerateKeyPair(s, &mut mech, pp, np, kp, nk, &mut p, &mut k)
-        ),
-    );
-    (p, k)
 }
 
 fn aes_key(m: &Module, s: CK_SESSION_HANDLE) -> CK_OBJECT_HANDLE {
@@ -208,10 +168,10 @@ fn main() {
             call!(hsm, C_GetTokenInfo(*s, &mut info)) == CKR_OK && info.label.starts_with(b"bench ")
         })
         .expect("the bench token");
-    let ms = open(&m, 0);
-    login(&m, ms);
-    let hs = open(&hsm, real_slot);
-    login(&hsm, hs);
+    let ms = open_rw(&m, 0);
+    login_as(&m, ms, CKU_USER, "1234");
+    let hs = open_rw(&hsm, real_slot);
+    login_as(&hsm, hs, CKU_USER, "1234");
 
     let ec = ec_key(&m, ms);
     let aes = aes_key(&m, ms);
@@ -267,7 +227,7 @@ fn main() {
     for _ in 0..21 {
         rv("C_Logout", call!(m, C_Logout(ms)));
         let t = Instant::now();
-        login(&m, ms);
+        login_as(&m, ms, CKU_USER, "1234");
         login_times.push(t.elapsed());
         let found = Instant::now();
         let key = find_key("bench-87");

@@ -17,7 +17,7 @@ mod common;
 use common::*;
 
 const MESSAGE: &[u8; 32] = b"b4ae-pkcs11 benchmark message 32";
-const PIN: &[u8] = b"user-pin";
+const PIN: &str = "user-pin";
 
 fn config(dir: &Path, hooks: bool) -> std::path::PathBuf {
     let conf = dir.join(if hooks { "hooks.toml" } else { "plain.toml" });
@@ -39,16 +39,8 @@ fn config(dir: &Path, hooks: bool) -> std::path::PathBuf {
 fn start(m: &Module, conf: &Path) -> (CK_SESSION_HANDLE, CK_OBJECT_HANDLE) {
     std::env::set_var("B4AE_PKCS11_CONF", conf);
     rv("C_Initialize", call!(m, C_Initialize(ptr::null_mut())));
-    let mut s: CK_SESSION_HANDLE = 0;
-    let flags = CKF_SERIAL_SESSION | CKF_RW_SESSION;
-    rv(
-        "C_OpenSession",
-        call!(m, C_OpenSession(0, flags, ptr::null_mut(), None, &mut s)),
-    );
-    rv(
-        "C_Login",
-        call!(m, C_Login(s, CKU_USER, PIN.as_ptr() as *mut _, 8)),
-    );
+    let s = open_rw(m, 0);
+    login_as(m, s, CKU_USER, PIN);
     let class = CKO_PRIVATE_KEY;
     let mut template = [attr(CKA_CLASS, &class)];
     rv(
@@ -71,7 +63,7 @@ fn make_token(m: &Module, conf: &Path) {
     rv("C_Initialize", call!(m, C_Initialize(ptr::null_mut())));
     let mut label = [b' '; 32];
     label[..5].copy_from_slice(b"bench");
-    let so = b"12345678";
+    let so = "12345678";
     rv(
         "C_InitToken",
         call!(
@@ -79,46 +71,18 @@ fn make_token(m: &Module, conf: &Path) {
             C_InitToken(0, so.as_ptr() as *mut _, 8, label.as_mut_ptr())
         ),
     );
-    let mut s: CK_SESSION_HANDLE = 0;
-    let flags = CKF_SERIAL_SESSION | CKF_RW_SESSION;
-    rv(
-        "C_OpenSession",
-        call!(m, C_OpenSession(0, flags, ptr::null_mut(), None, &mut s)),
-    );
-    rv(
-        "C_Login SO",
-        call!(m, C_Login(s, CKU_SO, so.as_ptr() as *mut _, 8)),
-    );
+    let s = open_rw(m, 0);
+    login_as(m, s, CKU_SO, so);
     rv(
         "C_InitPIN",
         call!(m, C_InitPIN(s, PIN.as_ptr() as *mut _, 8)),
     );
     rv("C_Logout", call!(m, C_Logout(s)));
-    rv(
-        "C_Login",
-        call!(m, C_Login(s, CKU_USER, PIN.as_ptr() as *mut _, 8)),
-    );
+    login_as(m, s, CKU_USER, PIN);
     let (yes, set): (CK_BBOOL, CK_ULONG) = (CK_TRUE, CKP_ML_DSA_87);
-    let mut keygen = mechanism::<()>(CKM_ML_DSA_KEY_PAIR_GEN, None);
     let mut public = [attr(CKA_PARAMETER_SET, &set), attr(CKA_TOKEN, &yes)];
     let mut private = [attr(CKA_TOKEN, &yes), attr(CKA_SIGN, &yes)];
-    let (mut pk, mut sk) = (0, 0);
-    rv(
-        "C_GenerateKeyPair",
-        call!(
-            m,
-            C_GenerateKeyPair(
-                s,
-                &mut keygen,
-                public.as_mut_ptr(),
-                2,
-                private.as_mut_ptr(),
-                2,
-                &mut pk,
-                &mut sk
-            )
-        ),
-    );
+    key_pair(m, s, CKM_ML_DSA_KEY_PAIR_GEN, &mut public, &mut private);
     rv("C_Finalize", call!(m, C_Finalize(ptr::null_mut())));
 }
 

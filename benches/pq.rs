@@ -66,11 +66,6 @@ fn main() {
     let yes: CK_BBOOL = CK_TRUE;
     let set: CK_ULONG = CKP_ML_DSA_87;
     let generate = |token: bool| {
-        let mut keygen = CK_MECHANISM {
-            mechanism: CKM_ML_DSA_KEY_PAIR_GEN,
-            pParameter: ptr::null_mut(),
-            ulParameterLen: 0,
-        };
         let on_token: CK_BBOOL = if token { CK_TRUE } else { CK_FALSE };
         let mut public = [
             attr(CKA_PARAMETER_SET, &set),
@@ -78,24 +73,7 @@ fn main() {
             attr(CKA_VERIFY, &yes),
         ];
         let mut private = [attr(CKA_TOKEN, &on_token), attr(CKA_SIGN, &yes)];
-        let (mut pk, mut sk) = (0, 0);
-        rv(
-            "C_GenerateKeyPair",
-            call!(
-                m,
-                C_GenerateKeyPair(
-                    s,
-                    &mut keygen,
-                    public.as_mut_ptr(),
-                    3,
-                    private.as_mut_ptr(),
-                    2,
-                    &mut pk,
-                    &mut sk
-                )
-            ),
-        );
-        (pk, sk)
+        key_pair(&m, s, CKM_ML_DSA_KEY_PAIR_GEN, &mut public, &mut private)
     };
 
     let keygen_time = |token: bool| {

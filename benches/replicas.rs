@@ -28,27 +28,6 @@ const PIN: &str = "1234";
 const LABEL: &str = "bench";
 const DIGEST: [u8; 32] = [7; 32];
 
-fn open(m: &Module, slot: CK_SLOT_ID) -> CK_SESSION_HANDLE {
-    let mut s = 0;
-    let flags = CKF_SERIAL_SESSION | CKF_RW_SESSION;
-    rv(
-        "C_OpenSession",
-        call!(m, C_OpenSession(slot, flags, ptr::null_mut(), None, &mut s)),
-    );
-    s
-}
-
-fn login(m: &Module, s: CK_SESSION_HANDLE) {
-    let r = call!(
-        m,
-        C_Login(s, CKU_USER, PIN.as_ptr() as *mut _, PIN.len() as CK_ULONG)
-    );
-    assert!(
-        r == CKR_OK || r == CKR_USER_ALREADY_LOGGED_IN,
-        "C_Login: {r:#x}"
-    );
-}
-
 /// The token's EC private key, found through session `s`.
 fn ec_key(m: &Module, s: CK_SESSION_HANDLE) -> CK_OBJECT_HANDLE {
     let class = CKO_PRIVATE_KEY;
@@ -93,7 +72,7 @@ fn two_threads(m: &Module, sessions: &[(CK_SESSION_HANDLE, CK_OBJECT_HANDLE); 2]
 /// Two sessions on `slot`, each with the key.
 fn pair(m: &Module, slot: CK_SLOT_ID) -> [(CK_SESSION_HANDLE, CK_OBJECT_HANDLE); 2] {
     [0, 1].map(|_| {
-        let s = open(m, slot);
+        let s = open_rw(m, slot);
         (s, ec_key(m, s))
     })
 }
@@ -169,8 +148,8 @@ fn main() {
     // opened after it over both replicas.
     let keepers: Vec<_> = (0..4)
         .map(|slot| {
-            let s = open(&m, slot);
-            login(&m, s);
+            let s = open_rw(&m, slot);
+            login_as(&m, s, CKU_USER, PIN);
             s
         })
         .collect();

@@ -247,8 +247,17 @@ fn time_to_success(rounds: &[(Instant, Result<(), CK_RV>, Duration)], from: Inst
         .expect("a successful round after the switch")
 }
 
-fn rig_dir() -> PathBuf {
-    PathBuf::from(std::env::var(RIG_VAR).expect("the rig's directory"))
+/// In a child: the module initialized over the rig, its two replicas' shims, and the slot.
+fn join_rig() -> (Pkcs11, Shim, Shim, cryptoki::slot::Slot) {
+    let rig = PathBuf::from(std::env::var(RIG_VAR).expect("the rig's directory"));
+    let module = load_module();
+    initialize(&module);
+    let shims = (
+        Shim::open(&rig.join("a/libreplica.so")),
+        Shim::open(&rig.join("b/libreplica.so")),
+    );
+    let slot = ok(module.get_slots_with_token())[0];
+    (module, shims.0, shims.1, slot)
 }
 
 #[test]
@@ -271,14 +280,7 @@ fn the_first_replica_fails_mid_signing_then_returns_then_both_fail() {
         assert_success("audit verify", &verify);
         return;
     }
-    let rig = rig_dir();
-    let module = load_module();
-    initialize(&module);
-    let (a, b) = (
-        Shim::open(&rig.join("a/libreplica.so")),
-        Shim::open(&rig.join("b/libreplica.so")),
-    );
-    let slot = ok(module.get_slots_with_token())[0];
+    let (module, a, b, slot) = join_rig();
     let main = ok(module.open_rw_session(slot));
     ok(main.login(UserType::User, Some(&pin(HSM_PIN))));
     let keys = find_keys(&main);
@@ -422,14 +424,7 @@ fn round_robin_spreads_sessions_and_a_failed_replica_s_sessions_move() {
         }
         return;
     }
-    let rig = rig_dir();
-    let module = load_module();
-    initialize(&module);
-    let (a, b) = (
-        Shim::open(&rig.join("a/libreplica.so")),
-        Shim::open(&rig.join("b/libreplica.so")),
-    );
-    let slot = ok(module.get_slots_with_token())[0];
+    let (module, a, b, slot) = join_rig();
     let sessions: Vec<Session> = (0..4).map(|_| ok(module.open_rw_session(slot))).collect();
     ok(sessions[0].login(UserType::User, Some(&pin(HSM_PIN))));
     let keys = find_keys(&sessions[1]);

@@ -230,3 +230,48 @@ pub fn print_table(title: &str, raw_name: &str, rows: &[(&str, f64, f64)]) {
         );
     }
 }
+
+/// A read/write session on `slot`.
+pub fn open_rw(m: &Module, slot: CK_SLOT_ID) -> CK_SESSION_HANDLE {
+    let mut s = 0;
+    let flags = CKF_SERIAL_SESSION | CKF_RW_SESSION;
+    rv(
+        "C_OpenSession",
+        call!(m, C_OpenSession(slot, flags, ptr::null_mut(), None, &mut s)),
+    );
+    s
+}
+
+/// `C_Login`; already logged in (another session of the token) is fine.
+pub fn login_as(m: &Module, s: CK_SESSION_HANDLE, user: CK_USER_TYPE, pin: &str) {
+    let r = call!(
+        m,
+        C_Login(s, user, pin.as_ptr() as *mut _, pin.len() as CK_ULONG)
+    );
+    assert!(
+        r == CKR_OK || r == CKR_USER_ALREADY_LOGGED_IN,
+        "C_Login: {r:#x}"
+    );
+}
+
+/// `C_GenerateKeyPair` without a mechanism parameter; returns (public, private).
+pub fn key_pair(
+    m: &Module,
+    s: CK_SESSION_HANDLE,
+    mechanism_type: CK_MECHANISM_TYPE,
+    public: &mut [CK_ATTRIBUTE],
+    private: &mut [CK_ATTRIBUTE],
+) -> (CK_OBJECT_HANDLE, CK_OBJECT_HANDLE) {
+    let (mut p, mut k) = (0, 0);
+    let mut mech = mechanism::<()>(mechanism_type, None);
+    let (np, nk) = (public.len() as CK_ULONG, private.len() as CK_ULONG);
+    let (pp, kp) = (public.as_mut_ptr(), private.as_mut_ptr());
+    rv(
+        "C_GenerateKeyPair",
+        call!(
+            m,
+            C_GenerateKeyPair(s, &mut mech, pp, np, kp, nk, &mut p, &mut k)
+        ),
+    );
+    (p, k)
+}

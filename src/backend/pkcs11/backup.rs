@@ -361,20 +361,26 @@ pub fn restore(
     let total = contents.records.len() + contents.objects.len();
     let mut restored = Restored::default();
     let mut done = 0;
+    // Creates `template` unless an object matching `same` is there; whether it did.
+    let mut put = |same: &Attributes, template: &Attributes| {
+        let absent = lib.find(session, same).map_err(Refusal::Hsm)?.is_empty();
+        if absent {
+            lib.create(session, template).map_err(Refusal::Hsm)?;
+        } else {
+            restored.already_present += 1;
+        }
+        done += 1;
+        progress(done, total);
+        Ok::<bool, Refusal>(absent)
+    };
+    let mut made = (0, 0);
     for record in &contents.records {
         let template = record_template(record.value.clone(), true, record.private, &record.label);
         let mut same = Attributes::new();
         same.set_ulong(CKA_CLASS, CKO_DATA);
         same.set(CKA_APPLICATION, records::APPLICATION.to_vec());
         same.set(CKA_VALUE, record.value.clone());
-        if lib.find(session, &same).map_err(Refusal::Hsm)?.is_empty() {
-            lib.create(session, &template).map_err(Refusal::Hsm)?;
-            restored.records += 1;
-        } else {
-            restored.already_present += 1;
-        }
-        done += 1;
-        progress(done, total);
+        made.0 += usize::from(put(&same, &template)?);
     }
     #[allow(clippy::unnecessary_cast)] // CK_ATTRIBUTE_TYPE is 32 bits on some platforms
     for object in &contents.objects {
@@ -382,19 +388,9 @@ pub fn restore(
         for (kind, value) in &object.attributes {
             template.set(*kind as CK_ATTRIBUTE_TYPE, value.clone());
         }
-        if lib
-            .find(session, &template)
-            .map_err(Refusal::Hsm)?
-            .is_empty()
-        {
-            lib.create(session, &template).map_err(Refusal::Hsm)?;
-            restored.objects += 1;
-        } else {
-            restored.already_present += 1;
-        }
-        done += 1;
-        progress(done, total);
+        made.1 += usize::from(put(&template, &template)?);
     }
+    (restored.records, restored.objects) = made;
     Ok(restored)
 }
 

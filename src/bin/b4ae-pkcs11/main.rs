@@ -84,35 +84,15 @@ enum Command {
     /// only a token holding that key (this one, a replica, or one the HSM's own key cloning
     /// gave it) can read it.
     Backup {
-        /// Slot number.
-        #[arg(long, default_value_t = 0)]
-        slot: u64,
-        /// The backup file to write (mode 0600).
-        #[arg(long, value_name = "FILE")]
-        file: PathBuf,
-        /// File holding the HSM user's PIN; else $B4AE_USER_PIN, else a prompt.
-        #[arg(long, value_name = "FILE")]
-        pin_file: Option<PathBuf>,
-        /// One JSON line (slot, file, records, objects, bytes) instead of text.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        file: BackupFile,
     },
     /// Put the keys and public objects of a backup file back into a pkcs11 token (objects
     /// already there are left as they are). Refuses a file that was altered, and a token
     /// without the backup key or the storage keys the records are sealed under.
     Restore {
-        /// Slot number.
-        #[arg(long, default_value_t = 0)]
-        slot: u64,
-        /// The backup file.
-        #[arg(long, value_name = "FILE")]
-        file: PathBuf,
-        /// File holding the HSM user's PIN; else $B4AE_USER_PIN, else a prompt.
-        #[arg(long, value_name = "FILE")]
-        pin_file: Option<PathBuf>,
-        /// One JSON line (slot, file, records, objects, already_present) instead of text.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        file: BackupFile,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
@@ -144,6 +124,23 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+}
+
+/// The arguments `backup` and `restore` share.
+#[derive(clap::Args)]
+struct BackupFile {
+    /// Slot number.
+    #[arg(long, default_value_t = 0)]
+    slot: u64,
+    /// The backup file (written with mode 0600).
+    #[arg(long, value_name = "FILE")]
+    file: PathBuf,
+    /// File holding the HSM user's PIN; else $B4AE_USER_PIN, else a prompt.
+    #[arg(long, value_name = "FILE")]
+    pin_file: Option<PathBuf>,
+    /// One JSON line (slot, file, and the counts of records and objects) instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -240,20 +237,10 @@ fn main() -> ExitCode {
             pin_file,
             json,
         } => hsm_user_pin(pin_file.as_deref()).and_then(|pin| backup::rotate_stk(slot, &pin, json)),
-        Command::Backup {
-            slot,
-            file,
-            pin_file,
-            json,
-        } => hsm_user_pin(pin_file.as_deref())
-            .and_then(|pin| backup::backup(slot, &pin, &file, json)),
-        Command::Restore {
-            slot,
-            file,
-            pin_file,
-            json,
-        } => hsm_user_pin(pin_file.as_deref())
-            .and_then(|pin| backup::restore(slot, &pin, &file, json)),
+        Command::Backup { file: f } => hsm_user_pin(f.pin_file.as_deref())
+            .and_then(|pin| backup::backup(f.slot, &pin, &f.file, f.json)),
+        Command::Restore { file: f } => hsm_user_pin(f.pin_file.as_deref())
+            .and_then(|pin| backup::restore(f.slot, &pin, &f.file, f.json)),
         Command::Completions { shell } => {
             // Into memory first: clap_complete panics when its writer fails (a closed pipe).
             let mut script = Vec::new();
