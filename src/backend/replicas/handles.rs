@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::token::attributes::Attributes;
 use crate::token::io::AttributeRequest;
 use cryptoki_sys::*;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -42,7 +42,7 @@ struct Entry {
     /// only where it was made.
     identity: Option<Attributes>,
     /// The object's handle on each incarnation it was seen on.
-    real: Mutex<Vec<(Incarnation, CK_OBJECT_HANDLE)>>,
+    real: RwLock<Vec<(Incarnation, CK_OBJECT_HANDLE)>>,
 }
 
 /// Lock stripes: calls on different handles rarely meet on one lock.
@@ -96,7 +96,7 @@ impl Handles {
         real: CK_OBJECT_HANDLE,
     ) {
         let stale: Vec<_> = {
-            let mut known = entry.real.lock();
+            let mut known = entry.real.write();
             let stale = known
                 .iter()
                 .filter(|(i, _)| i.replica == at.replica)
@@ -140,7 +140,7 @@ impl Handles {
                 .get(&key)
                 .and_then(|ours| Some((*ours, self.entry(*ours)?)))
             {
-                let current = entry.real.lock().iter().any(|(i, _)| *i == at);
+                let current = entry.real.read().iter().any(|(i, _)| *i == at);
                 if !current {
                     self.place(&entry, ours, at, real);
                     return Ok(ours);
@@ -153,7 +153,7 @@ impl Handles {
         }
         let entry = Arc::new(Entry {
             identity,
-            real: Mutex::new(Vec::new()),
+            real: RwLock::new(Vec::new()),
         });
         self.place(&entry, ours, at, real);
         self.entries[stripe(ours)].write().insert(ours, entry);
@@ -172,7 +172,7 @@ impl Handles {
             return Ok(ours);
         }
         let entry = self.entry(ours).ok_or(Error::OBJECT_HANDLE_INVALID)?;
-        if let Some((_, real)) = entry.real.lock().iter().find(|(i, _)| *i == at) {
+        if let Some((_, real)) = entry.real.read().iter().find(|(i, _)| *i == at) {
             return Ok(*real);
         }
         let identity = entry
@@ -206,7 +206,7 @@ impl Handles {
             }
         }
         let mut seen = self.seen.write();
-        for key in entry.real.lock().iter() {
+        for key in entry.real.read().iter() {
             seen.remove(key);
         }
     }
@@ -216,7 +216,7 @@ impl Handles {
         self.seen.write().retain(|(at, _), _| at.replica != replica);
         for stripe in &self.entries {
             for entry in stripe.read().values() {
-                entry.real.lock().retain(|(at, _)| at.replica != replica);
+                entry.real.write().retain(|(at, _)| at.replica != replica);
             }
         }
     }

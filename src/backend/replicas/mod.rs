@@ -228,10 +228,11 @@ impl Shared {
         }
     }
 
-    /// Runs a slot-level call on the best replica up, moving on when one fails.
+    /// Runs a slot-level call on the first replica up (in the order configured, whatever the
+    /// balance: these calls are no sessions to spread), moving on when one fails.
     fn on_replica<T>(&self, f: impl Fn(&HsmSlot) -> Result<T>) -> Result<T> {
         let mut last = Error(CKR_TOKEN_NOT_PRESENT);
-        for index in self.candidates() {
+        for index in 0..self.replicas.len() {
             let Some((slot, at)) = self.replicas[index].serving() else {
                 continue;
             };
