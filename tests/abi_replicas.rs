@@ -50,13 +50,14 @@ fn replicated_conf(rig: &Path, balance: &str, labels: [&str; 2]) -> PathBuf {
              library = \"{a}\"\ntoken_label = \"{l0}\"\n\
              replicas = [ {{ library = \"{b}\", token_label = \"{l1}\" }} ]\n\
              balance = \"{balance}\"\nprobe_interval_ms = {PROBE_MS}\nstate_dir = \"{state}\"\n\n\
-             [audit]\npath = \"{audit}\"\n",
+             [audit]\npath = \"{audit}\"\n\n[metrics]\npath = \"{metrics}\"\ninterval_ms = 200\n",
             a = rig.join("a/libreplica.so").display(),
             b = rig.join("b/libreplica.so").display(),
             l0 = labels[0],
             l1 = labels[1],
             state = rig.join("state").display(),
             audit = rig.join("audit.jsonl").display(),
+            metrics = rig.join(format!("metrics-{balance}.prom")).display(),
         ),
     )
     .expect("configuration");
@@ -278,6 +279,20 @@ fn the_first_replica_fails_mid_signing_then_returns_then_both_fail() {
             &conf,
         );
         assert_success("audit verify", &verify);
+        // The metrics file the child left: each replica's state and failures.
+        let metrics = std::fs::read_to_string(rig.path().join("metrics-failover.prom"))
+            .expect("metrics file");
+        for line in [
+            "b4ae_pkcs11_replica_failures_total{slot=\"0\",replica=\"0\"} 2",
+            "b4ae_pkcs11_replica_failures_total{slot=\"0\",replica=\"1\"} 1",
+        ] {
+            assert!(metrics.contains(line), "{line}\n{metrics}");
+        }
+        assert_eq!(
+            metrics.matches("b4ae_pkcs11_replica_up{slot=\"0\"").count(),
+            2,
+            "{metrics}"
+        );
         return;
     }
     let (module, a, b, slot) = join_rig();
