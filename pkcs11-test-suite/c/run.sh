@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# C: two programs built against include/b4ae_pkcs11.h only, each dlopen()ing the module.
+# C: three programs built against include/b4ae_pkcs11.h (and checks.h, their shared helpers), each
+# dlopen()ing the module.
 #   - dilithium5_sign.c takes the 3.2 table from C_GetInterface, initialises with
 #     CKF_OS_LOCKING_OK, signs with round-3 Dilithium5 through the vendor mechanisms and runs
 #     ML-KEM-768 C_EncapsulateKey / C_DecapsulateKey, on both backends;
 #   - abi_smoke.c checks the ABI itself on a fresh embedded token: the 3.2 / 3.0 / 2.40 function
 #     tables of C_GetInterface, C_GetInterfaceList and C_GetFunctionList, C_InitToken / C_InitPIN
-#     from scratch, ML-DSA-87 key attributes, deterministic and hedged signing, re-initialisation.
+#     from scratch, ML-DSA-87 key attributes, deterministic and hedged signing, re-initialisation;
+#   - message_sign.c drives message-based signing and verification (C_MessageSignInit...) and
+#     signature-first verification (C_VerifySignatureInit...) from the 3.2 table, for every
+#     signature mechanism of each slot, on both backends.
 # Every `ok - ` / `not ok - ` line they print is one check. docs/consumers/c.md explains them.
 set -uo pipefail
 source "$(dirname "$0")/../lib.sh"
 suite_begin "c"
-expect_checks 173
+expect_checks 468
 apt_need gcc:gcc libc6-dev:/usr/include/dlfcn.h softhsm2:softhsm2-util
 need gcc
 make_tokens
@@ -71,4 +75,26 @@ for slot in "$EMBEDDED_SLOT" "$HSM_SLOT"; do
     fi
     check "slot $slot: dilithium5_sign runs to its end ($((SECONDS - started)) s)" "$clean" "$why"
 done
+
+# message_sign.c: message-based signing and signature-first verification, on both backends.
+msg=$WORK/message_sign
+if ! out=$(gcc "${CFLAGS[@]}" -o "$msg" "$ROOT/pkcs11-test-suite/c/message_sign.c" -ldl 2>&1); then
+    fail "gcc ${CFLAGS[*]/#$ROOT\//} message_sign.c -ldl compiles without a warning" "$out"
+else
+    ok "gcc ${CFLAGS[*]/#$ROOT\//} message_sign.c -ldl compiles without a warning"
+    for slot in "$EMBEDDED_SLOT" "$HSM_SLOT"; do
+        started=$SECONDS
+        out=$(timeout 120 "$msg" "$MODULE" "$slot" "$USER_PIN" 2>&1)
+        status=$?
+        relay_checks "message_sign slot $slot: " <<<"$out"
+        why="exit status $status"
+        [ "$status" -eq 124 ] && why="timed out after 120 s (hang?)"
+        [ "$status" -gt 128 ] && why="killed by signal $((status - 128)) (crash?)"
+        clean=1
+        if [ "$status" -eq 0 ] || { [ "$status" -eq 1 ] && grep -q '^# message_sign: slot .* done' <<<"$out"; }; then
+            clean=0
+        fi
+        check "slot $slot: message_sign runs to its end ($((SECONDS - started)) s)" "$clean" "$why"
+    done
+fi
 suite_end

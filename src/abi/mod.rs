@@ -16,6 +16,7 @@ mod crypto;
 mod general;
 mod hsm_only;
 mod kem;
+mod message;
 mod objects;
 mod sessions;
 mod slots;

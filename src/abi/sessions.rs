@@ -78,6 +78,15 @@ entry_points! {
         if flags & CKF_FIND_OBJECTS != 0 {
             let _ = session.ops().find_final();
         }
+        if flags & CKF_VERIFY != 0 {
+            session.ops().set_signature_first(None);
+        }
+        if flags & CKF_MESSAGE_SIGN != 0 {
+            super::message::cancel(&*session, OpKind::Sign);
+        }
+        if flags & CKF_MESSAGE_VERIFY != 0 {
+            super::message::cancel(&*session, OpKind::Verify);
+        }
         // Other operations this module has (key generation, wrapping...) finish within their
         // one call, so there is nothing else to cancel.
         Ok(())

@@ -7,6 +7,7 @@ use super::entry_points;
 use super::general::*;
 use super::hsm_only::*;
 use super::kem::*;
+use super::message::*;
 use super::objects::*;
 use super::sessions::*;
 use super::slots::*;

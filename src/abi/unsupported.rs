@@ -1,4 +1,5 @@
-//! Functions of the 3.2 table this release does not perform. Each answers
+//! Functions of the 3.2 table this release does not perform (message-based encryption and
+//! decryption, asynchronous calls, session validation flags, authenticated wrapping). Each answers
 //! `CKR_FUNCTION_NOT_SUPPORTED`, as PKCS#11 requires of an unsupported function in the table.
 
 use super::entry_points;
@@ -43,62 +44,6 @@ entry_points! {
     }
 
     fn C_MessageDecryptFinal(_a1: CK_SESSION_HANDLE) {
-        Err(Error::FUNCTION_NOT_SUPPORTED)
-    }
-
-    fn C_MessageSignInit(_a1: CK_SESSION_HANDLE, _a2: *mut CK_MECHANISM, _a3: CK_OBJECT_HANDLE) {
-        Err(Error::FUNCTION_NOT_SUPPORTED)
-    }
-
-    fn C_SignMessage(_a1: CK_SESSION_HANDLE, _a2: *mut std::ffi::c_void, _a3: CK_ULONG, _a4: *mut CK_BYTE, _a5: CK_ULONG, _a6: *mut CK_BYTE, _a7: *mut CK_ULONG) {
-        Err(Error::FUNCTION_NOT_SUPPORTED)
-    }
-
-    fn C_SignMessageBegin(_a1: CK_SESSION_HANDLE, _a2: *mut std::ffi::c_void, _a3: CK_ULONG) {
-        Err(Error::FUNCTION_NOT_SUPPORTED)
-    }
-
-    fn C_SignMessageNext(_a1: CK_SESSION_HANDLE, _a2: *mut std::ffi::c_void, _a3: CK_ULONG, _a4: *mut CK_BYTE, _a5: CK_ULONG, _a6: *mut CK_BYTE, _a7: *mut CK_ULONG) {
-        Err(Error::FUNCTION_NOT_SUPPORTED)
-    }
-
-    fn C_MessageSignFinal(_a1: CK_SESSION_HANDLE) {
-        Err(Error::FUNCTION_NOT_SUPPORTED)
-    }
-
-    fn C_MessageVerifyInit(_a1: CK_SESSION_HANDLE, _a2: *mut CK_MECHANISM, _a3: CK_OBJECT_HANDLE) {
-        Err(Error::FUNCTION_NOT_SUPPORTED)
-    }
-
-    fn C_VerifyMessage(_a1: CK_SESSION_HANDLE, _a2: *mut std::ffi::c_void, _a3: CK_ULONG, _a4: *mut CK_BYTE, _a5: CK_ULONG, _a6: *mut CK_BYTE, _a7: CK_ULONG) {
-        Err(Error::FUNCTION_NOT_SUPPORTED)
-    }
-
-    fn C_VerifyMessageBegin(_a1: CK_SESSION_HANDLE, _a2: *mut std::ffi::c_void, _a3: CK_ULONG) {
-        Err(Error::FUNCTION_NOT_SUPPORTED)
-    }
-
-    fn C_VerifyMessageNext(_a1: CK_SESSION_HANDLE, _a2: *mut std::ffi::c_void, _a3: CK_ULONG, _a4: *mut CK_BYTE, _a5: CK_ULONG, _a6: *mut CK_BYTE, _a7: CK_ULONG) {
-        Err(Error::FUNCTION_NOT_SUPPORTED)
-    }
-
-    fn C_MessageVerifyFinal(_a1: CK_SESSION_HANDLE) {
-        Err(Error::FUNCTION_NOT_SUPPORTED)
-    }
-
-    fn C_VerifySignatureInit(_a1: CK_SESSION_HANDLE, _a2: *mut CK_MECHANISM, _a3: CK_OBJECT_HANDLE, _a4: *mut CK_BYTE, _a5: CK_ULONG) {
-        Err(Error::FUNCTION_NOT_SUPPORTED)
-    }
-
-    fn C_VerifySignature(_a1: CK_SESSION_HANDLE, _a2: *mut CK_BYTE, _a3: CK_ULONG) {
-        Err(Error::FUNCTION_NOT_SUPPORTED)
-    }
-
-    fn C_VerifySignatureUpdate(_a1: CK_SESSION_HANDLE, _a2: *mut CK_BYTE, _a3: CK_ULONG) {
-        Err(Error::FUNCTION_NOT_SUPPORTED)
-    }
-
-    fn C_VerifySignatureFinal(_a1: CK_SESSION_HANDLE) {
         Err(Error::FUNCTION_NOT_SUPPORTED)
     }
 

@@ -70,13 +70,33 @@ pub static FAMILIES: &[&dyn MechanismFamily] = &[
 /// Every mechanism this module performs itself, in `C_GetMechanismList` order: the families'
 /// lists end to end. ML-DSA and ML-KEM key sizes are given as the range of parameter sets
 /// (`CKP_*_44/512`..`CKP_*_87/1024`); Dilithium5's and the hybrid's as their public keys' bytes.
+///
+/// Every mechanism that signs or verifies also does so message by message (PKCS#11 3.0
+/// `C_MessageSignInit`..., `src/abi/message.rs`): `CKF_MESSAGE_SIGN` / `CKF_MESSAGE_VERIFY`.
 pub static REGISTRY: LazyLock<Vec<MechanismInfo>> = LazyLock::new(|| {
     FAMILIES
         .iter()
         .flat_map(|family| family.mechanisms())
-        .copied()
+        .map(|m| MechanismInfo {
+            flags: with_message_flags(m.flags),
+            ..*m
+        })
         .collect()
 });
+
+/// A mechanism's `CKF_*` flags with the message-based ones its signing and verification imply
+/// (the module performs message-based signing with any mechanism that signs, its own or the
+/// HSM's).
+pub fn with_message_flags(flags: CK_FLAGS) -> CK_FLAGS {
+    let mut flags = flags;
+    if flags & CKF_SIGN != 0 {
+        flags |= CKF_MESSAGE_SIGN;
+    }
+    if flags & CKF_VERIFY != 0 {
+        flags |= CKF_MESSAGE_VERIFY;
+    }
+    flags
+}
 
 /// What `C_GetMechanismInfo` answers for one mechanism.
 #[derive(Clone, Copy, Debug)]
@@ -128,8 +148,9 @@ fn entry(
 
 /// Looks a mechanism up in the registry.
 pub fn lookup(mechanism: CK_MECHANISM_TYPE) -> Result<&'static MechanismInfo> {
-    entry(mechanism)
-        .map(|(info, _)| info)
+    REGISTRY
+        .iter()
+        .find(|m| m.mechanism == mechanism)
         .ok_or(Error::MECHANISM_INVALID)
 }
 

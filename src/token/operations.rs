@@ -89,6 +89,21 @@ struct Slots {
     verify: Option<Box<dyn VerifyOperation>>,
     encrypt: Option<GcmOperation>,
     decrypt: Option<GcmOperation>,
+    /// Message-based signing and verification (`C_MessageSignInit`...), by kind.
+    message_sign: Option<MessageOp>,
+    message_verify: Option<MessageOp>,
+    /// The signature of a signature-first verification (`C_VerifySignatureInit`).
+    signature_first: Option<Vec<u8>>,
+}
+
+/// A message-based operation (PKCS#11 3.0): the mechanism and key of its init; each message is
+/// one signing or verification of the session's `Sign` / `Verify` kind, and `in_message` says
+/// one is under way (between `C_xMessageBegin` and its last `C_xMessageNext`).
+#[derive(Clone)]
+pub struct MessageOp {
+    pub mechanism: Mechanism,
+    pub key: CK_OBJECT_HANDLE,
+    pub in_message: bool,
 }
 
 /// Which of the two cipher operation slots.
@@ -223,6 +238,79 @@ impl Operations {
             self.0.lock().hsm &= !kind.bit();
         }
         result
+    }
+
+    // ---- message-based operations and signature-first verification ----
+
+    fn message_slot(slots: &mut Slots, kind: OpKind) -> Result<&mut Option<MessageOp>> {
+        match kind {
+            OpKind::Sign => Ok(&mut slots.message_sign),
+            OpKind::Verify => Ok(&mut slots.message_verify),
+            _ => Err(Error::FUNCTION_NOT_SUPPORTED),
+        }
+    }
+
+    /// `C_MessageSignInit` / `C_MessageVerifyInit`: `check` (which tries the mechanism on the
+    /// key) runs only when no message-based operation of that kind is active.
+    pub fn message_init(
+        &self,
+        kind: OpKind,
+        op: MessageOp,
+        check: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
+        let active =
+            |slots: &mut Slots| -> Result<bool> { Ok(Self::message_slot(slots, kind)?.is_some()) };
+        if active(&mut self.0.lock())? {
+            return Err(Error::OPERATION_ACTIVE);
+        }
+        // Unlocked: the check starts and ends an operation of this session.
+        check()?;
+        let mut slots = self.0.lock();
+        if active(&mut slots)? {
+            return Err(Error::OPERATION_ACTIVE);
+        }
+        *Self::message_slot(&mut slots, kind)? = Some(op);
+        Ok(())
+    }
+
+    /// The active message-based operation of `kind`.
+    pub fn message(&self, kind: OpKind) -> Result<MessageOp> {
+        let mut slots = self.0.lock();
+        Self::message_slot(&mut slots, kind)?
+            .clone()
+            .ok_or(Error::OPERATION_NOT_INITIALIZED)
+    }
+
+    /// Marks a message begun or ended.
+    pub fn set_in_message(&self, kind: OpKind, in_message: bool) {
+        let mut slots = self.0.lock();
+        if let Ok(Some(op)) = Self::message_slot(&mut slots, kind).map(Option::as_mut) {
+            op.in_message = in_message;
+        }
+    }
+
+    /// `C_MessageSignFinal` / `C_MessageVerifyFinal` (and `C_SessionCancel`): the operation
+    /// ends; whether a message was under way (the caller ends it).
+    pub fn message_final(&self, kind: OpKind) -> Result<bool> {
+        let mut slots = self.0.lock();
+        Self::message_slot(&mut slots, kind)?
+            .take()
+            .map(|op| op.in_message)
+            .ok_or(Error::OPERATION_NOT_INITIALIZED)
+    }
+
+    /// Keeps the signature a signature-first verification checks at its end.
+    pub fn set_signature_first(&self, signature: Option<Vec<u8>>) {
+        self.0.lock().signature_first = signature;
+    }
+
+    /// The signature of the signature-first verification under way.
+    pub fn signature_first(&self) -> Result<Vec<u8>> {
+        self.0
+            .lock()
+            .signature_first
+            .clone()
+            .ok_or(Error::OPERATION_NOT_INITIALIZED)
     }
 
     // ---- find ----

@@ -42,7 +42,11 @@ impl Backend for HsmSlot {
     fn mechanism_info(&self, kind: CK_MECHANISM_TYPE) -> Result<CK_MECHANISM_INFO> {
         match self.0.ours(kind) {
             Some(m) => Ok(m.ck()),
-            None => self.0.lib.mechanism_info(self.0.real_slot(), kind),
+            None => {
+                let mut info = self.0.lib.mechanism_info(self.0.real_slot(), kind)?;
+                info.flags = crate::mechanism::with_message_flags(info.flags);
+                Ok(info)
+            }
         }
     }
 
