@@ -11,7 +11,7 @@
 set -uo pipefail
 source "$(dirname "$0")/../lib.sh"
 suite_begin "agent"
-expect_checks 238
+expect_checks 239
 apt_need gcc:gcc libc6-dev:/usr/include/dlfcn.h softhsm2:softhsm2-util
 need gcc setpriv
 [ -e "$MODULE" ] || cannot_run "$MODULE is missing (cargo build --lib --bins)"
