@@ -781,6 +781,70 @@ fn a_token_with_native_ml_dsa_keeps_the_key_itself() {
     assert!(ok(inner_session.find_objects(&[Attribute::Class(ObjectClass::DATA)])).is_empty());
 }
 
+/// A token whose library has the 3.2 interface and ML-KEM: keys are made there (custody 1) and
+/// `C_EncapsulateKey` / `C_DecapsulateKey` go to its own 3.2 functions.
+#[test]
+fn a_token_with_native_ml_kem_encapsulates_itself_through_its_3_2_interface() {
+    let f = fwd();
+    let session = f.module_session(NATIVE);
+    let public_template = [
+        Attribute::Token(false),
+        Attribute::ParameterSet(cryptoki::object::MlKemParameterSetType::ML_KEM_768.into()),
+        Attribute::Label(b"native-kem".to_vec()),
+    ];
+    let private_template = [
+        Attribute::Token(false),
+        Attribute::Private(true),
+        Attribute::Label(b"native-kem".to_vec()),
+    ];
+    let (public, private) = ok(session.generate_key_pair(
+        &Mechanism::MlKemKeyPairGen,
+        &public_template,
+        &private_template,
+    ));
+    assert_eq!(attr_ulong(&session, private, CKA_B4AE_CUSTODY), 1);
+    assert!(ok(session.find_objects(&[Attribute::Class(ObjectClass::DATA)])).is_empty());
+    let secret = [
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::GENERIC_SECRET),
+        Attribute::Token(false),
+        Attribute::Sensitive(false),
+        Attribute::Extractable(true),
+    ];
+    let (ciphertext, sent) = ok(session.encapsulate_key(&Mechanism::MlKem, public, &secret));
+    assert_eq!(ciphertext.len(), 1088);
+    let received = ok(session.decapsulate_key(&Mechanism::MlKem, private, &secret, &ciphertext));
+    assert_eq!(
+        attr_bytes(&session, sent, CKA_VALUE),
+        attr_bytes(&session, received, CKA_VALUE)
+    );
+    // Refusals come from the token's own functions, unchanged.
+    let mut tampered = ciphertext.clone();
+    tampered.pop();
+    assert_rv(
+        session.decapsulate_key(&Mechanism::MlKem, private, &secret, &tampered),
+        CKR_ENCRYPTED_DATA_LEN_RANGE,
+    );
+    let (dsa_public, _) = pq_keypair(&session, Ps::P44, "native-not-kem", false);
+    assert_rv(
+        session.encapsulate_key(&Mechanism::MlKem, dsa_public, &secret),
+        CKR_KEY_TYPE_INCONSISTENT,
+    );
+
+    // The inner token holds the key pair (the outer session's login is the process's, so its
+    // private objects are visible to a session opened on the inner library directly).
+    let inner = cryptoki::context::Pkcs11::new(&f.inner_library).expect("loading the copy");
+    let _ = inner.initialize(os_locking());
+    let slot = ok(inner.get_slots_with_token())[0];
+    let inner_session = ok(inner.open_ro_session(slot));
+    let template = [
+        Attribute::Class(ObjectClass::PRIVATE_KEY),
+        Attribute::KeyType(KeyType::ML_KEM),
+        Attribute::Label(b"native-kem".to_vec()),
+    ];
+    assert_eq!(ok(inner_session.find_objects(&template)), [private]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 8. Faults, each in its own process with its own configuration
 

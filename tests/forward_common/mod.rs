@@ -476,10 +476,15 @@ impl Forward {
         run_child(test, &self.conf, &envs)
     }
 
-    /// A read/write session of the module on slot `index`, logged in as the user.
+    /// A read/write session of the module on slot `index`, logged in as the user (a test
+    /// running at the same time on that slot may have logged the token in already: PKCS#11
+    /// keeps one login per token and application).
     pub fn module_session(&self, index: usize) -> Session {
         let session = ok(self.module.open_rw_session(self.slots[index]));
-        ok(session.login(UserType::User, Some(&common::pin(self.user_pin(index)))));
+        let login = session.login(UserType::User, Some(&common::pin(self.user_pin(index))));
+        if common::ToRv::to_rv(&login) != CKR_USER_ALREADY_LOGGED_IN {
+            ok(login);
+        }
         session
     }
 

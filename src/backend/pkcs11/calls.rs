@@ -343,6 +343,90 @@ impl HsmLibrary {
     }
 
     /// A key pair generated inside the HSM: (public, private) handles.
+    /// Whether the HSM encapsulates keys itself (its 3.2 interface has the functions).
+    pub fn has_kem(&self) -> bool {
+        self.kem.0.is_some() && self.kem.1.is_some()
+    }
+
+    /// `C_EncapsulateKey` in the HSM: the ciphertext (its length asked first) and the new
+    /// secret key's handle.
+    pub fn encapsulate(
+        &self,
+        session: CK_SESSION_HANDLE,
+        mechanism: &Mechanism,
+        public_key: CK_OBJECT_HANDLE,
+        template: &Attributes,
+    ) -> Result<(Vec<u8>, CK_OBJECT_HANDLE)> {
+        let f = self.kem.0.ok_or(Error::FUNCTION_NOT_SUPPORTED)?;
+        let mut raw = RawMechanism::new(mechanism)?;
+        let mut attrs = raw_template(template);
+        let n = attrs.len() as CK_ULONG;
+        let (mut len, mut key): (CK_ULONG, CK_OBJECT_HANDLE) = (0, CK_INVALID_HANDLE);
+        // SAFETY: the library's own function; mechanism, template and out-pointers are live
+        // values of this frame; a NULL ciphertext asks the length only.
+        let rv = unsafe {
+            f(
+                session,
+                raw.as_ptr(),
+                public_key,
+                attrs.as_mut_ptr(),
+                n,
+                ptr::null_mut(),
+                &mut len,
+                &mut key,
+            )
+        };
+        self.outcome("C_EncapsulateKey", rv)?;
+        let mut ciphertext = vec![0u8; len as usize];
+        // SAFETY: as above, with a buffer of the length the library asked.
+        let rv = unsafe {
+            f(
+                session,
+                raw.as_ptr(),
+                public_key,
+                attrs.as_mut_ptr(),
+                n,
+                ciphertext.as_mut_ptr(),
+                &mut len,
+                &mut key,
+            )
+        };
+        self.outcome("C_EncapsulateKey", rv)?;
+        ciphertext.truncate(len as usize);
+        Ok((ciphertext, key))
+    }
+
+    /// `C_DecapsulateKey` in the HSM: the new secret key's handle.
+    pub fn decapsulate(
+        &self,
+        session: CK_SESSION_HANDLE,
+        mechanism: &Mechanism,
+        private_key: CK_OBJECT_HANDLE,
+        template: &Attributes,
+        ciphertext: &[u8],
+    ) -> Result<CK_OBJECT_HANDLE> {
+        let f = self.kem.1.ok_or(Error::FUNCTION_NOT_SUPPORTED)?;
+        let mut raw = RawMechanism::new(mechanism)?;
+        let mut attrs = raw_template(template);
+        let (data, len) = input(ciphertext);
+        let mut key = CK_INVALID_HANDLE;
+        // SAFETY: the library's own function; every pointer is a live value of this frame.
+        let rv = unsafe {
+            f(
+                session,
+                raw.as_ptr(),
+                private_key,
+                attrs.as_mut_ptr(),
+                attrs.len() as CK_ULONG,
+                data,
+                len,
+                &mut key,
+            )
+        };
+        self.outcome("C_DecapsulateKey", rv)?;
+        Ok(key)
+    }
+
     pub fn generate_key_pair(
         &self,
         session: CK_SESSION_HANDLE,

@@ -1,6 +1,7 @@
 //! The outbound FFI border: the real HSM's PKCS#11 library, loaded at run time.
 //!
-//! `C_GetInterface("PKCS 11")` when the library has it, else `C_GetFunctionList`; either way only
+//! `C_GetInterface("PKCS 11", 3.2)` when the library has it (then its key-encapsulation
+//! functions are kept too), else its default interface, else `C_GetFunctionList`; of those only
 //! the 2.40 part of the table is copied (SoftHSM 2.7 reports 3.2 in a 2.40-sized table).
 //!
 //! Lifecycle: one loaded instance per library path in the whole process, shared by every slot
@@ -59,6 +60,8 @@ fn parent_initialized(path: &Path) -> bool {
 pub struct HsmLibrary {
     pub path: PathBuf,
     functions: CK_FUNCTION_LIST,
+    /// `C_EncapsulateKey` / `C_DecapsulateKey`, when the library gave its 3.2 interface.
+    pub(super) kem: (CK_C_EncapsulateKey, CK_C_DecapsulateKey),
     /// Whether our `C_Initialize` did the initializing (then ours is the `C_Finalize`).
     initialized_here: bool,
     /// In a forked child, the library's state was copied from the parent by `fork()` and the
@@ -144,7 +147,7 @@ impl HsmLibrary {
             tracing::error!("cannot load the HSM library {}: {e}", path.display());
             Error::DEVICE
         })?;
-        let functions = Self::function_table(&library).inspect_err(|_| {
+        let (functions, kem) = Self::function_table(&library).inspect_err(|_| {
             tracing::error!(
                 "{}: neither C_GetInterface nor C_GetFunctionList works",
                 path.display()
@@ -183,31 +186,58 @@ impl HsmLibrary {
                 return Err(Error::DEVICE);
             }
         };
+        if kem.0.is_some() && kem.1.is_some() {
+            tracing::info!(
+                "{}: PKCS#11 3.2 interface (key encapsulation)",
+                path.display()
+            );
+        }
         Ok(HsmLibrary {
             path: path.to_path_buf(),
             functions,
+            kem,
             initialized_here,
             inherited,
             _library: library,
         })
     }
 
-    /// The 2.40 part of the library's table.
-    fn function_table(library: &libloading::Library) -> Result<CK_FUNCTION_LIST> {
-        // SAFETY: symbol types are those PKCS#11 defines for these names.
+    /// The 2.40 part of the library's table, and its key-encapsulation functions when it
+    /// offers the 3.2 interface.
+    fn function_table(
+        library: &libloading::Library,
+    ) -> Result<(CK_FUNCTION_LIST, (CK_C_EncapsulateKey, CK_C_DecapsulateKey))> {
+        // SAFETY: symbol types are those PKCS#11 defines for these names; a table is read as
+        // 3.2 only when the library answered a request for exactly that version.
         unsafe {
             if let Ok(get_interface) = library.get::<CK_C_GetInterface>(b"C_GetInterface\0") {
                 if let Some(get_interface) = *get_interface {
-                    let mut interface: *mut CK_INTERFACE = ptr::null_mut();
                     let name = c"PKCS 11".as_ptr() as *mut CK_UTF8CHAR;
-                    if get_interface(name, ptr::null_mut(), &mut interface, 0) == CKR_OK
-                        && !interface.is_null()
-                    {
-                        let list = (*interface).pFunctionList as *const CK_FUNCTION_LIST;
-                        if !list.is_null() {
-                            // Every table starts with the 2.40 functions; copy only those.
-                            return Ok(ptr::read(list));
+                    for wanted in [Some(CK_VERSION { major: 3, minor: 2 }), None] {
+                        let mut version = wanted;
+                        let version_ptr = version
+                            .as_mut()
+                            .map_or(ptr::null_mut(), |v| v as *mut CK_VERSION);
+                        let mut interface: *mut CK_INTERFACE = ptr::null_mut();
+                        if get_interface(name, version_ptr, &mut interface, 0) != CKR_OK
+                            || interface.is_null()
+                            || (*interface).pFunctionList.is_null()
+                        {
+                            continue;
                         }
+                        let list = (*interface).pFunctionList as *const CK_FUNCTION_LIST;
+                        // Every table starts with the 2.40 functions; copy only those.
+                        let table = ptr::read(list);
+                        let is_3_2 = wanted.is_some()
+                            && (table.version.major, table.version.minor) == (3, 2);
+                        let kem = if is_3_2 {
+                            let full =
+                                &*((*interface).pFunctionList as *const CK_FUNCTION_LIST_3_2);
+                            (full.C_EncapsulateKey, full.C_DecapsulateKey)
+                        } else {
+                            (None, None)
+                        };
+                        return Ok((table, kem));
                     }
                 }
             }
@@ -219,7 +249,7 @@ impl HsmLibrary {
             if get_list(&mut list) != CKR_OK || list.is_null() {
                 return Err(Error::DEVICE);
             }
-            Ok(ptr::read(list))
+            Ok((ptr::read(list), (None, None)))
         }
     }
 

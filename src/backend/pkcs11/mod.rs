@@ -228,11 +228,11 @@ impl ForwardToken {
         *self.identity.write() = None;
     }
 
-    /// Whether the real HSM performs this mechanism itself. ML-KEM is always this module's:
-    /// encapsulation is a 3.x function, and only the HSM's 2.40 functions are loaded.
+    /// Whether the real HSM performs this mechanism itself. ML-KEM only when its library has
+    /// the 3.2 interface: encapsulation is a 3.2 function.
     pub fn native(&self, mechanism: CK_MECHANISM_TYPE) -> bool {
-        !matches!(mechanism, CKM_ML_KEM | CKM_ML_KEM_KEY_PAIR_GEN)
-            && self.real_mechanisms.contains(&mechanism)
+        let kem = matches!(mechanism, CKM_ML_KEM | CKM_ML_KEM_KEY_PAIR_GEN);
+        (!kem || self.lib.has_kem()) && self.real_mechanisms.contains(&mechanism)
     }
 
     /// Whether keys of this type are this module's sealed records here (the HSM cannot make
@@ -246,7 +246,7 @@ impl ForwardToken {
             Some(crate::consts::CKK_B4AE_HYBRID) => {
                 !self.native(crate::consts::CKM_B4AE_HYBRID_KEY_PAIR_GEN)
             }
-            Some(CKK_ML_KEM) => true,
+            Some(CKK_ML_KEM) => !self.native(CKM_ML_KEM_KEY_PAIR_GEN),
             _ => false,
         }
     }

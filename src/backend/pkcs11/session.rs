@@ -96,7 +96,7 @@ impl ForwardSession {
         if !record {
             // The HSM knows whether the handle names a key at all.
             if let Err(e) = self.lib().attribute(self.real, key, CKA_CLASS) {
-                return key_handle(Err(e))
+                return key_handle::<()>(Err(e))
                     .err()
                     .unwrap_or(Error::KEY_HANDLE_INVALID);
             }
@@ -177,8 +177,12 @@ impl ForwardSession {
         }
     }
 
-    /// The ML-KEM key record behind `key` (the HSM itself is never asked to encapsulate:
-    /// the module loads only its 2.40 functions).
+    /// Whether `key` is one of the HSM's own and the HSM encapsulates (its 3.2 interface).
+    fn kem_in_hsm(&self, key: CK_OBJECT_HANDLE) -> bool {
+        !self.token.keys.is_record(key) && self.token.native(CKM_ML_KEM)
+    }
+
+    /// The ML-KEM key record behind `key`.
     fn kem_record(&self, key: CK_OBJECT_HANDLE) -> Result<Arc<Object>> {
         if !self.token.keys.is_record(key) {
             return Err(self.wrong_key_type(key, false));
@@ -530,6 +534,14 @@ impl BackendSession for ForwardSession {
     }
 
     fn ciphertext_len(&self, mechanism: &Mechanism, key: CK_OBJECT_HANDLE) -> Result<usize> {
+        if self.kem_in_hsm(key) {
+            self.guard(key, Error::KEY_HANDLE_INVALID)?;
+            let set = key_handle(self.lib().attribute(self.real, key, CKA_PARAMETER_SET))?
+                .and_then(|v| v.try_into().ok())
+                .map(CK_ULONG::from_ne_bytes)
+                .ok_or(Error::KEY_TYPE_INCONSISTENT)?;
+            return Ok(mechanism::mlkem::ParamSet::from_ck(set)?.ciphertext_len());
+        }
         kem::ciphertext_len(mechanism, &*self.kem_record(key)?)
     }
 
@@ -539,6 +551,10 @@ impl BackendSession for ForwardSession {
         key: CK_OBJECT_HANDLE,
         template: Attributes,
     ) -> Result<(Vec<u8>, CK_OBJECT_HANDLE)> {
+        if self.kem_in_hsm(key) {
+            self.guard(key, Error::KEY_HANDLE_INVALID)?;
+            return key_handle(self.lib().encapsulate(self.real, mechanism, key, &template));
+        }
         let caller = template.clone();
         let (ciphertext, made) = kem::encapsulate(mechanism, &*self.kem_record(key)?, template)?;
         Ok((ciphertext, self.place_secret(caller, &made)?))
@@ -551,6 +567,13 @@ impl BackendSession for ForwardSession {
         template: Attributes,
         ciphertext: &[u8],
     ) -> Result<CK_OBJECT_HANDLE> {
+        if self.kem_in_hsm(key) {
+            self.guard(key, Error::KEY_HANDLE_INVALID)?;
+            return key_handle(
+                self.lib()
+                    .decapsulate(self.real, mechanism, key, &template, ciphertext),
+            );
+        }
         let caller = template.clone();
         let made = kem::decapsulate(mechanism, &*self.kem_record(key)?, template, ciphertext)?;
         self.place_secret(caller, &made)
@@ -655,7 +678,7 @@ fn refuse_extractable_hybrid(private: &Attributes) -> Result<()> {
 
 /// PKCS#11 names a bad key argument `CKR_KEY_HANDLE_INVALID`; some libraries (SoftHSM2, for
 /// an object that vanished) say `CKR_OBJECT_HANDLE_INVALID`.
-fn key_handle(result: Result<()>) -> Result<()> {
+fn key_handle<T>(result: Result<T>) -> Result<T> {
     result.map_err(|e| match e {
         Error(CKR_OBJECT_HANDLE_INVALID) => Error::KEY_HANDLE_INVALID,
         e => e,
