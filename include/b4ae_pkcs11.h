@@ -163,6 +163,51 @@
 #ifndef CKP_ML_KEM_1024
 #define CKP_ML_KEM_1024 0x3UL
 #endif
+#ifndef CKK_SLH_DSA
+#define CKK_SLH_DSA 0x4BUL
+#endif
+#ifndef CKM_SLH_DSA_KEY_PAIR_GEN
+#define CKM_SLH_DSA_KEY_PAIR_GEN 0x2DUL
+#endif
+#ifndef CKM_SLH_DSA
+#define CKM_SLH_DSA 0x2EUL
+#endif
+#ifndef CKP_SLH_DSA_SHA2_128S
+#define CKP_SLH_DSA_SHA2_128S 0x1UL
+#endif
+#ifndef CKP_SLH_DSA_SHAKE_128S
+#define CKP_SLH_DSA_SHAKE_128S 0x2UL
+#endif
+#ifndef CKP_SLH_DSA_SHA2_128F
+#define CKP_SLH_DSA_SHA2_128F 0x3UL
+#endif
+#ifndef CKP_SLH_DSA_SHAKE_128F
+#define CKP_SLH_DSA_SHAKE_128F 0x4UL
+#endif
+#ifndef CKP_SLH_DSA_SHA2_192S
+#define CKP_SLH_DSA_SHA2_192S 0x5UL
+#endif
+#ifndef CKP_SLH_DSA_SHAKE_192S
+#define CKP_SLH_DSA_SHAKE_192S 0x6UL
+#endif
+#ifndef CKP_SLH_DSA_SHA2_192F
+#define CKP_SLH_DSA_SHA2_192F 0x7UL
+#endif
+#ifndef CKP_SLH_DSA_SHAKE_192F
+#define CKP_SLH_DSA_SHAKE_192F 0x8UL
+#endif
+#ifndef CKP_SLH_DSA_SHA2_256S
+#define CKP_SLH_DSA_SHA2_256S 0x9UL
+#endif
+#ifndef CKP_SLH_DSA_SHAKE_256S
+#define CKP_SLH_DSA_SHAKE_256S 0xAUL
+#endif
+#ifndef CKP_SLH_DSA_SHA2_256F
+#define CKP_SLH_DSA_SHA2_256F 0xBUL
+#endif
+#ifndef CKP_SLH_DSA_SHAKE_256F
+#define CKP_SLH_DSA_SHAKE_256F 0xCUL
+#endif
 #ifndef CKH_HEDGE_PREFERRED
 #define CKH_HEDGE_PREFERRED 0x0UL
 #endif

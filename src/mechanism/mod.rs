@@ -45,6 +45,7 @@ pub mod kem;
 pub mod mldsa;
 pub mod mlkem;
 pub mod signing;
+pub mod slhdsa;
 
 pub use family::MechanismFamily;
 
@@ -65,6 +66,7 @@ pub static FAMILIES: &[&dyn MechanismFamily] = &[
     &hybrid::Hybrid,
     &hash_mldsa::HashMlDsa,
     &mlkem::MlKem,
+    &slhdsa::SlhDsa,
 ];
 
 /// Every mechanism this module performs itself, in `C_GetMechanismList` order: the families'

@@ -5,7 +5,7 @@
 use crate::consts::*;
 use crate::error::{Error, Result};
 use crate::mechanism::mldsa::{ParamSet, SEED_LEN};
-use crate::mechanism::{dilithium5, eddsa, family_for, hybrid, mlkem, Mechanism};
+use crate::mechanism::{dilithium5, eddsa, family_for, hybrid, mlkem, slhdsa, Mechanism};
 use crate::token::attributes::Attributes;
 use crate::token::object::Object;
 use crate::token::rules::{self, Access, Rule};
@@ -307,6 +307,26 @@ fn complete_key_material(
             )?;
             attrs.set_ulong(CKA_PARAMETER_SET, set.ck());
         }
+        (CKO_PUBLIC_KEY, Some(CKK_SLH_DSA)) => {
+            let set = slhdsa::ParamSet::from_ck(
+                attrs
+                    .ulong(CKA_PARAMETER_SET)?
+                    .ok_or(Error::TEMPLATE_INCOMPLETE)?,
+            )?;
+            let value = attrs.get(CKA_VALUE).ok_or(Error::TEMPLATE_INCOMPLETE)?;
+            if value.len() != set.public_key_len() {
+                return Err(Error::ATTRIBUTE_VALUE_INVALID);
+            }
+        }
+        (CKO_PRIVATE_KEY, Some(CKK_SLH_DSA)) => {
+            let set = slhdsa::ParamSet::from_ck(
+                attrs
+                    .ulong(CKA_PARAMETER_SET)?
+                    .ok_or(Error::TEMPLATE_INCOMPLETE)?,
+            )?;
+            let value = attrs.get(CKA_VALUE).ok_or(Error::TEMPLATE_INCOMPLETE)?;
+            set.public_of_private(value)?;
+        }
         (CKO_PUBLIC_KEY | CKO_PRIVATE_KEY, Some(CKK_B4AE_DILITHIUM5)) => {
             let expected = if class == CKO_PUBLIC_KEY {
                 dilithium5::PUBLIC_KEY_LEN
@@ -454,7 +474,7 @@ fn apply_defaults(
     let secret_bearing = matches!(class, CKO_PRIVATE_KEY | CKO_SECRET_KEY);
     let post_quantum = matches!(
         key_type,
-        Some(CKK_ML_DSA | CKK_B4AE_DILITHIUM5 | CKK_B4AE_HYBRID | CKK_ML_KEM)
+        Some(CKK_ML_DSA | CKK_B4AE_DILITHIUM5 | CKK_B4AE_HYBRID | CKK_ML_KEM | CKK_SLH_DSA)
     );
     let signs = (post_quantum && key_type != Some(CKK_ML_KEM)) || key_type == Some(CKK_EC_EDWARDS);
     let encapsulates = key_type == Some(CKK_ML_KEM);

@@ -247,6 +247,7 @@ impl ForwardToken {
                 !self.native(crate::consts::CKM_B4AE_HYBRID_KEY_PAIR_GEN)
             }
             Some(CKK_ML_KEM) => !self.native(CKM_ML_KEM_KEY_PAIR_GEN),
+            Some(CKK_SLH_DSA) => !self.native(CKM_SLH_DSA_KEY_PAIR_GEN),
             _ => false,
         }
     }

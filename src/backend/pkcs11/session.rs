@@ -228,7 +228,10 @@ impl ForwardSession {
                 .map(CK_ULONG::from_ne_bytes))
         };
         let post_quantum = ulong(CKA_CLASS)? == Some(CKO_PRIVATE_KEY)
-            && matches!(ulong(CKA_KEY_TYPE)?, Some(CKK_ML_DSA | CKK_ML_KEM));
+            && matches!(
+                ulong(CKA_KEY_TYPE)?,
+                Some(CKK_ML_DSA | CKK_ML_KEM | CKK_SLH_DSA)
+            );
         if !post_quantum {
             return result;
         }

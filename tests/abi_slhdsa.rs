@@ -1,0 +1,333 @@
+//! SLH-DSA (FIPS 205) through the C ABI on both backends: every one of the twelve parameter sets
+//! generates a key pair, signs (hedged, and deterministic on request) with a context string,
+//! verifies, refuses a tampered signature and another context; every signature is verified by
+//! an independent implementation (`fips205`), and `fips205`'s signatures verify through the
+//! module under an imported public key. Also: the mechanisms' numbers and information, key
+//! import checks, and the refusals of a wrong key type and a wrong parameter set.
+
+#[macro_use]
+mod common;
+mod forward_common;
+
+use common::*;
+use cryptoki::mechanism::dsa::{HedgeType, SignAdditionalContext};
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{Attribute, KeyType, ObjectClass, ParameterSetType, SlhDsaParameterSetType};
+use cryptoki::session::Session;
+use cryptoki_sys::*;
+use forward_common::both::{Backend, Both};
+use std::sync::OnceLock;
+
+fn both() -> &'static Both {
+    static BOTH: OnceLock<Both> = OnceLock::new();
+    Both::get(&BOTH, "slhdsa", 2)
+}
+
+/// (name, parameter set, public key, signature length)
+const SETS: [(&str, SlhDsaParameterSetType, usize, usize); 12] = [
+    ("SHA2-128s", SlhDsaParameterSetType::SHA2_128S, 32, 7856),
+    ("SHAKE-128s", SlhDsaParameterSetType::SHAKE_128S, 32, 7856),
+    ("SHA2-128f", SlhDsaParameterSetType::SHA2_128F, 32, 17088),
+    ("SHAKE-128f", SlhDsaParameterSetType::SHAKE_128F, 32, 17088),
+    ("SHA2-192s", SlhDsaParameterSetType::SHA2_192S, 48, 16224),
+    ("SHAKE-192s", SlhDsaParameterSetType::SHAKE_192S, 48, 16224),
+    ("SHA2-192f", SlhDsaParameterSetType::SHA2_192F, 48, 35664),
+    ("SHAKE-192f", SlhDsaParameterSetType::SHAKE_192F, 48, 35664),
+    ("SHA2-256s", SlhDsaParameterSetType::SHA2_256S, 64, 29792),
+    ("SHAKE-256s", SlhDsaParameterSetType::SHAKE_256S, 64, 29792),
+    ("SHA2-256f", SlhDsaParameterSetType::SHA2_256F, 64, 49856),
+    ("SHAKE-256f", SlhDsaParameterSetType::SHAKE_256F, 64, 49856),
+];
+
+/// `fips205` for set `index` (as in [`SETS`]): runs `$body` with `$m` its module.
+macro_rules! fips205_set {
+    ($index:expr, |$m:ident| $body:expr) => {
+        match $index {
+            0 => {
+                use fips205::slh_dsa_sha2_128s as $m;
+                $body
+            }
+            1 => {
+                use fips205::slh_dsa_shake_128s as $m;
+                $body
+            }
+            2 => {
+                use fips205::slh_dsa_sha2_128f as $m;
+                $body
+            }
+            3 => {
+                use fips205::slh_dsa_shake_128f as $m;
+                $body
+            }
+            4 => {
+                use fips205::slh_dsa_sha2_192s as $m;
+                $body
+            }
+            5 => {
+                use fips205::slh_dsa_shake_192s as $m;
+                $body
+            }
+            6 => {
+                use fips205::slh_dsa_sha2_192f as $m;
+                $body
+            }
+            7 => {
+                use fips205::slh_dsa_shake_192f as $m;
+                $body
+            }
+            8 => {
+                use fips205::slh_dsa_sha2_256s as $m;
+                $body
+            }
+            9 => {
+                use fips205::slh_dsa_shake_256s as $m;
+                $body
+            }
+            10 => {
+                use fips205::slh_dsa_sha2_256f as $m;
+                $body
+            }
+            _ => {
+                use fips205::slh_dsa_shake_256f as $m;
+                $body
+            }
+        }
+    };
+}
+
+/// Whether `fips205` accepts the signature.
+fn independent_verify(
+    index: usize,
+    public: &[u8],
+    message: &[u8],
+    context: &[u8],
+    sig: &[u8],
+) -> bool {
+    use fips205::traits::{SerDes, Verifier};
+    fips205_set!(index, |m| {
+        let (Ok(pk), Ok(sig)) = (
+            <[u8; m::PK_LEN]>::try_from(public),
+            <[u8; m::SIG_LEN]>::try_from(sig),
+        ) else {
+            return false;
+        };
+        m::PublicKey::try_from_bytes(pk).is_ok_and(|pk| pk.verify(message, &sig, context))
+    })
+}
+
+/// An independent key pair and signature: (public key, signature).
+fn independent_sign(index: usize, message: &[u8], context: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    use fips205::traits::{SerDes, Signer};
+    fips205_set!(index, |m| {
+        let (pk, sk) = m::try_keygen().expect("fips205 keygen");
+        let sig = sk.try_sign(message, context, true).expect("fips205 sign");
+        (pk.into_bytes().to_vec(), sig.to_vec())
+    })
+}
+
+fn slh_dsa(hedge: HedgeType, context: &[u8]) -> Mechanism<'_> {
+    Mechanism::SlhDsa(SignAdditionalContext::new(hedge, Some(context)))
+}
+
+fn key_pair(
+    s: &Session,
+    set: SlhDsaParameterSetType,
+) -> (
+    cryptoki::object::ObjectHandle,
+    cryptoki::object::ObjectHandle,
+) {
+    let public = [
+        Attribute::Token(false),
+        Attribute::Verify(true),
+        Attribute::ParameterSet(ParameterSetType::from(set)),
+    ];
+    let private = [
+        Attribute::Token(false),
+        Attribute::Sign(true),
+        Attribute::Private(true),
+    ];
+    ok(s.generate_key_pair(&Mechanism::SlhDsaKeyPairGen, &public, &private))
+}
+
+#[test]
+fn every_slh_dsa_set_signs_and_verifies_against_an_independent_implementation() {
+    both().on_both(0, |s, backend| {
+        let message = b"b4ae-pkcs11: SLH-DSA through the C ABI";
+        let context = b"slh ctx";
+        for (index, (name, set, pk_len, sig_len)) in SETS.into_iter().enumerate() {
+            let started = std::time::Instant::now();
+            let (public, private) = key_pair(s, set);
+            let pk = attr_bytes(s, public, CKA_VALUE);
+            assert_eq!(pk.len(), pk_len, "{name}");
+            assert_sensitive(s, private, CKA_VALUE);
+            let custody = attr_ulong(s, private, CKA_B4AE_CUSTODY);
+            let expected = match backend {
+                Backend::Embedded => 3,
+                Backend::Hsm => 2,
+            };
+            assert_eq!(custody, expected, "{name}");
+
+            let sig = ok(s.sign(&slh_dsa(HedgeType::Preferred, context), private, message));
+            assert_eq!(sig.len(), sig_len, "{name}");
+            ok(s.verify(
+                &slh_dsa(HedgeType::Preferred, context),
+                public,
+                message,
+                &sig,
+            ));
+            assert!(
+                independent_verify(index, &pk, message, context, &sig),
+                "{name}: fips205 refuses the module's signature"
+            );
+            assert_rv(
+                s.verify(
+                    &slh_dsa(HedgeType::Preferred, b"other"),
+                    public,
+                    message,
+                    &sig,
+                ),
+                CKR_SIGNATURE_INVALID,
+            );
+            let mut tampered = sig.clone();
+            tampered[sig_len / 3] ^= 0x10;
+            assert_rv(
+                s.verify(
+                    &slh_dsa(HedgeType::Preferred, context),
+                    public,
+                    message,
+                    &tampered,
+                ),
+                CKR_SIGNATURE_INVALID,
+            );
+            assert_rv(
+                s.verify(
+                    &slh_dsa(HedgeType::Preferred, context),
+                    public,
+                    message,
+                    &sig[1..],
+                ),
+                CKR_SIGNATURE_LEN_RANGE,
+            );
+            // Deterministic on request: unlike a hedged one, and (checked where signing takes
+            // milliseconds, not seconds: SHAKE "s" sets sign in 1.7-2.6 s even optimized)
+            // the same twice.
+            let d1 = ok(s.sign(
+                &slh_dsa(HedgeType::DeterministicRequired, context),
+                private,
+                message,
+            ));
+            assert_ne!(d1, sig, "{name}");
+            assert!(independent_verify(index, &pk, message, context, &d1));
+            let slow = name.starts_with("SHAKE") && name.ends_with('s');
+            if !slow {
+                let d2 = ok(s.sign(
+                    &slh_dsa(HedgeType::DeterministicRequired, context),
+                    private,
+                    message,
+                ));
+                assert_eq!(d1, d2, "{name}");
+                // fips205's signature under its public key, imported.
+                let (their_pk, their_sig) = independent_sign(index, message, context);
+                let imported = ok(s.create_object(&[
+                    Attribute::Class(ObjectClass::PUBLIC_KEY),
+                    Attribute::KeyType(KeyType::SLH_DSA),
+                    Attribute::ParameterSet(ParameterSetType::from(set)),
+                    Attribute::Token(false),
+                    Attribute::Verify(true),
+                    Attribute::Value(their_pk),
+                ]));
+                ok(s.verify(
+                    &slh_dsa(HedgeType::Preferred, context),
+                    imported,
+                    message,
+                    &their_sig,
+                ));
+                ok(s.destroy_object(imported));
+            }
+            for key in [public, private] {
+                ok(s.destroy_object(key));
+            }
+            println!(
+                "slh-dsa {name} ({backend:?}): keygen, signatures and verifications in {:?}",
+                started.elapsed()
+            );
+        }
+    });
+}
+
+#[test]
+fn slh_dsa_keys_and_mechanisms_refuse_what_they_must() {
+    both().on_both(1, |s, backend| {
+        let slot = both().slot(backend, 1);
+        let info = ok(both()
+            .pkcs11
+            .get_mechanism_info(slot, MechanismType::SLH_DSA));
+        assert!(info.sign() && info.verify());
+        assert_eq!((info.min_key_size(), info.max_key_size()), (1, 12));
+        let kind = MechanismType::try_from(CKM_SLH_DSA_KEY_PAIR_GEN).expect("a known mechanism");
+        let info = ok(both().pkcs11.get_mechanism_info(slot, kind));
+        assert!(info.generate_key_pair());
+        let set = SlhDsaParameterSetType::SHA2_128F;
+        let (public, private) = key_pair(s, set);
+        // A private key whose seeds do not make its root, a short public key, an unknown set.
+        let mut bad = vec![0u8; 64];
+        bad[63] = 1;
+        let refused = s.create_object(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::KeyType(KeyType::SLH_DSA),
+            Attribute::ParameterSet(ParameterSetType::from(set)),
+            Attribute::Token(false),
+            Attribute::Value(bad),
+        ]);
+        assert_rv(refused, CKR_ATTRIBUTE_VALUE_INVALID);
+        let refused = s.create_object(&[
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::KeyType(KeyType::SLH_DSA),
+            Attribute::ParameterSet(ParameterSetType::from(set)),
+            Attribute::Token(false),
+            Attribute::Value(vec![1; 31]),
+        ]);
+        assert_rv(refused, CKR_ATTRIBUTE_VALUE_INVALID);
+        let unknown = [
+            Attribute::Token(false),
+            Attribute::ParameterSet(ok(ParameterSetType::try_from(
+                cryptoki::types::Ulong::from(13 as CK_ULONG),
+            ))),
+        ];
+        assert_rv(
+            s.generate_key_pair(
+                &Mechanism::SlhDsaKeyPairGen,
+                &unknown,
+                &[Attribute::Token(false)],
+            ),
+            CKR_PARAMETER_SET_NOT_SUPPORTED,
+        );
+        // Wrong key for the mechanism, and the other way round.
+        let (dsa_public, dsa_private) = mldsa_keypair(s, Ps::P44, false, &[]);
+        assert_rv(
+            s.sign(&slh_dsa(HedgeType::Preferred, b""), dsa_private, b"m"),
+            CKR_KEY_TYPE_INCONSISTENT,
+        );
+        assert_rv(
+            s.sign(&pure_ml_dsa(), private, b"m"),
+            CKR_KEY_TYPE_INCONSISTENT,
+        );
+        assert_rv(
+            s.verify(
+                &slh_dsa(HedgeType::Preferred, b""),
+                dsa_public,
+                b"m",
+                &[0; 17088],
+            ),
+            CKR_KEY_TYPE_INCONSISTENT,
+        );
+        // A context longer than 255 bytes.
+        assert_rv(
+            s.sign(&slh_dsa(HedgeType::Preferred, &[0; 256]), private, b"m"),
+            CKR_MECHANISM_PARAM_INVALID,
+        );
+        for key in [public, private, dsa_public, dsa_private] {
+            ok(s.destroy_object(key));
+        }
+    });
+}
