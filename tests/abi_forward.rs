@@ -58,7 +58,7 @@ const LOOKUP: usize = 11;
 const NATIVE: usize = TOKENS.len();
 
 /// What src/mechanism/mod.rs REGISTRY offers; a pkcs11 slot adds those its HSM lacks.
-const REGISTRY: [CK_MECHANISM_TYPE; 22] = [
+const REGISTRY: [CK_MECHANISM_TYPE; 24] = [
     CKM_SHA256,
     CKM_SHA384,
     CKM_SHA512,
@@ -81,6 +81,8 @@ const REGISTRY: [CK_MECHANISM_TYPE; 22] = [
     CKM_HASH_ML_DSA_SHAKE256,
     CKM_ML_KEM_KEY_PAIR_GEN,
     CKM_ML_KEM,
+    CKM_SLH_DSA_KEY_PAIR_GEN,
+    CKM_SLH_DSA,
 ];
 
 const HUGE: CK_ULONG = 1 << 32;

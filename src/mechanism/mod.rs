@@ -313,6 +313,8 @@ mod tests {
             CKM_HASH_ML_DSA_SHAKE256,
             CKM_ML_KEM_KEY_PAIR_GEN,
             CKM_ML_KEM,
+            CKM_SLH_DSA_KEY_PAIR_GEN,
+            CKM_SLH_DSA,
         ];
         let listed: Vec<_> = REGISTRY.iter().map(|m| m.mechanism).collect();
         assert_eq!(listed, expected);
