@@ -307,25 +307,18 @@ fn complete_key_material(
             )?;
             attrs.set_ulong(CKA_PARAMETER_SET, set.ck());
         }
-        (CKO_PUBLIC_KEY, Some(CKK_SLH_DSA)) => {
+        (CKO_PUBLIC_KEY | CKO_PRIVATE_KEY, Some(CKK_SLH_DSA)) => {
             let set = slhdsa::ParamSet::from_ck(
                 attrs
                     .ulong(CKA_PARAMETER_SET)?
                     .ok_or(Error::TEMPLATE_INCOMPLETE)?,
             )?;
             let value = attrs.get(CKA_VALUE).ok_or(Error::TEMPLATE_INCOMPLETE)?;
-            if value.len() != set.public_key_len() {
+            if class == CKO_PRIVATE_KEY {
+                set.public_of_private(value)?;
+            } else if value.len() != set.public_key_len() {
                 return Err(Error::ATTRIBUTE_VALUE_INVALID);
             }
-        }
-        (CKO_PRIVATE_KEY, Some(CKK_SLH_DSA)) => {
-            let set = slhdsa::ParamSet::from_ck(
-                attrs
-                    .ulong(CKA_PARAMETER_SET)?
-                    .ok_or(Error::TEMPLATE_INCOMPLETE)?,
-            )?;
-            let value = attrs.get(CKA_VALUE).ok_or(Error::TEMPLATE_INCOMPLETE)?;
-            set.public_of_private(value)?;
         }
         (CKO_PUBLIC_KEY | CKO_PRIVATE_KEY, Some(CKK_B4AE_DILITHIUM5)) => {
             let expected = if class == CKO_PUBLIC_KEY {
