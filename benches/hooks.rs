@@ -61,24 +61,7 @@ fn start(m: &Module, conf: &Path) -> (CK_SESSION_HANDLE, CK_OBJECT_HANDLE) {
 fn make_token(m: &Module, conf: &Path) {
     std::env::set_var("B4AE_PKCS11_CONF", conf);
     rv("C_Initialize", call!(m, C_Initialize(ptr::null_mut())));
-    let mut label = [b' '; 32];
-    label[..5].copy_from_slice(b"bench");
-    let so = "12345678";
-    rv(
-        "C_InitToken",
-        call!(
-            m,
-            C_InitToken(0, so.as_ptr() as *mut _, 8, label.as_mut_ptr())
-        ),
-    );
-    let s = open_rw(m, 0);
-    login_as(m, s, CKU_SO, so);
-    rv(
-        "C_InitPIN",
-        call!(m, C_InitPIN(s, PIN.as_ptr() as *mut _, 8)),
-    );
-    rv("C_Logout", call!(m, C_Logout(s)));
-    login_as(m, s, CKU_USER, PIN);
+    let s = init_bench_token(m, PIN);
     let (yes, set): (CK_BBOOL, CK_ULONG) = (CK_TRUE, CKP_ML_DSA_87);
     let mut public = [attr(CKA_PARAMETER_SET, &set), attr(CKA_TOKEN, &yes)];
     let mut private = [attr(CKA_TOKEN, &yes), attr(CKA_SIGN, &yes)];

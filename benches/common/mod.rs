@@ -275,3 +275,28 @@ pub fn key_pair(
     );
     (p, k)
 }
+
+/// `C_InitToken` on slot 0 (label "bench", SO PIN 12345678), `C_InitPIN(user_pin)`; returns
+/// a read/write session logged in as the user. The module is initialized already.
+pub fn init_bench_token(m: &Module, user_pin: &str) -> CK_SESSION_HANDLE {
+    let mut label = [b' '; 32];
+    label[..5].copy_from_slice(b"bench");
+    let so = "12345678";
+    rv(
+        "C_InitToken",
+        call!(
+            m,
+            C_InitToken(0, so.as_ptr() as *mut _, 8, label.as_mut_ptr())
+        ),
+    );
+    let s = open_rw(m, 0);
+    login_as(m, s, CKU_SO, so);
+    let len = user_pin.len() as CK_ULONG;
+    rv(
+        "C_InitPIN",
+        call!(m, C_InitPIN(s, user_pin.as_ptr() as *mut _, len)),
+    );
+    rv("C_Logout", call!(m, C_Logout(s)));
+    login_as(m, s, CKU_USER, user_pin);
+    s
+}
