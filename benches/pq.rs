@@ -21,47 +21,8 @@ const MESSAGE: &[u8; 32] = b"b4ae-pkcs11 benchmark message 32";
 
 fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let conf = dir.path().join("b4ae.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "[[token]]\nlabel = \"bench\"\npath = \"{}\"\npin_kdf = \"test-only-fast\"\n",
-            dir.path().join("token").display()
-        ),
-    )
-    .expect("write config");
-    std::env::set_var("B4AE_PKCS11_CONF", &conf);
-
-    let m = load(&module_path());
-    rv("C_Initialize", call!(m, C_Initialize(ptr::null_mut())));
-    let mut label = [b' '; 32];
-    label[..5].copy_from_slice(b"bench");
-    rv(
-        "C_InitToken",
-        call!(
-            m,
-            C_InitToken(0, b"12345678".as_ptr() as *mut _, 8, label.as_mut_ptr())
-        ),
-    );
-    let mut s: CK_SESSION_HANDLE = 0;
-    let flags = CKF_SERIAL_SESSION | CKF_RW_SESSION;
-    rv(
-        "C_OpenSession",
-        call!(m, C_OpenSession(0, flags, ptr::null_mut(), None, &mut s)),
-    );
-    rv(
-        "C_Login SO",
-        call!(m, C_Login(s, CKU_SO, b"12345678".as_ptr() as *mut _, 8)),
-    );
-    rv(
-        "C_InitPIN",
-        call!(m, C_InitPIN(s, b"user-pin".as_ptr() as *mut _, 8)),
-    );
-    rv("C_Logout", call!(m, C_Logout(s)));
-    rv(
-        "C_Login",
-        call!(m, C_Login(s, CKU_USER, b"user-pin".as_ptr() as *mut _, 8)),
-    );
+    let m = embedded_bench_module(dir.path());
+    let s = init_bench_token(&m, "user-pin");
 
     let yes: CK_BBOOL = CK_TRUE;
     let set: CK_ULONG = CKP_ML_DSA_87;

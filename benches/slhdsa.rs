@@ -10,7 +10,6 @@ mod common;
 
 use common::*;
 use cryptoki_sys::*;
-use std::ptr;
 use std::time::Instant;
 
 const MESSAGE: &[u8; 32] = b"b4ae-pkcs11 benchmark message 32";
@@ -75,18 +74,7 @@ macro_rules! crates_for {
 fn main() {
     use hybrid_array::typenum::Unsigned as _;
     let dir = tempfile::tempdir().expect("tempdir");
-    let conf = dir.path().join("b4ae.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "[[token]]\nlabel = \"bench\"\npath = \"{}\"\npin_kdf = \"test-only-fast\"\n",
-            dir.path().join("token").display()
-        ),
-    )
-    .expect("configuration");
-    std::env::set_var("B4AE_PKCS11_CONF", &conf);
-    let m = load(&module_path());
-    rv("C_Initialize", call!(m, C_Initialize(ptr::null_mut())));
+    let m = embedded_bench_module(dir.path());
     let s = init_bench_token(&m, "user-pin");
     println!(
         "SLH-DSA, 32-byte message, one thread (median of 5 runs; module / slh-dsa in brackets)"

@@ -300,3 +300,21 @@ pub fn init_bench_token(m: &Module, user_pin: &str) -> CK_SESSION_HANDLE {
     login_as(m, s, CKU_USER, user_pin);
     s
 }
+
+/// The release module initialized over one embedded token in `dir` (the test-only KDF cost),
+/// not yet initialized as a token.
+pub fn embedded_bench_module(dir: &std::path::Path) -> Module {
+    let conf = dir.join("b4ae.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[token]]\nlabel = \"bench\"\npath = \"{}\"\npin_kdf = \"test-only-fast\"\n",
+            dir.join("token").display()
+        ),
+    )
+    .expect("write config");
+    std::env::set_var("B4AE_PKCS11_CONF", &conf);
+    let m = load(&module_path());
+    rv("C_Initialize", call!(m, C_Initialize(ptr::null_mut())));
+    m
+}

@@ -59,22 +59,29 @@ else
     check "abi_smoke runs to its end" "$clean" "$why"
 fi
 
-for slot in "$EMBEDDED_SLOT" "$HSM_SLOT"; do
-    echo "# slot $slot"
-    started=$SECONDS
-    out=$(timeout 60 "$app" "$MODULE" "$slot" "$USER_PIN" 2>&1)
-    status=$?
-    relay_checks "slot $slot: " <<<"$out"
-    # exit 1 after its last line only says that some check failed, and those are counted above
-    why="exit status $status"
-    [ "$status" -eq 124 ] && why="timed out after 60 s (hang?)"
-    [ "$status" -gt 128 ] && why="killed by signal $((status - 128)) (crash?)"
-    clean=1
-    if [ "$status" -eq 0 ] || { [ "$status" -eq 1 ] && grep -q '^# dilithium5_sign: slot .* done' <<<"$out"; }; then
-        clean=0
-    fi
-    check "slot $slot: dilithium5_sign runs to its end ($((SECONDS - started)) s)" "$clean" "$why"
-done
+# run_on_slots PROGRAM NAME PREFIX LIMIT: PROGRAM on both slots; its checks prefixed PREFIX (with
+# the slot number after it), and one check that it ran to its end (no crash, no hang).
+run_on_slots() {
+    local program=$1 name=$2 prefix=$3 limit=$4 slot started out status why clean
+    for slot in "$EMBEDDED_SLOT" "$HSM_SLOT"; do
+        echo "# slot $slot"
+        started=$SECONDS
+        out=$(timeout "$limit" "$program" "$MODULE" "$slot" "$USER_PIN" 2>&1)
+        status=$?
+        relay_checks "${prefix}slot $slot: " <<<"$out"
+        # exit 1 after its last line only says that some check failed, and those are counted above
+        why="exit status $status"
+        [ "$status" -eq 124 ] && why="timed out after $limit s (hang?)"
+        [ "$status" -gt 128 ] && why="killed by signal $((status - 128)) (crash?)"
+        clean=1
+        if [ "$status" -eq 0 ] || { [ "$status" -eq 1 ] && grep -q "^# $name: slot .* done" <<<"$out"; }; then
+            clean=0
+        fi
+        check "slot $slot: $name runs to its end ($((SECONDS - started)) s)" "$clean" "$why"
+    done
+}
+
+run_on_slots "$app" dilithium5_sign "" 60
 
 # message_sign.c: message-based signing and signature-first verification, on both backends.
 msg=$WORK/message_sign
@@ -82,19 +89,6 @@ if ! out=$(gcc "${CFLAGS[@]}" -o "$msg" "$ROOT/pkcs11-test-suite/c/message_sign.
     fail "gcc ${CFLAGS[*]/#$ROOT\//} message_sign.c -ldl compiles without a warning" "$out"
 else
     ok "gcc ${CFLAGS[*]/#$ROOT\//} message_sign.c -ldl compiles without a warning"
-    for slot in "$EMBEDDED_SLOT" "$HSM_SLOT"; do
-        started=$SECONDS
-        out=$(timeout 120 "$msg" "$MODULE" "$slot" "$USER_PIN" 2>&1)
-        status=$?
-        relay_checks "message_sign slot $slot: " <<<"$out"
-        why="exit status $status"
-        [ "$status" -eq 124 ] && why="timed out after 120 s (hang?)"
-        [ "$status" -gt 128 ] && why="killed by signal $((status - 128)) (crash?)"
-        clean=1
-        if [ "$status" -eq 0 ] || { [ "$status" -eq 1 ] && grep -q '^# message_sign: slot .* done' <<<"$out"; }; then
-            clean=0
-        fi
-        check "slot $slot: message_sign runs to its end ($((SECONDS - started)) s)" "$clean" "$why"
-    done
+    run_on_slots "$msg" message_sign "message_sign " 120
 fi
 suite_end
