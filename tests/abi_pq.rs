@@ -457,93 +457,6 @@ fn ml_kem_refuses_bad_input_and_keeps_the_length_convention() {
 // ---------------------------------------------------------------------------------------------
 // HashML-DSA
 
-/// (mechanism, the hash `CKM_HASH_ML_DSA` names, digest of MESSAGE, fips204's name for it).
-fn prehashes() -> Vec<(
-    CK_MECHANISM_TYPE,
-    CK_MECHANISM_TYPE,
-    Vec<u8>,
-    Option<fips204::Ph>,
-)> {
-    use sha2::Digest;
-    use sha3::digest::{ExtendableOutput, Update};
-    let shake128 = |n: usize| {
-        let mut out = vec![0; n];
-        sha3::Shake128::default()
-            .chain(MESSAGE)
-            .finalize_xof_into(&mut out);
-        out
-    };
-    let shake256 = |n: usize| {
-        let mut out = vec![0; n];
-        sha3::Shake256::default()
-            .chain(MESSAGE)
-            .finalize_xof_into(&mut out);
-        out
-    };
-    vec![
-        (
-            CKM_HASH_ML_DSA_SHA224,
-            CKM_SHA224,
-            sha2::Sha224::digest(MESSAGE).to_vec(),
-            None,
-        ),
-        (
-            CKM_HASH_ML_DSA_SHA256,
-            CKM_SHA256,
-            sha2::Sha256::digest(MESSAGE).to_vec(),
-            Some(fips204::Ph::SHA256),
-        ),
-        (
-            CKM_HASH_ML_DSA_SHA384,
-            CKM_SHA384,
-            sha2::Sha384::digest(MESSAGE).to_vec(),
-            None,
-        ),
-        (
-            CKM_HASH_ML_DSA_SHA512,
-            CKM_SHA512,
-            sha2::Sha512::digest(MESSAGE).to_vec(),
-            Some(fips204::Ph::SHA512),
-        ),
-        (
-            CKM_HASH_ML_DSA_SHA3_224,
-            CKM_SHA3_224,
-            sha3::Sha3_224::digest(MESSAGE).to_vec(),
-            None,
-        ),
-        (
-            CKM_HASH_ML_DSA_SHA3_256,
-            CKM_SHA3_256,
-            sha3::Sha3_256::digest(MESSAGE).to_vec(),
-            None,
-        ),
-        (
-            CKM_HASH_ML_DSA_SHA3_384,
-            CKM_SHA3_384,
-            sha3::Sha3_384::digest(MESSAGE).to_vec(),
-            None,
-        ),
-        (
-            CKM_HASH_ML_DSA_SHA3_512,
-            CKM_SHA3_512,
-            sha3::Sha3_512::digest(MESSAGE).to_vec(),
-            None,
-        ),
-        (
-            CKM_HASH_ML_DSA_SHAKE128,
-            CKM_SHAKE_128_KEY_DERIVATION,
-            shake128(32),
-            Some(fips204::Ph::SHAKE128),
-        ),
-        (
-            CKM_HASH_ML_DSA_SHAKE256,
-            CKM_SHAKE_256_KEY_DERIVATION,
-            shake256(64),
-            None,
-        ),
-    ]
-}
-
 /// `CKM_HASH_ML_DSA_<hash>` with a `CK_SIGN_ADDITIONAL_CONTEXT`.
 fn hash_mechanism<'a>(
     mechanism: CK_MECHANISM_TYPE,
@@ -572,7 +485,8 @@ fn hash_ml_dsa_signs_every_prehash_and_verifies_independently() {
         for ps in Ps::ALL {
             let (public, private) = mldsa_keypair(s, ps, false, &[]);
             let pk = attr_bytes(s, public, CKA_VALUE);
-            for (mechanism, hash, digest, fips) in prehashes() {
+            for case in prehash::prehashes(MESSAGE) {
+                let mechanism = CKM_HASH_ML_DSA_SHA224 + case.index;
                 let det = hash_mechanism(mechanism, &deterministic);
                 let signature = ok(s.sign(&det, private, MESSAGE));
                 assert_eq!(signature.len(), ps.sig_len());
@@ -589,7 +503,14 @@ fn hash_ml_dsa_signs_every_prehash_and_verifies_independently() {
                 }
                 assert_eq!(ok(s.sign_final()), signature);
                 // CKM_HASH_ML_DSA over the digest gives the very same signature.
-                let over_digest = raw_hash_sign(s, private, hash, context, &digest);
+                let over_digest = prehash::raw_prehash_sign(
+                    s,
+                    CKM_HASH_ML_DSA,
+                    private,
+                    case.hash,
+                    context,
+                    &case.digest,
+                );
                 assert_eq!(over_digest, signature, "{mechanism:#x} vs CKM_HASH_ML_DSA");
                 // Hedged signatures differ and verify.
                 let hedge = hash_mechanism(mechanism, &hedged);
@@ -606,62 +527,34 @@ fn hash_ml_dsa_signs_every_prehash_and_verifies_independently() {
                     s.verify(&det, public, b"other", &signature),
                     CKR_SIGNATURE_INVALID,
                 );
-                if let Some(ph) = fips {
-                    assert!(
-                        fips204_hash_verify(ps, &pk, MESSAGE, &signature, context, &ph),
-                        "fips204 rejects {mechanism:#x}"
-                    );
-                    assert!(!fips204_hash_verify(
-                        ps, &pk, b"other", &signature, context, &ph
-                    ));
-                }
+                assert!(
+                    fips204_hash_verify(ps, &pk, &case.digest, &signature, context, &case.oid),
+                    "fips204 rejects {mechanism:#x}"
+                );
+                let mut other = case.digest.clone();
+                other[0] ^= 1;
+                assert!(!fips204_hash_verify(
+                    ps, &pk, &other, &signature, context, &case.oid
+                ));
             }
         }
     });
 }
 
-/// Signs a digest with `CKM_HASH_ML_DSA` (deterministic) through raw calls: cryptoki has no
-/// name for the SHAKE hash numbers.
-fn raw_hash_sign(
-    s: &Session,
-    key: ObjectHandle,
-    hash: CK_MECHANISM_TYPE,
-    context: &[u8],
-    digest: &[u8],
-) -> Vec<u8> {
-    let mut params = CK_HASH_SIGN_ADDITIONAL_CONTEXT {
-        hedgeVariant: CKH_DETERMINISTIC_REQUIRED,
-        pContext: context.as_ptr().cast_mut(),
-        ulContextLen: context.len() as CK_ULONG,
-        hash,
-    };
-    let mut m = CK_MECHANISM {
-        mechanism: CKM_HASH_ML_DSA,
-        pParameter: (&mut params as *mut CK_HASH_SIGN_ADDITIONAL_CONTEXT).cast(),
-        ulParameterLen: std::mem::size_of::<CK_HASH_SIGN_ADDITIONAL_CONTEXT>() as CK_ULONG,
-    };
-    assert_ck!(CKR_OK; C_SignInit(s.handle(), &mut m, key.handle()));
-    let mut signature = vec![0u8; 4627];
-    let mut len = signature.len() as CK_ULONG;
-    let (data, data_len) = (digest.as_ptr().cast_mut(), digest.len() as CK_ULONG);
-    assert_ck!(CKR_OK; C_Sign(s.handle(), data, data_len, signature.as_mut_ptr(), &mut len));
-    signature.truncate(len as usize);
-    signature
-}
-
+/// Whether `fips204` accepts a HashML-DSA signature of `digest` (hashed with the OID's hash).
 fn fips204_hash_verify(
     ps: Ps,
     pk: &[u8],
-    message: &[u8],
+    digest: &[u8],
     signature: &[u8],
     context: &[u8],
-    ph: &fips204::Ph,
+    oid: &[u8],
 ) -> bool {
     use fips204::traits::{SerDes, Verifier};
     macro_rules! check {
         ($m:ident) => {{
             let pk = fips204::$m::PublicKey::try_from_bytes(pk.try_into().unwrap()).unwrap();
-            pk.hash_verify(message, &signature.try_into().unwrap(), context, ph)
+            pk.hash_verify(digest, &signature.try_into().unwrap(), context, oid)
         }};
     }
     match ps {

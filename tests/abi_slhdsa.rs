@@ -3,14 +3,16 @@
 //! verifies, refuses a tampered signature and another context; every signature is verified by
 //! an independent implementation (`fips205`), and `fips205`'s signatures verify through the
 //! module under an imported public key. Also: the mechanisms' numbers and information, key
-//! import checks, and the refusals of a wrong key type and a wrong parameter set.
+//! import checks, and the refusals of a wrong key type and a wrong parameter set. HashSLH-DSA:
+//! all ten pre-hashes, single- and multi-part, over the digest (`CKM_HASH_SLH_DSA`), each
+//! signature accepted by `fips205`, and its refusals.
 
 #[macro_use]
 mod common;
 mod forward_common;
 
 use common::*;
-use cryptoki::mechanism::dsa::{HedgeType, SignAdditionalContext};
+use cryptoki::mechanism::dsa::{HashSignAdditionalContext, HedgeType, SignAdditionalContext};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, KeyType, ObjectClass, ParameterSetType, SlhDsaParameterSetType};
 use cryptoki::session::Session;
@@ -20,7 +22,7 @@ use std::sync::OnceLock;
 
 fn both() -> &'static Both {
     static BOTH: OnceLock<Both> = OnceLock::new();
-    Both::get(&BOTH, "slhdsa", 2)
+    Both::get(&BOTH, "slhdsa", 4)
 }
 
 /// (name, parameter set, public key, signature length)
@@ -326,6 +328,190 @@ fn slh_dsa_keys_and_mechanisms_refuse_what_they_must() {
             s.sign(&slh_dsa(HedgeType::Preferred, &[0; 256]), private, b"m"),
             CKR_MECHANISM_PARAM_INVALID,
         );
+        for key in [public, private, dsa_public, dsa_private] {
+            ok(s.destroy_object(key));
+        }
+    });
+}
+
+/// `CKM_HASH_SLH_DSA_<hash>` number `index` (SHA-224 first) with a context.
+fn hash_slh_dsa(index: CK_ULONG, params: SignAdditionalContext<'_>) -> Mechanism<'_> {
+    let variants = [
+        Mechanism::HashSlhDsaSha224,
+        Mechanism::HashSlhDsaSha256,
+        Mechanism::HashSlhDsaSha384,
+        Mechanism::HashSlhDsaSha512,
+        Mechanism::HashSlhDsaSha3_224,
+        Mechanism::HashSlhDsaSha3_256,
+        Mechanism::HashSlhDsaSha3_384,
+        Mechanism::HashSlhDsaSha3_512,
+        Mechanism::HashSlhDsaShake128,
+        Mechanism::HashSlhDsaShake256,
+    ];
+    variants[index as usize](params)
+}
+
+/// Whether `fips205` accepts a HashSLH-DSA signature of `digest` (hashed with the OID's hash).
+fn independent_hash_verify(
+    index: usize,
+    public: &[u8],
+    digest: &[u8],
+    context: &[u8],
+    oid: &[u8],
+    sig: &[u8],
+) -> bool {
+    use fips205::traits::{SerDes, Verifier};
+    fips205_set!(index, |m| {
+        let pk = m::PublicKey::try_from_bytes(public.try_into().unwrap()).unwrap();
+        pk.hash_verify(digest, &sig.try_into().unwrap(), context, oid)
+    })
+}
+
+#[test]
+fn hash_slh_dsa_signs_every_prehash_and_verifies_independently() {
+    use common::prehash::{prehashes, raw_prehash_sign};
+    both().on_both(2, |s, backend| {
+        let message = b"b4ae-pkcs11: HashSLH-DSA through the C ABI";
+        let context = b"hash slh ctx";
+        let deterministic =
+            SignAdditionalContext::new(HedgeType::DeterministicRequired, Some(context));
+        let hedged = SignAdditionalContext::new(HedgeType::Required, Some(context));
+        let slot = both().slot(backend, 2);
+        for kind in [
+            MechanismType::HASH_SLH_DSA,
+            MechanismType::HASH_SLH_DSA_SHA224,
+            MechanismType::HASH_SLH_DSA_SHAKE256,
+        ] {
+            let info = ok(both().pkcs11.get_mechanism_info(slot, kind));
+            assert!(info.sign() && info.verify() && !info.generate_key_pair());
+            assert_eq!((info.min_key_size(), info.max_key_size()), (1, 12));
+        }
+        // SHA2-128f and SHAKE-128f: the fast sets of both hash families.
+        for index in [2usize, 3] {
+            let (name, set, _, sig_len) = SETS[index];
+            let (public, private) = key_pair(s, set);
+            let pk = attr_bytes(s, public, CKA_VALUE);
+            for case in prehashes(message) {
+                let det = hash_slh_dsa(case.index, deterministic);
+                let what = format!("{name} pre-hash {}", case.index);
+                let signature = ok(s.sign(&det, private, message));
+                assert_eq!(signature.len(), sig_len, "{what}");
+                assert_eq!(ok(s.sign(&det, private, message)), signature, "{what}");
+                ok(s.verify(&det, public, message, &signature));
+                assert!(
+                    independent_hash_verify(
+                        index,
+                        &pk,
+                        &case.digest,
+                        context,
+                        &case.oid,
+                        &signature
+                    ),
+                    "{what}: fips205 refuses the module's signature"
+                );
+                // Multi-part equals single-part; the bare mechanism over the digest too.
+                ok(s.sign_init(&det, private));
+                for part in message.chunks(7) {
+                    ok(s.sign_update(part));
+                }
+                assert_eq!(ok(s.sign_final()), signature, "{what}");
+                let over_digest = raw_prehash_sign(
+                    s,
+                    CKM_HASH_SLH_DSA,
+                    private,
+                    case.hash,
+                    context,
+                    &case.digest,
+                );
+                assert_eq!(over_digest, signature, "{what} vs CKM_HASH_SLH_DSA");
+                // Hedged: another signature, valid; not a pure SLH-DSA one; another message fails.
+                let h1 = ok(s.sign(&hash_slh_dsa(case.index, hedged), private, message));
+                assert_ne!(h1, signature, "{what}");
+                ok(s.verify(&det, public, message, &h1));
+                assert_rv(
+                    s.verify(
+                        &slh_dsa(HedgeType::Preferred, context),
+                        public,
+                        message,
+                        &signature,
+                    ),
+                    CKR_SIGNATURE_INVALID,
+                );
+                assert_rv(
+                    s.verify(&det, public, b"other", &signature),
+                    CKR_SIGNATURE_INVALID,
+                );
+                ok(s.verify_init(&det, public));
+                ok(s.verify_update(&message[..5]));
+                ok(s.verify_update(&message[5..]));
+                ok(s.verify_final(&signature));
+            }
+            for key in [public, private] {
+                ok(s.destroy_object(key));
+            }
+        }
+    });
+}
+
+#[test]
+fn hash_slh_dsa_refuses_bad_parameters_lengths_and_keys() {
+    both().on_both(3, |s, _| {
+        let (public, private) = key_pair(s, SlhDsaParameterSetType::SHA2_128F);
+        let sha256 = MechanismType::SHA256;
+        let prehashed = |context: &'static [u8], hash| {
+            Mechanism::HashSlhDsa(HashSignAdditionalContext::new(
+                HedgeType::Preferred,
+                Some(context),
+                hash,
+            ))
+        };
+        let digest = [5u8; 32];
+        let too_long: &'static [u8] = Box::leak(vec![1u8; 256].into_boxed_slice());
+        assert_rv(
+            s.sign(&prehashed(too_long, sha256), private, &digest),
+            CKR_MECHANISM_PARAM_INVALID,
+        );
+        let ctx = SignAdditionalContext::new(HedgeType::Preferred, Some(too_long));
+        assert_rv(
+            s.sign(&Mechanism::HashSlhDsaSha256(ctx), private, b"m"),
+            CKR_MECHANISM_PARAM_INVALID,
+        );
+        // A digest of the wrong length, an unknown hash, no parameter.
+        assert_rv(
+            s.sign(&prehashed(b"", sha256), private, &digest[..31]),
+            CKR_DATA_LEN_RANGE,
+        );
+        assert_rv(
+            s.sign(&prehashed(b"", MechanismType::SHA1), private, &digest),
+            CKR_MECHANISM_PARAM_INVALID,
+        );
+        let mut bare = mech(CKM_HASH_SLH_DSA);
+        let rv = ck!(C_SignInit(s.handle(), &mut bare, private.handle()));
+        assert_rv(rv, CKR_MECHANISM_PARAM_INVALID);
+        // CKM_HASH_SLH_DSA is single-part only.
+        ok(s.sign_init(&prehashed(b"", sha256), private));
+        assert_rv(s.sign_update(&digest), CKR_FUNCTION_NOT_SUPPORTED);
+        assert_rv(s.sign_final(), CKR_OPERATION_NOT_INITIALIZED);
+        // Truncated and altered signatures.
+        let m = prehashed(b"", sha256);
+        let signature = ok(s.sign(&m, private, &digest));
+        ok(s.verify(&m, public, &digest, &signature));
+        let truncated = s.verify(&m, public, &digest, &signature[..signature.len() - 1]);
+        assert_rv(truncated, CKR_SIGNATURE_LEN_RANGE);
+        let mut altered = signature.clone();
+        altered[40] ^= 4;
+        assert_rv(
+            s.verify(&m, public, &digest, &altered),
+            CKR_SIGNATURE_INVALID,
+        );
+        // An ML-DSA key, and the wrong half.
+        let (dsa_public, dsa_private) = mldsa_keypair(s, Ps::P44, false, &[]);
+        assert_rv(s.sign(&m, dsa_private, &digest), CKR_KEY_TYPE_INCONSISTENT);
+        assert_rv(
+            s.verify(&m, dsa_public, &digest, &signature),
+            CKR_KEY_TYPE_INCONSISTENT,
+        );
+        assert_rv(s.sign(&m, public, &digest), CKR_KEY_TYPE_INCONSISTENT);
         for key in [public, private, dsa_public, dsa_private] {
             ok(s.destroy_object(key));
         }

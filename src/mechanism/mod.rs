@@ -40,10 +40,12 @@ pub mod dilithium5;
 pub mod eddsa;
 pub mod family;
 pub mod hash_mldsa;
+pub mod hash_slhdsa;
 pub mod hybrid;
 pub mod kem;
 pub mod mldsa;
 pub mod mlkem;
+pub mod prehash;
 pub mod signing;
 pub mod slhdsa;
 
@@ -67,6 +69,7 @@ pub static FAMILIES: &[&dyn MechanismFamily] = &[
     &hash_mldsa::HashMlDsa,
     &mlkem::MlKem,
     &slhdsa::SlhDsa,
+    &hash_slhdsa::HashSlhDsa,
 ];
 
 /// Every mechanism this module performs itself, in `C_GetMechanismList` order: the families'
@@ -315,6 +318,17 @@ mod tests {
             CKM_ML_KEM,
             CKM_SLH_DSA_KEY_PAIR_GEN,
             CKM_SLH_DSA,
+            CKM_HASH_SLH_DSA,
+            CKM_HASH_SLH_DSA_SHA224,
+            CKM_HASH_SLH_DSA_SHA256,
+            CKM_HASH_SLH_DSA_SHA384,
+            CKM_HASH_SLH_DSA_SHA512,
+            CKM_HASH_SLH_DSA_SHA3_224,
+            CKM_HASH_SLH_DSA_SHA3_256,
+            CKM_HASH_SLH_DSA_SHA3_384,
+            CKM_HASH_SLH_DSA_SHA3_512,
+            CKM_HASH_SLH_DSA_SHAKE128,
+            CKM_HASH_SLH_DSA_SHAKE256,
         ];
         let listed: Vec<_> = REGISTRY.iter().map(|m| m.mechanism).collect();
         assert_eq!(listed, expected);
@@ -353,6 +367,8 @@ mod tests {
             (CKM_ML_DSA, ParamShape::SignContext),
             (CKM_HASH_ML_DSA, ParamShape::HashSignContext),
             (CKM_HASH_ML_DSA_SHA3_256, ParamShape::SignContext),
+            (CKM_HASH_SLH_DSA, ParamShape::HashSignContext),
+            (CKM_HASH_SLH_DSA_SHAKE128, ParamShape::SignContext),
             (CKM_AES_GCM, ParamShape::Gcm),
             (CKM_EDDSA, ParamShape::Eddsa),
             (CKM_ML_DSA_KEY_PAIR_GEN, ParamShape::Empty),

@@ -2,9 +2,9 @@
 //! and the pieces the signing families share (options, whole-message signers).
 
 use crate::error::{Error, Result};
-use crate::mechanism::hash_mldsa::PreHash;
 use crate::mechanism::hybrid::Ed25519Signer;
 use crate::mechanism::mldsa::MAX_CONTEXT_LEN;
+use crate::mechanism::prehash::PreHash;
 use crate::mechanism::{family_for, Mechanism, Param};
 use crate::token::object::Object;
 use cryptoki_sys::*;

@@ -205,6 +205,38 @@ impl ParamSet {
         })
     }
 
+    /// A signature of M' by `slh_sign_internal` (HashSLH-DSA); hedged unless `deterministic`.
+    pub fn sign_internal(
+        self,
+        private_key: &[u8],
+        m: &[u8],
+        deterministic: bool,
+    ) -> Result<Vec<u8>> {
+        let mut rand = Zeroizing::new([0u8; 32]);
+        getrandom::getrandom(&mut rand[..]).map_err(|_| Error::DEVICE)?;
+        let n = self.n();
+        per_set!(self, |P| {
+            let sk = slh_dsa::SigningKey::<P>::try_from(private_key).map_err(|_| Error::GENERAL)?;
+            let opt_rand = (!deterministic).then(|| &rand[..n]);
+            Ok(sk.slh_sign_internal(&[m], opt_rand).to_vec())
+        })
+    }
+
+    /// Verifies a signature of M' by `slh_verify_internal` (HashSLH-DSA).
+    pub fn verify_internal(self, public_key: &[u8], m: &[u8], signature: &[u8]) -> Result<()> {
+        if signature.len() != self.signature_len() {
+            return Err(Error::SIGNATURE_LEN_RANGE);
+        }
+        per_set!(self, |P| {
+            let vk =
+                slh_dsa::VerifyingKey::<P>::try_from(public_key).map_err(|_| Error::GENERAL)?;
+            let sig = slh_dsa::Signature::<P>::try_from(signature)
+                .map_err(|_| Error::SIGNATURE_INVALID)?;
+            vk.slh_verify_internal(&[m], &sig)
+                .map_err(|_| Error::SIGNATURE_INVALID)
+        })
+    }
+
     /// Verifies a signature of `message` with `context`.
     pub fn verify(
         self,

@@ -1004,3 +1004,4 @@ fn verify_with<P: MlDsaParams>(pk: &[u8], message: &[u8], context: &[u8], sig: &
     };
     VerifyingKey::<P>::decode(&encoded).verify_with_context(message, context, &signature)
 }
+pub mod prehash;
