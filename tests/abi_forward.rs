@@ -783,6 +783,57 @@ fn a_token_with_native_ml_dsa_keeps_the_key_itself() {
     assert!(ok(inner_session.find_objects(&[Attribute::Class(ObjectClass::DATA)])).is_empty());
 }
 
+/// SLH-DSA, pure and pre-hash, on a token whose HSM has it: the key pair is the HSM's (custody
+/// 1) and every signature is its own.
+#[test]
+fn a_token_with_native_slh_dsa_keeps_the_key_and_signs_there() {
+    use cryptoki::mechanism::dsa::{HedgeType, SignAdditionalContext};
+    use cryptoki::object::{ParameterSetType, SlhDsaParameterSetType};
+    let f = fwd();
+    let session = f.module_session(NATIVE);
+    let set = ParameterSetType::from(SlhDsaParameterSetType::SHA2_128F);
+    let public = [
+        Attribute::Token(false),
+        Attribute::Verify(true),
+        Attribute::ParameterSet(set),
+        Attribute::Label(b"native-slh".to_vec()),
+    ];
+    let private = [
+        Attribute::Token(false),
+        Attribute::Sign(true),
+        Attribute::Private(true),
+        Attribute::Label(b"native-slh".to_vec()),
+    ];
+    let (public, private) =
+        ok(session.generate_key_pair(&Mechanism::SlhDsaKeyPairGen, &public, &private));
+    assert_eq!(attr_ulong(&session, private, CKA_B4AE_CUSTODY), 1);
+    assert!(ok(session.find_objects(&[Attribute::Class(ObjectClass::DATA)])).is_empty());
+    let context = SignAdditionalContext::new(HedgeType::Preferred, Some(b"native"));
+    for mechanism in [
+        Mechanism::SlhDsa(context),
+        Mechanism::HashSlhDsaSha256(context),
+        Mechanism::HashSlhDsaShake256(context),
+    ] {
+        let signature = ok(session.sign(&mechanism, private, MESSAGE));
+        assert_eq!(signature.len(), 17088);
+        ok(session.verify(&mechanism, public, MESSAGE, &signature));
+        assert_rv(
+            session.verify(&mechanism, public, b"other", &signature),
+            CKR_SIGNATURE_INVALID,
+        );
+    }
+    let inner = cryptoki::context::Pkcs11::new(&f.inner_library).expect("loading the copy");
+    let _ = inner.initialize(os_locking());
+    let slot = ok(inner.get_slots_with_token())[0];
+    let inner_session = ok(inner.open_ro_session(slot));
+    let template = [
+        Attribute::Class(ObjectClass::PRIVATE_KEY),
+        Attribute::KeyType(KeyType::SLH_DSA),
+        Attribute::Label(b"native-slh".to_vec()),
+    ];
+    assert_eq!(ok(inner_session.find_objects(&template)), [private]);
+}
+
 /// A token whose library has the 3.2 interface and ML-KEM: keys are made there (custody 1) and
 /// `C_EncapsulateKey` / `C_DecapsulateKey` go to its own 3.2 functions.
 #[test]
@@ -1053,6 +1104,93 @@ fn device_error_child() {
     let session = login();
     keys_still_work(&session, "fault", Ps::P65, &digest, &pk);
     assert!(find_by_label(&session, "fault-pq-new").is_empty());
+}
+
+/// The variable naming tests/forward_common/faulty_hsm.c built as a 3.0 library, in the child.
+const SHIM_VAR: &str = "B4AE_TEST_SHIM";
+
+/// An HSM whose library offers PKCS#11 3.0 (tests/forward_common/faulty_hsm.c built with
+/// FAULTY_HSM_3_0: a named user and `C_SessionCancel` over SoftHSM): the module loads that
+/// interface and forwards `C_LoginUser` with a user name and `C_SessionCancel` to it.
+#[test]
+fn a_3_0_hsm_gets_named_logins_and_session_cancels_forwarded() {
+    let name = test_name!();
+    if is_child(name) {
+        return named_login_and_cancel_child();
+    }
+    assert!(Path::new(SOFTHSM_LIB).exists(), "{SOFTHSM_LIB} is missing");
+    let softhsm = OwnSoftHsm::new("b4ae-hsm30-softhsm-", &["three"]);
+    let library = build_faulty_hsm_3_0(softhsm.dir.path());
+    let envs = [
+        (SOFTHSM_CONF_VAR, text(&softhsm.conf)),
+        ("FAULTY_HSM_REAL", SOFTHSM_LIB),
+        (SHIM_VAR, text(&library)),
+    ];
+    let log = fault_child(name, &one_slot_config(&library, "three"), &envs);
+    assert!(
+        log.contains("PKCS#11 3.0 interface"),
+        "the module took the 3.0 interface:\n{log}"
+    );
+}
+
+fn named_login_and_cancel_child() {
+    let shim_path = std::env::var_os(SHIM_VAR).expect(SHIM_VAR);
+    // SAFETY: the shim the module loaded (same path, so the same instance); its counters are
+    // plain functions without arguments.
+    let (logins, cancels) = unsafe {
+        let shim = libloading::Library::new(&shim_path).expect("the shim");
+        let logins = *shim
+            .get::<unsafe extern "C" fn() -> CK_ULONG>(b"faulty_hsm_named_logins\0")
+            .expect("faulty_hsm_named_logins");
+        let cancels = *shim
+            .get::<unsafe extern "C" fn() -> CK_ULONG>(b"faulty_hsm_cancels\0")
+            .expect("faulty_hsm_cancels");
+        std::mem::forget(shim);
+        (move || logins(), move || cancels())
+    };
+    let module = load_module();
+    initialize(&module);
+    let slot = ok(module.get_all_slots())[0];
+    let s = open_session(slot, RW).expect("a session");
+    let (pin, pin_len) = text_arg(HSM_PIN);
+    // A name the HSM does not know: its own answer, not the module's CKR_ARGUMENTS_BAD.
+    let (nobody, nobody_len) = text_arg("nobody");
+    assert_ck!(CKR_PIN_INCORRECT; C_LoginUser(s, CKU_USER, pin, pin_len, nobody, nobody_len));
+    assert_eq!(logins(), 1);
+    let (operator, operator_len) = text_arg("operator");
+    assert_ck!(CKR_OK; C_LoginUser(s, CKU_USER, pin, pin_len, operator, operator_len));
+    assert_eq!(logins(), 2);
+    assert_ck!(CKR_USER_ALREADY_LOGGED_IN; C_Login(s, CKU_USER, pin, pin_len));
+    let mut info = CK_SESSION_INFO::default();
+    assert_ck!(CKR_OK; C_GetSessionInfo(s, &mut info));
+    assert_eq!(info.state, CKS_RW_USER_FUNCTIONS);
+
+    // A signature the HSM performs, cancelled by the application: the HSM's own
+    // C_SessionCancel ends it there, and the session signs again.
+    let session = ok(module.open_rw_session(slot));
+    let (_, ec_private) = ec_keypair(&session, "three-ec");
+    let digest = Sha256::digest(MESSAGE).to_vec();
+    let (data, ec) = (digest.as_ptr().cast_mut(), ec_private.handle());
+    let before = cancels();
+    assert_ck!(CKR_OK; C_SignInit(s, &mut mech(CKM_ECDSA), ec));
+    assert_ck!(CKR_OK; C_SessionCancel(s, CKF_SIGN));
+    assert_eq!(
+        cancels(),
+        before + 1,
+        "the HSM's C_SessionCancel ended the signature"
+    );
+    assert_ck!(CKR_OPERATION_NOT_INITIALIZED; C_SignFinal(s, null_mut(), &mut 0));
+    assert_ck!(CKR_OK; C_SignInit(s, &mut mech(CKM_ECDSA), ec));
+    let mut signature = [0u8; 256];
+    let mut len = signature.len() as CK_ULONG;
+    assert_ck!(CKR_OK; C_Sign(s, data, 32, signature.as_mut_ptr(), &mut len));
+    assert_eq!(len, 64);
+    // A post-quantum signature runs in the module: cancelling it asks nothing of the HSM.
+    let (_, pq_private) = pq_keypair(&session, Ps::P44, "three-pq", false);
+    assert_ck!(CKR_OK; C_SignInit(s, &mut mech(CKM_ML_DSA), pq_private.handle()));
+    assert_ck!(CKR_OK; C_SessionCancel(s, CKF_SIGN));
+    assert_eq!(cancels(), before + 1);
+    assert_ck!(CKR_OK; C_Logout(s), C_CloseSession(s));
 }
 
 /// A token that disappears under an open, logged-in session. SoftHSM keeps one directory per

@@ -2,12 +2,12 @@
 //! `C_SessionCancel`, operation state.
 
 use super::{entry_points, input, out_buffer, output, session, write_out};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::module;
 use crate::token::operations::OpKind;
 use cryptoki_sys::*;
 
-/// `C_Login` and `C_LoginUser` share this.
+/// `C_Login` and `C_LoginUser` share this (`C_Login` with an empty user name).
 ///
 /// # Safety
 /// `pin` must be NULL or valid for `len` bytes.
@@ -16,11 +16,12 @@ unsafe fn login(
     user: CK_USER_TYPE,
     pin: *const CK_UTF8CHAR,
     len: CK_ULONG,
+    username: &[u8],
 ) -> Result<()> {
     let session = session(handle)?;
     // SAFETY: forwarded contract.
     let pin = unsafe { input(pin, len) }?;
-    let result = session.login(user, pin);
+    let result = session.login_named(user, pin, username);
     crate::module::audit("login", handle, &result);
     result
 }
@@ -51,17 +52,15 @@ entry_points! {
 
     fn C_Login(handle: CK_SESSION_HANDLE, user: CK_USER_TYPE, pin: CK_UTF8CHAR_PTR, len: CK_ULONG) {
         // SAFETY: PKCS#11 contract on pPin.
-        unsafe { login(handle, user, pin, len) }
+        unsafe { login(handle, user, pin, len, b"") }
     }
 
     fn C_LoginUser(handle: CK_SESSION_HANDLE, user: CK_USER_TYPE, pin: CK_UTF8CHAR_PTR, len: CK_ULONG, username: CK_UTF8CHAR_PTR, username_len: CK_ULONG) {
-        // Tokens here have no named users: only an empty user name can match.
+        // Only an HSM with named users takes a name (the slot's backend decides).
         // SAFETY: PKCS#11 contract on pUsername.
-        if !unsafe { input(username, username_len) }?.is_empty() {
-            return Err(Error::ARGUMENTS_BAD);
-        }
+        let username = unsafe { input(username, username_len) }?;
         // SAFETY: PKCS#11 contract on pPin.
-        unsafe { login(handle, user, pin, len) }
+        unsafe { login(handle, user, pin, len, username) }
     }
 
     fn C_Logout(handle: CK_SESSION_HANDLE) {

@@ -58,6 +58,15 @@ pub trait BackendSession: Send + Sync {
 
     // ---- login ----
     fn login(&self, user: CK_USER_TYPE, pin: &[u8]) -> Result<()>;
+    /// `C_LoginUser`: with an empty name, `C_Login`; a name only where the token has named
+    /// users (an HSM whose library has `C_LoginUser`), a bad argument elsewhere.
+    fn login_named(&self, user: CK_USER_TYPE, pin: &[u8], username: &[u8]) -> Result<()> {
+        if username.is_empty() {
+            self.login(user, pin)
+        } else {
+            Err(Error::ARGUMENTS_BAD)
+        }
+    }
     fn logout(&self) -> Result<()>;
     fn init_pin(&self, pin: &[u8]) -> Result<()>;
     fn set_pin(&self, old: &[u8], new: &[u8]) -> Result<()>;

@@ -344,11 +344,21 @@ pub fn only_token_dir(tokens: &Path) -> PathBuf {
 
 /// Compiles tests/forward_common/faulty_hsm.c (SoftHSM with a switchable CKR_DEVICE_ERROR) into `dir`.
 pub fn build_faulty_hsm(dir: &Path) -> PathBuf {
+    build_faulty_hsm_as(dir, "libfaulty.so", &[])
+}
+
+/// The same library offering a PKCS#11 3.0 interface: a named user and `C_SessionCancel`.
+pub fn build_faulty_hsm_3_0(dir: &Path) -> PathBuf {
+    build_faulty_hsm_as(dir, "libfaulty30.so", &["-DFAULTY_HSM_3_0"])
+}
+
+fn build_faulty_hsm_as(dir: &Path, name: &str, defines: &[&str]) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let library = dir.join("libfaulty.so");
+    let library = dir.join(name);
     let output = Command::new("cc")
         .current_dir(root)
         .args(["-shared", "-fPIC", "-Wall", "-Werror", "-I", "include"])
+        .args(defines)
         .arg("tests/forward_common/faulty_hsm.c")
         .arg("-ldl")
         .arg("-o")

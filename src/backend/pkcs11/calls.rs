@@ -154,14 +154,25 @@ impl HsmLibrary {
         real!(self, C_SetPIN(session, old, old_len, new, new_len))
     }
 
+    /// `C_Login`, or with a user name the library's `C_LoginUser` (3.0); a library without
+    /// one has no named users, so a name is a bad argument.
     pub fn login_user(
         &self,
         session: CK_SESSION_HANDLE,
         user: CK_USER_TYPE,
         pin: &[u8],
+        username: &[u8],
     ) -> Result<()> {
         let (pin, len) = input(pin);
-        real!(self, C_Login(session, user, pin, len))
+        if username.is_empty() {
+            return real!(self, C_Login(session, user, pin, len));
+        }
+        let login_user = self.newer.login_user.ok_or(Error::ARGUMENTS_BAD)?;
+        let (name, name_len) = input(username);
+        // SAFETY: the library's own function on a session of ours, with the PIN and the name
+        // borrowed for the call.
+        let rv = unsafe { login_user(session, user, pin, len, name, name_len) };
+        self.outcome("C_LoginUser", rv)
     }
 
     pub fn operation_state(&self, session: CK_SESSION_HANDLE, mut out: Output) -> Result<()> {
@@ -345,7 +356,7 @@ impl HsmLibrary {
     /// A key pair generated inside the HSM: (public, private) handles.
     /// Whether the HSM encapsulates keys itself (its 3.2 interface has the functions).
     pub fn has_kem(&self) -> bool {
-        self.kem.0.is_some() && self.kem.1.is_some()
+        self.newer.encapsulate.is_some() && self.newer.decapsulate.is_some()
     }
 
     /// `C_EncapsulateKey` in the HSM: the ciphertext (its length asked first) and the new
@@ -357,7 +368,10 @@ impl HsmLibrary {
         public_key: CK_OBJECT_HANDLE,
         template: &Attributes,
     ) -> Result<(Vec<u8>, CK_OBJECT_HANDLE)> {
-        let f = self.kem.0.ok_or(Error::FUNCTION_NOT_SUPPORTED)?;
+        let f = self
+            .newer
+            .encapsulate
+            .ok_or(Error::FUNCTION_NOT_SUPPORTED)?;
         let mut raw = RawMechanism::new(mechanism)?;
         let mut attrs = raw_template(template);
         let n = attrs.len() as CK_ULONG;
@@ -405,7 +419,10 @@ impl HsmLibrary {
         template: &Attributes,
         ciphertext: &[u8],
     ) -> Result<CK_OBJECT_HANDLE> {
-        let f = self.kem.1.ok_or(Error::FUNCTION_NOT_SUPPORTED)?;
+        let f = self
+            .newer
+            .decapsulate
+            .ok_or(Error::FUNCTION_NOT_SUPPORTED)?;
         let mut raw = RawMechanism::new(mechanism)?;
         let mut attrs = raw_template(template);
         let (data, len) = input(ciphertext);

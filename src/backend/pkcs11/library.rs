@@ -60,8 +60,8 @@ fn parent_initialized(path: &Path) -> bool {
 pub struct HsmLibrary {
     pub path: PathBuf,
     functions: CK_FUNCTION_LIST,
-    /// `C_EncapsulateKey` / `C_DecapsulateKey`, when the library gave its 3.2 interface.
-    pub(super) kem: (CK_C_EncapsulateKey, CK_C_DecapsulateKey),
+    /// The 3.x functions this module forwards, from the library's newest interface.
+    pub(super) newer: Newer,
     /// Whether our `C_Initialize` did the initializing (then ours is the `C_Finalize`).
     initialized_here: bool,
     /// In a forked child, the library's state was copied from the parent by `fork()` and the
@@ -84,6 +84,18 @@ macro_rules! call {
         let rv = unsafe { f($($arg),*) };
         $lib.outcome(stringify!($name), rv)
     }};
+}
+
+/// The functions of a library's 3.0 and 3.2 interfaces that this module forwards (its 2.40
+/// table is `functions`); each `None` where the library gave an older interface.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Newer {
+    /// The interface's version: (2, x) for a 2.40 table.
+    pub version: (u8, u8),
+    pub login_user: CK_C_LoginUser,
+    pub session_cancel: CK_C_SessionCancel,
+    pub encapsulate: CK_C_EncapsulateKey,
+    pub decapsulate: CK_C_DecapsulateKey,
 }
 
 /// A template as the C API wants it, pointing into `attrs` (which must outlive it).
@@ -147,7 +159,7 @@ impl HsmLibrary {
             tracing::error!("cannot load the HSM library {}: {e}", path.display());
             Error::DEVICE
         })?;
-        let (functions, kem) = Self::function_table(&library).inspect_err(|_| {
+        let (functions, newer) = Self::function_table(&library).inspect_err(|_| {
             tracing::error!(
                 "{}: neither C_GetInterface nor C_GetFunctionList works",
                 path.display()
@@ -186,34 +198,37 @@ impl HsmLibrary {
                 return Err(Error::DEVICE);
             }
         };
-        if kem.0.is_some() && kem.1.is_some() {
-            tracing::info!(
-                "{}: PKCS#11 3.2 interface (key encapsulation)",
-                path.display()
-            );
-        }
+        tracing::info!(
+            "{}: PKCS#11 {}.{} interface",
+            path.display(),
+            newer.version.0,
+            newer.version.1
+        );
         Ok(HsmLibrary {
             path: path.to_path_buf(),
             functions,
-            kem,
+            newer,
             initialized_here,
             inherited,
             _library: library,
         })
     }
 
-    /// The 2.40 part of the library's table, and its key-encapsulation functions when it
-    /// offers the 3.2 interface.
-    fn function_table(
-        library: &libloading::Library,
-    ) -> Result<(CK_FUNCTION_LIST, (CK_C_EncapsulateKey, CK_C_DecapsulateKey))> {
+    /// The 2.40 part of the library's table, and the 3.x functions of its newest interface:
+    /// 3.2, else 3.0, else its default one, else `C_GetFunctionList`'s table.
+    fn function_table(library: &libloading::Library) -> Result<(CK_FUNCTION_LIST, Newer)> {
         // SAFETY: symbol types are those PKCS#11 defines for these names; a table is read as
-        // 3.2 only when the library answered a request for exactly that version.
+        // 3.0 or 3.2 only when its own version says it is one.
         unsafe {
             if let Ok(get_interface) = library.get::<CK_C_GetInterface>(b"C_GetInterface\0") {
                 if let Some(get_interface) = *get_interface {
                     let name = c"PKCS 11".as_ptr() as *mut CK_UTF8CHAR;
-                    for wanted in [Some(CK_VERSION { major: 3, minor: 2 }), None] {
+                    let wanted = [
+                        Some(CK_VERSION { major: 3, minor: 2 }),
+                        Some(CK_VERSION { major: 3, minor: 0 }),
+                        None,
+                    ];
+                    for wanted in wanted {
                         let mut version = wanted;
                         let version_ptr = version
                             .as_mut()
@@ -225,19 +240,25 @@ impl HsmLibrary {
                         {
                             continue;
                         }
-                        let list = (*interface).pFunctionList as *const CK_FUNCTION_LIST;
+                        let list = (*interface).pFunctionList;
                         // Every table starts with the 2.40 functions; copy only those.
-                        let table = ptr::read(list);
-                        let is_3_2 = wanted.is_some()
-                            && (table.version.major, table.version.minor) == (3, 2);
-                        let kem = if is_3_2 {
-                            let full =
-                                &*((*interface).pFunctionList as *const CK_FUNCTION_LIST_3_2);
-                            (full.C_EncapsulateKey, full.C_DecapsulateKey)
-                        } else {
-                            (None, None)
+                        let table = ptr::read(list as *const CK_FUNCTION_LIST);
+                        let version = (table.version.major, table.version.minor);
+                        let mut newer = Newer {
+                            version,
+                            ..Newer::default()
                         };
-                        return Ok((table, kem));
+                        if version.0 == 3 {
+                            let v3 = &*(list as *const CK_FUNCTION_LIST_3_0);
+                            newer.login_user = v3.C_LoginUser;
+                            newer.session_cancel = v3.C_SessionCancel;
+                        }
+                        if version >= (3, 2) && version.0 == 3 {
+                            let v32 = &*(list as *const CK_FUNCTION_LIST_3_2);
+                            newer.encapsulate = v32.C_EncapsulateKey;
+                            newer.decapsulate = v32.C_DecapsulateKey;
+                        }
+                        return Ok((table, newer));
                     }
                 }
             }
@@ -249,7 +270,12 @@ impl HsmLibrary {
             if get_list(&mut list) != CKR_OK || list.is_null() {
                 return Err(Error::DEVICE);
             }
-            Ok((ptr::read(list), (None, None)))
+            let table = ptr::read(list);
+            let newer = Newer {
+                version: (table.version.major, table.version.minor),
+                ..Newer::default()
+            };
+            Ok((table, newer))
         }
     }
 
@@ -331,8 +357,15 @@ impl HsmLibrary {
     /// PKCS#11 ends an operation at any answer but `CKR_BUFFER_TOO_SMALL`, so its final call
     /// runs with a large buffer (ending a multi-part operation), then its single-part call on
     /// empty input (ending one that refused the final call without ending). A library that
-    /// supports it would take a NULL mechanism; 2.40 libraries do not.
+    /// supports it would take a NULL mechanism; 2.40 libraries do not. A 3.x library's own
+    /// `C_SessionCancel` does it in one call.
     pub fn end_operation(&self, session: CK_SESSION_HANDLE, kind: OpKind) {
+        if let Some(cancel) = self.newer.session_cancel {
+            // SAFETY: the library's own function on a session of ours.
+            if unsafe { cancel(session, kind.flag()) } == CKR_OK {
+                return;
+            }
+        }
         let mut out = vec![0u8; 1 << 16];
         let mut len = out.len() as CK_ULONG;
         let empty = EMPTY.as_ptr() as *mut CK_BYTE;

@@ -270,10 +270,14 @@ impl BackendSession for ForwardSession {
     }
 
     fn login(&self, user: CK_USER_TYPE, pin: &[u8]) -> Result<()> {
+        self.login_named(user, pin, b"")
+    }
+
+    fn login_named(&self, user: CK_USER_TYPE, pin: &[u8], username: &[u8]) -> Result<()> {
         let identity = self.token.identity()?;
         let checked = || {
             self.lib()
-                .login_user(self.real, user, pin)
+                .login_user(self.real, user, pin, username)
                 .inspect_err(|e| {
                     if *e == Error::PIN_INCORRECT || *e == Error::PIN_LOCKED {
                         tracing::info!("slot {}: the HSM refused the PIN: {e}", self.token.slot_id);

@@ -133,6 +133,13 @@ impl Replica {
     }
 }
 
+/// A login (user type, PIN and, from `C_LoginUser`, user name), replayed on each replica.
+pub(super) struct Login {
+    pub user: CK_USER_TYPE,
+    pub pin: Zeroizing<Vec<u8>>,
+    pub username: Vec<u8>,
+}
+
 /// What the replicas of one token share.
 pub struct Shared {
     pub slot_id: CK_SLOT_ID,
@@ -142,7 +149,7 @@ pub struct Shared {
     turn: AtomicUsize,
     /// The application's login, replayed on a replica a session moves to (PKCS#11 keeps the
     /// login per token); the PIN only while logged in.
-    login: Mutex<Option<(CK_USER_TYPE, Zeroizing<Vec<u8>>)>>,
+    login: Mutex<Option<Login>>,
     sessions: AtomicUsize,
     handles: Handles,
     audit: Option<AuditLog>,

@@ -6,7 +6,7 @@
 //! are the module's ([`super::handles`]), so they stay valid across the move.
 
 use super::handles::Incarnation;
-use super::{replica_failed, Shared};
+use super::{replica_failed, Login, Shared};
 use crate::backend::{BackendSession, Dual, Recover};
 use crate::config::Balance;
 use crate::error::{Error, Result};
@@ -90,13 +90,13 @@ impl ReplicaSession {
     /// cannot serve this application.
     fn replay_login(&self, inner: &dyn BackendSession) -> Result<()> {
         let login = self.shared.login.lock();
-        let Some((user, pin)) = login.as_ref() else {
+        let Some(login) = login.as_ref() else {
             return Ok(());
         };
         if logged_in(inner.info()?.state) {
             return Ok(());
         }
-        match inner.login(*user, pin) {
+        match inner.login_named(login.user, &login.pin, &login.username) {
             Ok(()) | Err(Error(CKR_USER_ALREADY_LOGGED_IN)) => Ok(()),
             Err(e) if replica_failed(e) => Err(e),
             Err(e) => {
@@ -262,9 +262,17 @@ impl BackendSession for ReplicaSession {
     }
 
     fn login(&self, user: CK_USER_TYPE, pin: &[u8]) -> Result<()> {
-        self.retried(|a| a.inner.login(user, pin))?;
+        self.login_named(user, pin, b"")
+    }
+
+    fn login_named(&self, user: CK_USER_TYPE, pin: &[u8], username: &[u8]) -> Result<()> {
+        self.retried(|a| a.inner.login_named(user, pin, username))?;
         if user != CKU_CONTEXT_SPECIFIC {
-            *self.shared.login.lock() = Some((user, Zeroizing::new(pin.to_vec())));
+            *self.shared.login.lock() = Some(Login {
+                user,
+                pin: Zeroizing::new(pin.to_vec()),
+                username: username.to_vec(),
+            });
             self.on_others(|s| self.replay_login(s));
         }
         Ok(())
@@ -297,8 +305,8 @@ impl BackendSession for ReplicaSession {
         self.once(|a| a.inner.set_pin(old, new))?;
         {
             let mut login = self.shared.login.lock();
-            if let Some((_, pin)) = login.as_mut().filter(|(_, pin)| pin.as_slice() == old) {
-                *pin = Zeroizing::new(new.to_vec());
+            if let Some(login) = login.as_mut().filter(|l| l.pin.as_slice() == old) {
+                login.pin = Zeroizing::new(new.to_vec());
             }
         }
         self.on_others(|s| s.set_pin(old, new));
