@@ -28,6 +28,7 @@ const SLOT_IMPORT_VALUE: usize = 10;
 const SLOT_IMPORT_PUBLIC: usize = 11;
 const SLOT_ACVP: usize = 12;
 const SLOT_THREADS: usize = 13;
+const SLOT_ACVP_MORE: usize = 14;
 
 const CONTEXT: &[u8] = b"b4ae-test-context";
 
@@ -698,4 +699,117 @@ fn acvp_known_answers() {
     }
     let counts = (vectors.keygen.len(), siggen.len(), sigver.len());
     println!("ACVP keygen, siggen, sigver cases checked: {counts:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// More NIST ACVP sets: tests/vectors/mldsa_acvp_sets.json.gz (sources in its "source" field)
+
+#[derive(Deserialize)]
+struct MoreSets {
+    keygen: Vec<KeyGenCase>,
+    siggen: Vec<InternalSigGen>,
+    sigver: Vec<InternalSigVer>,
+}
+
+/// A sigGen case of the internal interface: M' and rnd are given.
+#[derive(Deserialize)]
+struct InternalSigGen {
+    from: String,
+    #[serde(rename = "parameterSet", deserialize_with = "parameter_set")]
+    parameter_set: Ps,
+    #[serde(deserialize_with = "hex_bytes")]
+    sk: Vec<u8>,
+    #[serde(deserialize_with = "hex_bytes")]
+    message: Vec<u8>,
+    #[serde(deserialize_with = "hex_bytes")]
+    rnd: Vec<u8>,
+    #[serde(deserialize_with = "hex_bytes")]
+    signature: Vec<u8>,
+}
+
+/// A sigVer case of the internal interface, valid or not.
+#[derive(Deserialize)]
+struct InternalSigVer {
+    from: String,
+    #[serde(rename = "parameterSet", deserialize_with = "parameter_set")]
+    parameter_set: Ps,
+    #[serde(deserialize_with = "hex_bytes")]
+    pk: Vec<u8>,
+    #[serde(deserialize_with = "hex_bytes")]
+    message: Vec<u8>,
+    #[serde(deserialize_with = "hex_bytes")]
+    signature: Vec<u8>,
+    #[serde(rename = "testPassed")]
+    test_passed: bool,
+    #[serde(default)]
+    reason: String,
+}
+
+fn engine_set(ps: Ps) -> b4ae_pkcs11::mechanism::mldsa::ParamSet {
+    b4ae_pkcs11::mechanism::mldsa::ParamSet::from_ck(ps.ckp()).expect("a parameter set")
+}
+
+/// Every keyGen case through the C ABI (seed imported; the module's private key and signatures
+/// under the expected public key); every internal-interface sigGen case reproduced byte for byte
+/// and every sigVer verdict matched by the module's ML-DSA engine, which PKCS#11 reaches only
+/// with an M' of its own making (HashML-DSA, a context string).
+#[test]
+fn acvp_more_sets_keygen_through_the_abi_and_the_internal_interface_on_the_engine() {
+    use std::io::Read;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/mldsa_acvp_sets.json.gz");
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(&path).expect("mldsa_acvp_sets.json.gz"))
+        .read_to_string(&mut text)
+        .expect("gzip");
+    let sets: MoreSets = serde_json::from_str(&text).expect("mldsa_acvp_sets.json.gz");
+    assert_eq!(
+        (sets.keygen.len(), sets.siggen.len(), sets.sigver.len()),
+        (75, 105, 90)
+    );
+
+    let f = fixture();
+    let session = f.user_session(f.ready_slot(SLOT_ACVP_MORE));
+    for case in &sets.keygen {
+        let ps = case.parameter_set;
+        let key = import_mldsa_private(&session, ps, Attribute::Seed(case.seed.clone()), true);
+        assert!(
+            attr_bytes(&session, key, CKA_VALUE) == case.sk,
+            "keygen {ps:?}: sk"
+        );
+        let signature = ok(session.sign(&pure_ml_dsa(), key, MESSAGE));
+        assert!(
+            ps.verify(&case.pk, MESSAGE, b"", &signature),
+            "keygen {ps:?}: pk"
+        );
+        ok(session.destroy_object(key));
+    }
+
+    use b4ae_pkcs11::mechanism::hash_mldsa::{sign_internal, verify_internal};
+    for (i, case) in sets.siggen.iter().enumerate() {
+        let set = engine_set(case.parameter_set);
+        let rnd: [u8; 32] = case.rnd.as_slice().try_into().expect("32-byte rnd");
+        let signature = sign_internal(set, &case.sk, &case.message, &rnd).expect("signing");
+        assert!(signature == case.signature, "siggen {} #{i}", case.from);
+        let pk = set.public_of_private(&case.sk).expect("the public key");
+        verify_internal(set, &pk, &case.message, &signature).expect("verifies");
+    }
+    let mut refused = 0;
+    for (i, case) in sets.sigver.iter().enumerate() {
+        let set = engine_set(case.parameter_set);
+        let verdict = verify_internal(set, &case.pk, &case.message, &case.signature);
+        assert_eq!(
+            verdict.is_ok(),
+            case.test_passed,
+            "sigver {} #{i} ({}): {verdict:?}",
+            case.from,
+            case.reason
+        );
+        refused += usize::from(!case.test_passed);
+    }
+    println!(
+        "ACVP: {} keyGen through the ABI; {} sigGen and {} sigVer ({refused} invalid) on the engine",
+        sets.keygen.len(),
+        sets.siggen.len(),
+        sets.sigver.len()
+    );
 }
