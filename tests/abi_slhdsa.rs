@@ -22,7 +22,7 @@ use std::sync::OnceLock;
 
 fn both() -> &'static Both {
     static BOTH: OnceLock<Both> = OnceLock::new();
-    Both::get(&BOTH, "slhdsa", 4)
+    Both::get(&BOTH, "slhdsa", 5)
 }
 
 /// (name, parameter set, public key, signature length)
@@ -516,4 +516,141 @@ fn hash_slh_dsa_refuses_bad_parameters_lengths_and_keys() {
             ok(s.destroy_object(key));
         }
     });
+}
+
+/// NIST ACVP SLH-DSA sets (tests/vectors/slhdsa_acvp.json.gz; sources in its "source" field).
+#[derive(serde::Deserialize)]
+struct AcvpSets {
+    keygen: Vec<AcvpKeyGen>,
+    sigver: Vec<AcvpSigVer>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AcvpKeyGen {
+    parameter_set: String,
+    sk_seed: String,
+    sk_prf: String,
+    pk_seed: String,
+    sk: String,
+    pk: String,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AcvpSigVer {
+    parameter_set: String,
+    pk: String,
+    message: String,
+    signature: String,
+    test_passed: bool,
+    reason: String,
+}
+
+/// The index in [`SETS`] of an ACVP parameter-set name ("SLH-DSA-SHAKE-128f").
+fn acvp_set(name: &str) -> usize {
+    let short = name.strip_prefix("SLH-DSA-").expect("an SLH-DSA set");
+    SETS.iter()
+        .position(|(n, ..)| *n == short)
+        .unwrap_or_else(|| panic!("unknown set {name}"))
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    hex::decode(text).expect("hex")
+}
+
+/// Every ACVP keyGen case through the C ABI (on the HSM backend, the first of each set): the
+/// module takes the private key (it recomputes
+/// the root from the seeds, and refuses the key with one bit of its root flipped) and, where
+/// signing is quick, signs with it under the expected public key. Every sigVer case (internal
+/// interface: M' given, which PKCS#11 never takes) gets its verdict from the module's SLH-DSA
+/// engine.
+#[test]
+fn acvp_keygen_through_the_abi_and_sigver_on_the_engine() {
+    use std::io::Read;
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/slhdsa_acvp.json.gz");
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(&path).expect("slhdsa_acvp.json.gz"))
+        .read_to_string(&mut text)
+        .expect("gzip");
+    let sets: AcvpSets = serde_json::from_str(&text).expect("slhdsa_acvp.json.gz");
+    assert_eq!((sets.keygen.len(), sets.sigver.len()), (120, 45));
+    both().on_both(4, |s, backend| {
+        let mut tampered_sets = std::collections::HashSet::new();
+        for case in &sets.keygen {
+            let index = acvp_set(&case.parameter_set);
+            let (name, set, _, sig_len) = SETS[index];
+            // The HSM backend imports through the same engine: one case per set there.
+            let first_of_set = !tampered_sets.contains(&index);
+            if backend == Backend::Hsm && !first_of_set {
+                continue;
+            }
+            let (sk, pk) = (unhex(&case.sk), unhex(&case.pk));
+            // The public key is PK.seed ‖ PK.root; the private key SK.seed ‖ SK.prf ‖ public key.
+            let parts = [unhex(&case.sk_seed), unhex(&case.sk_prf), pk.clone()];
+            assert_eq!(parts.concat(), sk, "{name}: the case's own layout");
+            assert!(pk.starts_with(&unhex(&case.pk_seed)), "{name}: PK.seed");
+            let private = |value: Vec<u8>| {
+                s.create_object(&[
+                    Attribute::Class(ObjectClass::PRIVATE_KEY),
+                    Attribute::KeyType(KeyType::SLH_DSA),
+                    Attribute::ParameterSet(ParameterSetType::from(set)),
+                    Attribute::Token(false),
+                    Attribute::Private(true),
+                    Attribute::Sign(true),
+                    Attribute::Value(value),
+                ])
+            };
+            let key = ok(private(sk.clone()));
+            if tampered_sets.insert(index) {
+                let mut wrong = sk.clone();
+                *wrong.last_mut().unwrap() ^= 1;
+                assert_rv(private(wrong), CKR_ATTRIBUTE_VALUE_INVALID);
+            }
+            let slow = name.ends_with('s');
+            if !slow {
+                let public = ok(s.create_object(&[
+                    Attribute::Class(ObjectClass::PUBLIC_KEY),
+                    Attribute::KeyType(KeyType::SLH_DSA),
+                    Attribute::ParameterSet(ParameterSetType::from(set)),
+                    Attribute::Token(false),
+                    Attribute::Verify(true),
+                    Attribute::Value(pk.clone()),
+                ]));
+                let mechanism = slh_dsa(HedgeType::DeterministicRequired, b"acvp");
+                let signature = ok(s.sign(&mechanism, key, MESSAGE));
+                assert_eq!(signature.len(), sig_len);
+                ok(s.verify(&mechanism, public, MESSAGE, &signature));
+                assert!(independent_verify(index, &pk, MESSAGE, b"acvp", &signature));
+                ok(s.destroy_object(public));
+            }
+            ok(s.destroy_object(key));
+        }
+        let cases = match backend {
+            Backend::Hsm => SETS.len(),
+            Backend::Embedded => sets.keygen.len(),
+        };
+        println!("ACVP SLH-DSA ({backend:?}): {cases} keyGen cases through the ABI");
+    });
+    let mut invalid = 0;
+    for (i, case) in sets.sigver.iter().enumerate() {
+        let set = b4ae_pkcs11::mechanism::slhdsa::ParamSet::ALL[acvp_set(&case.parameter_set)];
+        let verdict = set.verify_internal(
+            &unhex(&case.pk),
+            &unhex(&case.message),
+            &unhex(&case.signature),
+        );
+        assert_eq!(
+            verdict.is_ok(),
+            case.test_passed,
+            "sigver #{i} ({}): {verdict:?}",
+            case.reason
+        );
+        invalid += usize::from(!case.test_passed);
+    }
+    println!(
+        "ACVP SLH-DSA: {} sigVer cases ({invalid} invalid) on the engine",
+        sets.sigver.len()
+    );
 }
