@@ -445,6 +445,11 @@ impl Client {
 
     fn step(&self, s: &dyn BackendSession, kind: Kind, step: WireStep) -> Response {
         let kind = OpKind::from(kind);
+        if !step.fits(kind) {
+            // The operation ends, as any failed call ends it.
+            s.cancel(kind);
+            return Response::error(Error::ARGUMENTS_BAD);
+        }
         match step {
             WireStep::Whole { data, out } => {
                 with_output(out, |o| s.step(kind, Step::Whole(&data, o)))

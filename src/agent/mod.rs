@@ -471,6 +471,66 @@ mod tests {
         assert!(agent.answer_local(&client, &[0xff, 0xff, 0xff]).is_none());
     }
 
+    /// Found by the fuzzer: a step the operation has no call for (`C_EncryptUpdate`'s on a
+    /// signature, `C_SignUpdate`'s on an encryption) answered CKR_GENERAL_ERROR. Now a bad
+    /// argument, and, as any failed call, the end of the operation.
+    #[test]
+    fn a_step_of_another_kind_of_operation_is_a_bad_argument() {
+        use crate::backend::agent::protocol::{Kind, Secret, WireStep};
+        let dir = tempfile::tempdir().unwrap();
+        let agent = agent(dir.path());
+        let client = agent.local_client(4242).unwrap();
+        let init = Request::InitToken {
+            token: 0,
+            so_pin: Secret::new(b"so-pin-0000".to_vec()),
+            label: [b'x'; 32],
+        };
+        assert_eq!(rv(&agent, &client, init), 0);
+        let open = Request::OpenSession {
+            token: 0,
+            flags: (CKF_SERIAL_SESSION | CKF_RW_SESSION) as u64,
+        };
+        assert_eq!(rv(&agent, &client, open), 0);
+        let call = |call| Request::Session { session: 1, call };
+        let digest_init = || {
+            call(SessionCall::Init {
+                kind: Kind::Digest,
+                mechanism: crate::mechanism::Mechanism::plain(CKM_SHA256),
+                key: None,
+            })
+        };
+        let misfits = [
+            WireStep::CipherUpdate {
+                data: Secret::new(vec![1]),
+                out: Some(16),
+            },
+            WireStep::Verify {
+                data: Secret::new(vec![1]),
+                signature: vec![2],
+            },
+            WireStep::VerifyFinal { signature: vec![2] },
+        ];
+        for step in misfits {
+            assert_eq!(rv(&agent, &client, digest_init()), 0);
+            let misfit = call(SessionCall::Step {
+                kind: Kind::Digest,
+                step,
+            });
+            assert_eq!(rv(&agent, &client, misfit), CKR_ARGUMENTS_BAD as u64);
+            let update = call(SessionCall::Step {
+                kind: Kind::Digest,
+                step: WireStep::Update {
+                    data: Secret::new(vec![1]),
+                },
+            });
+            assert_eq!(
+                rv(&agent, &client, update),
+                CKR_OPERATION_NOT_INITIALIZED as u64,
+                "the misfit ended the digest"
+            );
+        }
+    }
+
     #[test]
     fn a_user_sees_only_the_tokens_of_its_allow_lists() {
         let dir = tempfile::tempdir().unwrap();

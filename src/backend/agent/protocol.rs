@@ -241,6 +241,21 @@ pub enum WireStep {
     },
 }
 
+impl WireStep {
+    /// Whether an operation of `kind` has this call (`C_SignUpdate` exists, `C_EncryptUpdate`
+    /// on a signature does not). The module only sends fitting pairs; a client of the agent can
+    /// send any, and a misfit is a bad argument, not a device error.
+    pub fn fits(&self, kind: crate::token::operations::OpKind) -> bool {
+        use crate::token::operations::OpKind::*;
+        match self {
+            WireStep::Whole { .. } | WireStep::Final { .. } => kind != Verify,
+            WireStep::Update { .. } => matches!(kind, Digest | Sign | Verify),
+            WireStep::CipherUpdate { .. } => matches!(kind, Encrypt | Decrypt),
+            WireStep::Verify { .. } | WireStep::VerifyFinal { .. } => kind == Verify,
+        }
+    }
+}
+
 /// The agent's answer: the `CK_RV` and what goes with it (some replies carry data with an
 /// error, as `C_GetAttributeValue` and the two-call length convention do).
 #[derive(Serialize, Deserialize, Debug)]
