@@ -58,7 +58,7 @@ const LOOKUP: usize = 11;
 const NATIVE: usize = TOKENS.len();
 
 /// What src/mechanism/mod.rs REGISTRY offers; a pkcs11 slot adds those its HSM lacks.
-const REGISTRY: [CK_MECHANISM_TYPE; 24] = [
+const REGISTRY: [CK_MECHANISM_TYPE; 35] = [
     CKM_SHA256,
     CKM_SHA384,
     CKM_SHA512,
