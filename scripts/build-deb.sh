@@ -103,7 +103,7 @@ mkdir -p "$root/DEBIAN"
     echo "Section: $(field section)"
     echo "Priority: $(field priority)"
     echo "Description: $(field description)"
-    field extended-description | fold -s -w 78 | sed 's/^ *$/./; s/^/ /'
+    field extended-description | fold -s -w 78 | sed 's/ *$//; s/^$/./; s/^/ /'
 } >"$root/DEBIAN/control"
 
 mkdir -p "$out"

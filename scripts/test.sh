@@ -22,7 +22,7 @@ suite() {
 }
 
 suite "format" cargo fmt --all -- --check
-suite "clippy" cargo clippy --all-targets --quiet -- -D warnings
+suite "clippy" cargo clippy --all-targets --all-features --quiet -- -D warnings
 suite "build" cargo build --lib --bins
 suite "cargo test (unit + C ABI through cryptoki)" cargo test --no-fail-fast
 # Every consumer test (C programs, Python clients and cross-checks, pkcs11-tool, ...) lives in

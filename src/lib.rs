@@ -15,6 +15,7 @@ pub mod config;
 pub mod consts;
 pub mod error;
 pub mod forksafe;
+pub mod hsm;
 pub mod logging;
 pub mod mechanism;
 pub mod metrics;

@@ -191,6 +191,7 @@ entry_points! {
                 output(private_key)?,
             )
         };
+        let public = crate::mechanism::eddsa::with_default_curve(&mech, public);
         let made = session.generate_key_pair(&mech, public, private);
         crate::metrics::operation("generate_key_pair", mech.mechanism, rv_of(&made));
         crate::module::audit("key_created", handle, &made);

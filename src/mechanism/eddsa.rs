@@ -32,6 +32,18 @@ pub fn check_params(params: &[u8]) -> Result<()> {
     }
 }
 
+/// A `CKM_EC_EDWARDS_KEY_PAIR_GEN` public template without `CKA_EC_PARAMS` asks for Ed25519:
+/// the B4AE library's own PKCS#11 client (`b4ae` 2.1.3, `Pkcs11HsmEnhanced`) omits the curve,
+/// and Ed25519 is the one Edwards curve it uses (SPEC §7). Completed before any backend sees the
+/// request, so an HSM gets a standard template. Any other template is left as it is.
+pub fn with_default_curve(mechanism: &Mechanism, mut public: Attributes) -> Attributes {
+    if mechanism.mechanism == CKM_EC_EDWARDS_KEY_PAIR_GEN && !public.contains(CKA_EC_PARAMS) {
+        tracing::info!("CKM_EC_EDWARDS_KEY_PAIR_GEN without CKA_EC_PARAMS: Ed25519 keys");
+        public.set(CKA_EC_PARAMS, OID.to_vec());
+    }
+    public
+}
+
 /// `CKA_EC_POINT`: the public key as a DER OCTET STRING.
 pub fn encode_point(public: &[u8; PUBLIC_KEY_LEN]) -> Vec<u8> {
     [&[0x04, PUBLIC_KEY_LEN as u8][..], public].concat()
