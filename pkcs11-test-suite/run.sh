@@ -10,7 +10,7 @@
 set -uo pipefail
 cd "$(dirname "$0")"
 
-all=(pkcs11-tool p11-kit p11tool openssl python java c rust rust-api agent robustness deb)
+all=(pkcs11-tool p11-kit p11tool openssl openssl-provider python java c rust rust-api agent robustness deb)
 parts=("${@:-${all[@]}}")
 summary=()
 failed=0

@@ -20,5 +20,6 @@ pub mod logging;
 pub mod mechanism;
 pub mod metrics;
 pub mod module;
+pub mod process_exit;
 pub mod random;
 pub mod token;

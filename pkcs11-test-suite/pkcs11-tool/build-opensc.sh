@@ -15,10 +15,11 @@
 # apt state is not touched) has a `deb-src` line for each suite of $OPENSC_SUITES (default: sid),
 # made from the URIs and Signed-By of the machine's /etc/apt/sources.list.d/*.sources (or
 # /etc/apt/sources.list). `apt-get source --download-only opensc=<version>` then fetches the
-# package's files, checked against the signed index. Only the upstream tarball
+# package's files, checked against the signed index (pkcs11-test-suite/private-apt.sh). Only the upstream tarball
 # opensc_<version>.orig.tar.gz is needed (and pinned by its sha256 here): the archive has at times
 # listed a revision whose .dsc and debian tarball were gone, which apt reports and this ignores.
 set -euo pipefail
+source "$(cd "$(dirname "$0")" && pwd)/../private-apt.sh"
 
 VERSION=0.27.1
 SHA256=fce74e68efcaa1c82c356c7c0320ed482fbb76819194d26df565b82e77727447
@@ -82,47 +83,13 @@ step() { # description, command...: run it into the log; on failure show the log
     fi
 }
 
-# The machine's archive (URI and keyring) for Debian's main suites, from its deb822 sources, or
-# else from a one-line sources.list; one "URI KEYRING" line.
-archive() {
-    local f
-    for f in /etc/apt/sources.list.d/*.sources; do
-        [ -e "$f" ] || continue
-        awk 'BEGIN { RS = ""; FS = "\n" }
-            {
-                uri = ""; key = ""; deb = 0; main = 0
-                for (i = 1; i <= NF; i++) {
-                    if ($i ~ /^URIs:/) { split($i, a, /[ \t]+/); uri = a[2] }
-                    if ($i ~ /^Signed-By:/) { split($i, a, /[ \t]+/); key = a[2] }
-                    if ($i ~ /^Types:.*deb/) deb = 1
-                    if ($i ~ /^Suites:/ && $i !~ /-security/) main = 1
-                }
-                if (deb && main && uri != "") { print uri, key; exit }
-            }' "$f"
-    done | head -n 1
-    [ -e /etc/apt/sources.list ] &&
-        awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' \
-            /etc/apt/sources.list
-}
-
 # fetch_source: opensc_$VERSION.orig.tar.gz into $CACHE through a private apt configuration.
 fetch_source() {
-    local apt=$CACHE/apt uri key line suite
-    read -r uri key < <(archive | head -n 1) || true
-    [ -n "${uri:-}" ] || { echo "build-opensc: no Debian archive URI in /etc/apt/sources.list{,.d}" >>"$log"; return 1; }
-    mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$apt/download"
-    : >"$apt/sources.list"
-    for suite in $SUITES; do
-        line="deb-src $uri $suite main"
-        [ -n "${key:-}" ] && line="deb-src [signed-by=$key] $uri $suite main"
-        echo "$line" >>"$apt/sources.list"
-    done
-    APT_OPTS=(-o "Dir::Etc::SourceList=$apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
-        -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache"
-        -o "APT::Sandbox::User=$(id -un)" -o Debug::NoLocking=true)
+    local apt=$CACHE/apt
+    mkdir -p "$apt/download"
+    private_apt "$apt" deb-src $SUITES >>"$log" 2>&1 || return 1
     echo "build-opensc: private apt sources ($apt/sources.list):" >>"$log"
     cat "$apt/sources.list" >>"$log"
-    apt-get "${APT_OPTS[@]}" -q update >>"$log" 2>&1 || return 1
     # The source package's version for this upstream version (any Debian revision).
     local version
     version=$(apt-cache "${APT_OPTS[@]}" showsrc opensc 2>>"$log" |

@@ -116,8 +116,8 @@ entry_points! {
         });
         ATEXIT.call_once(|| {
             // SAFETY: registers a handler (for this library: glibc runs it at exit, or when the
-            // library is unloaded first) that writes the metrics file if metrics are on.
-            if unsafe { libc::atexit(crate::metrics::at_exit) } != 0 {
+            // library is unloaded first) that marks the exit and writes the metrics file.
+            if unsafe { libc::atexit(crate::process_exit::at_exit) } != 0 {
                 tracing::warn!("atexit failed: metrics since the last write are lost at exit");
             }
         });

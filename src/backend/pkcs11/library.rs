@@ -342,7 +342,11 @@ impl HsmLibrary {
         Ok(session)
     }
 
+    /// `C_CloseSession`, except once the process is exiting (`process_exit`).
     pub fn close_session(&self, session: CK_SESSION_HANDLE) -> Result<()> {
+        if crate::process_exit::exiting() {
+            return Ok(());
+        }
         call!(self, C_CloseSession(session))
     }
 
@@ -403,7 +407,11 @@ impl HsmLibrary {
         }
     }
 
+    /// `C_Logout`, except once the process is exiting (`process_exit`).
     pub fn logout(&self, session: CK_SESSION_HANDLE) -> Result<()> {
+        if crate::process_exit::exiting() {
+            return Ok(());
+        }
         call!(self, C_Logout(session))
     }
 
@@ -663,7 +671,8 @@ impl Drop for HsmLibrary {
     fn drop(&mut self) {
         let registry = REGISTRY.get();
         let mut r = registry.lock();
-        if self.initialized_here {
+        // Once the process is exiting, the library is left as it is (`process_exit`).
+        if self.initialized_here && !crate::process_exit::exiting() {
             if let Some(finalize) = self.functions.C_Finalize {
                 // SAFETY: the library was initialized by us and is still loaded.
                 unsafe { finalize(ptr::null_mut()) };
