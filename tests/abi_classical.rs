@@ -262,6 +262,15 @@ fn ed25519_signs_as_rfc_8032_and_ed25519_dalek_verifies() {
         ),
     ]));
     ok(s.verify(&m, public, b"", &expected));
+    // No CKA_EC_PARAMS at all (the B4AE library's own client): Ed25519.
+    let (public, private) = ok(s.generate_key_pair(
+        &Mechanism::EccEdwardsKeyPairGen,
+        &[Attribute::Verify(true)],
+        &[Attribute::Sign(true), Attribute::Private(true)],
+    ));
+    assert_eq!(attr_bytes(&s, public, CKA_EC_PARAMS), ED25519_OID);
+    let signature = ok(s.sign(&m, private, MESSAGE));
+    ok(s.verify(&m, public, MESSAGE, &signature));
     // Ed448 is not offered.
     let ed448 = s.generate_key_pair(
         &Mechanism::EccEdwardsKeyPairGen,

@@ -29,7 +29,7 @@ use std::ptr::null_mut;
 use std::time::Duration;
 
 /// One SoftHSM token (and module slot, by index) per test; the native slot comes after them.
-const TOKENS: [&str; 12] = [
+const TOKENS: [&str; 13] = [
     "fwd-info",
     "fwd-pass",
     "fwd-hard",
@@ -42,6 +42,7 @@ const TOKENS: [&str; 12] = [
     "fwd-dilithium5",
     "fwd-repair",
     "fwd-lookup",
+    "fwd-ed25519",
 ];
 const INFO: usize = 0;
 const PASS: usize = 1;
@@ -55,6 +56,7 @@ const THREADS: usize = 8;
 const DILITHIUM5: usize = 9;
 const REPAIR: usize = 10;
 const LOOKUP: usize = 11;
+const ED25519: usize = 12;
 const NATIVE: usize = TOKENS.len();
 
 /// What src/mechanism/mod.rs REGISTRY offers; a pkcs11 slot adds those its HSM lacks.
@@ -756,6 +758,32 @@ fn a_rotation_by_another_process_leaves_an_open_session_one_live_key() {
         rv_name(stale.to_rv())
     );
     assert_rv_in(stale, &[CKR_KEY_HANDLE_INVALID, CKR_OBJECT_HANDLE_INVALID]);
+}
+
+/// B4AE's own PKCS#11 client asks for Edwards key pairs without `CKA_EC_PARAMS` (SPEC §7): the
+/// module supplies Ed25519's before SoftHSM2, which would answer `CKR_TEMPLATE_INCOMPLETE`, sees
+/// the template; the key pair is the HSM's and signs there.
+#[test]
+fn an_edwards_key_pair_without_ec_params_is_an_ed25519_pair_of_the_hsm() {
+    use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
+    let session = fwd().module_session(ED25519);
+    let (public, private) = ok(session.generate_key_pair(
+        &Mechanism::EccEdwardsKeyPairGen,
+        &[Attribute::Token(false), Attribute::Verify(true)],
+        &[Attribute::Token(false), Attribute::Sign(true)],
+    ));
+    assert_eq!(
+        attr_bytes(&session, public, CKA_EC_PARAMS),
+        [0x06, 0x03, 0x2B, 0x65, 0x70]
+    );
+    let m = Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure));
+    let signature = ok(session.sign(&m, private, MESSAGE));
+    assert_eq!(signature.len(), 64);
+    ok(session.verify(&m, public, MESSAGE, &signature));
+    let point = attr_bytes(&session, public, CKA_EC_POINT);
+    let theirs = ed25519_dalek::VerifyingKey::from_bytes(point[2..].try_into().unwrap()).unwrap();
+    let sig = ed25519_dalek::Signature::from_slice(&signature).unwrap();
+    assert!(theirs.verify_strict(MESSAGE, &sig).is_ok());
 }
 
 // ---------------------------------------------------------------------------------------------
