@@ -51,3 +51,32 @@ private_apt() {
         -o "APT::Sandbox::User=$(id -un)" -o Debug::NoLocking=true)
     apt-get "${APT_OPTS[@]}" -q update
 }
+
+# build_deps name pkg:file-or-command...: installs (apt-get, with sudo when not root) the packages
+# whose file or command is missing; `name` prefixes the message.
+build_deps() {
+    local name=$1 spec pkg file missing=()
+    shift
+    for spec in "$@"; do
+        pkg=${spec%%:*} file=${spec#*:}
+        [ -e "$file" ] || command -v "$file" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "$name: installing ${missing[*]}" >&2
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >&2
+}
+
+# build_step name log description command...: runs the command into the log; on failure shows the
+# log's end and exits.
+build_step() {
+    local name=$1 log=$2 what=$3
+    shift 3
+    if ! "$@" >>"$log" 2>&1; then
+        echo "$name: $what failed; last lines of $log:" >&2
+        tail -n 30 "$log" >&2
+        exit 1
+    fi
+}

@@ -861,16 +861,7 @@ fn a_token_with_native_slh_dsa_keeps_the_key_and_signs_there() {
             CKR_SIGNATURE_INVALID,
         );
     }
-    let inner = cryptoki::context::Pkcs11::new(&f.inner_library).expect("loading the copy");
-    let _ = inner.initialize(os_locking());
-    let slot = ok(inner.get_slots_with_token())[0];
-    let inner_session = ok(inner.open_ro_session(slot));
-    let template = [
-        Attribute::Class(ObjectClass::PRIVATE_KEY),
-        Attribute::KeyType(KeyType::SLH_DSA),
-        Attribute::Label(b"native-slh".to_vec()),
-    ];
-    assert_eq!(ok(inner_session.find_objects(&template)), [private]);
+    inner_token_holds(f, KeyType::SLH_DSA, "native-slh", private);
 }
 
 /// A token whose library has the 3.2 interface and ML-KEM: keys are made there (custody 1) and
@@ -923,16 +914,21 @@ fn a_token_with_native_ml_kem_encapsulates_itself_through_its_3_2_interface() {
         CKR_KEY_TYPE_INCONSISTENT,
     );
 
-    // The inner token holds the key pair (the outer session's login is the process's, so its
-    // private objects are visible to a session opened on the inner library directly).
+    inner_token_holds(f, KeyType::ML_KEM, "native-kem", private);
+}
+
+/// The inner token (the module copy standing in for an HSM) holds the private key labelled
+/// `label`, under the same handle: the outer session's login is the process's, so its private
+/// objects are visible to a session opened on the inner library directly.
+fn inner_token_holds(f: &Forward, key_type: KeyType, label: &str, private: ObjectHandle) {
     let inner = cryptoki::context::Pkcs11::new(&f.inner_library).expect("loading the copy");
     let _ = inner.initialize(os_locking());
     let slot = ok(inner.get_slots_with_token())[0];
     let inner_session = ok(inner.open_ro_session(slot));
     let template = [
         Attribute::Class(ObjectClass::PRIVATE_KEY),
-        Attribute::KeyType(KeyType::ML_KEM),
-        Attribute::Label(b"native-kem".to_vec()),
+        Attribute::KeyType(key_type),
+        Attribute::Label(label.as_bytes().to_vec()),
     ];
     assert_eq!(ok(inner_session.find_objects(&template)), [private]);
 }

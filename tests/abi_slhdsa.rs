@@ -466,44 +466,19 @@ fn hash_slh_dsa_refuses_bad_parameters_lengths_and_keys() {
             ))
         };
         let digest = [5u8; 32];
-        let too_long: &'static [u8] = Box::leak(vec![1u8; 256].into_boxed_slice());
-        assert_rv(
-            s.sign(&prehashed(too_long, sha256), private, &digest),
-            CKR_MECHANISM_PARAM_INVALID,
-        );
-        let ctx = SignAdditionalContext::new(HedgeType::Preferred, Some(too_long));
+        let ctx = SignAdditionalContext::new(HedgeType::Preferred, Some(&[1u8; 256]));
         assert_rv(
             s.sign(&Mechanism::HashSlhDsaSha256(ctx), private, b"m"),
             CKR_MECHANISM_PARAM_INVALID,
         );
-        // A digest of the wrong length, an unknown hash, no parameter.
-        assert_rv(
-            s.sign(&prehashed(b"", sha256), private, &digest[..31]),
-            CKR_DATA_LEN_RANGE,
+        let signature = common::prehash::bare_mechanism_refusals(
+            s,
+            CKM_HASH_SLH_DSA,
+            prehashed,
+            (public, private),
+            &digest,
         );
-        assert_rv(
-            s.sign(&prehashed(b"", MechanismType::SHA1), private, &digest),
-            CKR_MECHANISM_PARAM_INVALID,
-        );
-        let mut bare = mech(CKM_HASH_SLH_DSA);
-        let rv = ck!(C_SignInit(s.handle(), &mut bare, private.handle()));
-        assert_rv(rv, CKR_MECHANISM_PARAM_INVALID);
-        // CKM_HASH_SLH_DSA is single-part only.
-        ok(s.sign_init(&prehashed(b"", sha256), private));
-        assert_rv(s.sign_update(&digest), CKR_FUNCTION_NOT_SUPPORTED);
-        assert_rv(s.sign_final(), CKR_OPERATION_NOT_INITIALIZED);
-        // Truncated and altered signatures.
         let m = prehashed(b"", sha256);
-        let signature = ok(s.sign(&m, private, &digest));
-        ok(s.verify(&m, public, &digest, &signature));
-        let truncated = s.verify(&m, public, &digest, &signature[..signature.len() - 1]);
-        assert_rv(truncated, CKR_SIGNATURE_LEN_RANGE);
-        let mut altered = signature.clone();
-        altered[40] ^= 4;
-        assert_rv(
-            s.verify(&m, public, &digest, &altered),
-            CKR_SIGNATURE_INVALID,
-        );
         // An ML-DSA key, and the wrong half.
         let (dsa_public, dsa_private) = mldsa_keypair(s, Ps::P44, false, &[]);
         assert_rv(s.sign(&m, dsa_private, &digest), CKR_KEY_TYPE_INCONSISTENT);

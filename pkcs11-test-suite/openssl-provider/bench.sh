@@ -33,21 +33,8 @@ token_label = "bench-hsm"
 TOML
 B4AE_SO_PIN=12345678 B4AE_USER_PIN=$PIN "$ADMIN" init-token --slot 0 --label bench-embedded >/dev/null
 printf '%s' $PIN >pin
-cat >provider.cnf <<CNF
-openssl_conf = openssl_init
-[openssl_init]
-providers = provider_sect
-[provider_sect]
-default = default_sect
-pkcs11 = pkcs11_sect
-[default_sect]
-activate = 1
-[pkcs11_sect]
-module = $CACHE/pkcs11.so
-pkcs11-module-path = $MODULE
-pkcs11-module-token-pin = file:$WORK/pin
-activate = 1
-CNF
+source "$ROOT/pkcs11-test-suite/openssl-provider/provider-cnf.sh"
+provider_cnf "$CACHE" "$MODULE" "$WORK/pin" >"$WORK/provider.cnf"
 plain() { OPENSSL_CONF=/dev/null "$OPENSSL" "$@"; }
 provider() { OPENSSL_CONF=$WORK/provider.cnf "$OPENSSL" "$@"; }
 

@@ -32,18 +32,7 @@ if works; then
     exit 0
 fi
 
-missing=()
-for spec in gcc:gcc make:make perl:perl libc6-dev:/usr/include/stdio.h; do
-    pkg=${spec%%:*} file=${spec#*:}
-    [ -e "$file" ] || command -v "$file" >/dev/null 2>&1 || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "openssl-provider: installing ${missing[*]}" >&2
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >&2
-fi
+build_deps openssl-provider gcc:gcc make:make perl:perl libc6-dev:/usr/include/stdio.h
 
 mkdir -p "$CACHE"
 exec 9>"$CACHE/.lock"
@@ -54,15 +43,7 @@ if works; then
 fi
 log=$CACHE/build.log
 : >"$log"
-step() { # description, command...
-    local what=$1
-    shift
-    if ! "$@" >>"$log" 2>&1; then
-        echo "openssl-provider: $what failed; last lines of $log:" >&2
-        tail -n 30 "$log" >&2
-        exit 1
-    fi
-}
+step() { build_step openssl-provider "$log" "$@"; }
 step "apt-get update (private sources: $SUITES)" private_apt "$CACHE/apt" "deb deb-src" $SUITES
 download=$CACHE/apt/download
 rm -rf "$download"

@@ -19,21 +19,8 @@ fi
 OPENSSL=$CACHE/openssl/bin/openssl
 export LD_LIBRARY_PATH=$CACHE/openssl/lib
 echo "# $("$OPENSSL" version), pkcs11-provider $(cat "$CACHE/pkcs11-provider.version")"
-cat >"$WORK/provider.cnf" <<CNF
-openssl_conf = openssl_init
-[openssl_init]
-providers = provider_sect
-[provider_sect]
-default = default_sect
-pkcs11 = pkcs11_sect
-[default_sect]
-activate = 1
-[pkcs11_sect]
-module = $CACHE/pkcs11.so
-pkcs11-module-path = $MODULE
-pkcs11-module-token-pin = file:$WORK/pin
-activate = 1
-CNF
+source "$ROOT/pkcs11-test-suite/openssl-provider/provider-cnf.sh"
+provider_cnf "$CACHE" "$MODULE" "$WORK/pin" >"$WORK/provider.cnf"
 printf '%s' "$USER_PIN" >"$WORK/pin"
 cd "$WORK" || cannot_run "no work directory"
 echo "b4ae-pkcs11 through pkcs11-provider" >data.txt

@@ -41,23 +41,11 @@ if works; then
     exit 0
 fi
 
-# Build dependencies (fresh Debian 12): only what this build uses.
-missing=()
-for spec in gcc:gcc make:make autoconf:autoreconf automake:automake libtool:libtoolize \
+# Build dependencies (fresh Debian 12): only what this build uses. libtoolize alone is not
+# enough: autoreconf needs libtool's m4 macros (libtool.m4).
+build_deps build-opensc gcc:gcc make:make autoconf:autoreconf automake:automake libtool:libtoolize \
     pkg-config:pkg-config libssl-dev:/usr/include/openssl/evp.h zlib1g-dev:/usr/include/zlib.h \
-    libc6-dev:/usr/include/stdio.h; do
-    pkg=${spec%%:*} file=${spec#*:}
-    [ -e "$file" ] || command -v "$file" >/dev/null 2>&1 || missing+=("$pkg")
-done
-# libtoolize alone is not enough: autoreconf needs libtool's m4 macros (libtool.m4).
-[ -e /usr/share/aclocal/libtool.m4 ] || missing+=(libtool)
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "build-opensc: installing ${missing[*]}" >&2
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >&2
-fi
+    libc6-dev:/usr/include/stdio.h libtool:/usr/share/aclocal/libtool.m4
 
 mkdir -p "$CACHE"
 # One build at a time; a second caller waits and then finds the binary.
@@ -73,15 +61,7 @@ log=$CACHE/build.log
 : >"$log"
 echo "build-opensc: building pkcs11-tool $VERSION in $src (log: $log)" >&2
 
-step() { # description, command...: run it into the log; on failure show the log's end
-    local what=$1
-    shift
-    if ! "$@" >>"$log" 2>&1; then
-        echo "build-opensc: $what failed; last lines of $log:" >&2
-        tail -n 30 "$log" >&2
-        exit 1
-    fi
-}
+step() { build_step build-opensc "$log" "$@"; }
 
 # fetch_source: opensc_$VERSION.orig.tar.gz into $CACHE through a private apt configuration.
 fetch_source() {

@@ -11,7 +11,9 @@ use crate::mechanism::hybrid::Ed25519Signer;
 use crate::mechanism::mldsa::ParamSet;
 use crate::mechanism::prehash::{PreHashMechanisms, PreHashSigner, PreHashVerifier};
 use crate::mechanism::signing::{SignOperation, VerifyOperation};
-use crate::mechanism::{check_key, Mechanism, MechanismFamily, MechanismInfo, ParamShape};
+use crate::mechanism::{
+    check_key, key_value, Mechanism, MechanismFamily, MechanismInfo, ParamShape,
+};
 use crate::token::object::Object;
 use cryptoki_sys::*;
 use ml_dsa::{EncodedVerifyingKey, ExpandedSigningKey, ExpandedSigningKeyBytes, Signature};
@@ -85,28 +87,8 @@ pub struct HashMlDsa;
 
 impl MechanismFamily for HashMlDsa {
     fn mechanisms(&self) -> &'static [MechanismInfo] {
-        const fn signs(mechanism: CK_MECHANISM_TYPE) -> MechanismInfo {
-            MechanismInfo::new(
-                mechanism,
-                CKP_ML_DSA_44,
-                CKP_ML_DSA_87,
-                CKF_SIGN | CKF_VERIFY,
-            )
-        }
-        const MECHANISMS: &[MechanismInfo] = &[
-            signs(CKM_HASH_ML_DSA),
-            signs(CKM_HASH_ML_DSA_SHA224),
-            signs(CKM_HASH_ML_DSA_SHA256),
-            signs(CKM_HASH_ML_DSA_SHA384),
-            signs(CKM_HASH_ML_DSA_SHA512),
-            signs(CKM_HASH_ML_DSA_SHA3_224),
-            signs(CKM_HASH_ML_DSA_SHA3_256),
-            signs(CKM_HASH_ML_DSA_SHA3_384),
-            signs(CKM_HASH_ML_DSA_SHA3_512),
-            signs(CKM_HASH_ML_DSA_SHAKE128),
-            signs(CKM_HASH_ML_DSA_SHAKE256),
-        ];
-        MECHANISMS
+        const LIST: [MechanismInfo; 11] = MECHANISMS.infos(CKP_ML_DSA_44, CKP_ML_DSA_87);
+        &LIST
     }
 
     fn param_shape(&self, mechanism: CK_MECHANISM_TYPE) -> ParamShape {
@@ -131,12 +113,7 @@ impl MechanismFamily for HashMlDsa {
             mechanism.mechanism,
         )?;
         let set = ParamSet::from_ck(key.ulong(CKA_PARAMETER_SET)?)?;
-        let private_key = Zeroizing::new(
-            key.attrs
-                .get(CKA_VALUE)
-                .ok_or(Error::USER_NOT_LOGGED_IN)?
-                .to_vec(),
-        );
+        let private_key = key_value(key)?;
         let deterministic = parts.0.hedge == CKH_DETERMINISTIC_REQUIRED;
         let sign = move |m: &[u8]| {
             let rnd = if deterministic {
@@ -163,7 +140,7 @@ impl MechanismFamily for HashMlDsa {
             mechanism.mechanism,
         )?;
         let set = ParamSet::from_ck(key.ulong(CKA_PARAMETER_SET)?)?;
-        let public_key = key.attrs.get(CKA_VALUE).ok_or(Error::GENERAL)?.to_vec();
+        let public_key = key_value(key)?;
         Ok(PreHashVerifier::boxed(
             parts,
             Box::new(move |m, signature| verify_internal(set, &public_key, m, signature)),

@@ -2,16 +2,17 @@
 //! M' = 1 ‖ len(ctx) ‖ ctx ‖ OID(PH) ‖ PH(M) (`prehash` builds M' and drives the operations),
 //! on RustCrypto `slh-dsa`'s internal interface. Keys are SLH-DSA keys (`CKK_SLH_DSA`).
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::mechanism::hybrid::Ed25519Signer;
 use crate::mechanism::prehash::{PreHashMechanisms, PreHashSigner, PreHashVerifier};
 use crate::mechanism::signing::{SignOperation, VerifyOperation};
 use crate::mechanism::slhdsa::ParamSet;
-use crate::mechanism::{check_key, Mechanism, MechanismFamily, MechanismInfo, ParamShape};
+use crate::mechanism::{
+    check_key, key_value, Mechanism, MechanismFamily, MechanismInfo, ParamShape,
+};
 use crate::token::object::Object;
 use cryptoki_sys::*;
 use std::sync::Arc;
-use zeroize::Zeroizing;
 
 /// `CKM_HASH_SLH_DSA` (the caller hashes; the parameter names the hash) and
 /// `CKM_HASH_SLH_DSA_<hash>` (this module hashes the message, multi-part).
@@ -24,28 +25,9 @@ const MECHANISMS: PreHashMechanisms = PreHashMechanisms {
 
 impl MechanismFamily for HashSlhDsa {
     fn mechanisms(&self) -> &'static [MechanismInfo] {
-        const fn signs(mechanism: CK_MECHANISM_TYPE) -> MechanismInfo {
-            MechanismInfo::new(
-                mechanism,
-                CKP_SLH_DSA_SHA2_128S,
-                CKP_SLH_DSA_SHAKE_256F,
-                CKF_SIGN | CKF_VERIFY,
-            )
-        }
-        const LIST: &[MechanismInfo] = &[
-            signs(CKM_HASH_SLH_DSA),
-            signs(CKM_HASH_SLH_DSA_SHA224),
-            signs(CKM_HASH_SLH_DSA_SHA256),
-            signs(CKM_HASH_SLH_DSA_SHA384),
-            signs(CKM_HASH_SLH_DSA_SHA512),
-            signs(CKM_HASH_SLH_DSA_SHA3_224),
-            signs(CKM_HASH_SLH_DSA_SHA3_256),
-            signs(CKM_HASH_SLH_DSA_SHA3_384),
-            signs(CKM_HASH_SLH_DSA_SHA3_512),
-            signs(CKM_HASH_SLH_DSA_SHAKE128),
-            signs(CKM_HASH_SLH_DSA_SHAKE256),
-        ];
-        LIST
+        const LIST: [MechanismInfo; 11] =
+            MECHANISMS.infos(CKP_SLH_DSA_SHA2_128S, CKP_SLH_DSA_SHAKE_256F);
+        &LIST
     }
 
     fn param_shape(&self, mechanism: CK_MECHANISM_TYPE) -> ParamShape {
@@ -65,12 +47,7 @@ impl MechanismFamily for HashSlhDsa {
         let ck = mechanism.mechanism;
         check_key(key, CKO_PRIVATE_KEY, CKK_SLH_DSA, CKA_SIGN, ck)?;
         let set = ParamSet::from_ck(key.ulong(CKA_PARAMETER_SET)?)?;
-        let private_key = Zeroizing::new(
-            key.attrs
-                .get(CKA_VALUE)
-                .ok_or(Error::USER_NOT_LOGGED_IN)?
-                .to_vec(),
-        );
+        let private_key = key_value(key)?;
         let deterministic = parts.0.hedge == CKH_DETERMINISTIC_REQUIRED;
         Ok(PreHashSigner::boxed(
             set.signature_len(),
@@ -84,7 +61,7 @@ impl MechanismFamily for HashSlhDsa {
         let ck = mechanism.mechanism;
         check_key(key, CKO_PUBLIC_KEY, CKK_SLH_DSA, CKA_VERIFY, ck)?;
         let set = ParamSet::from_ck(key.ulong(CKA_PARAMETER_SET)?)?;
-        let public_key = key.attrs.get(CKA_VALUE).ok_or(Error::GENERAL)?.to_vec();
+        let public_key = key_value(key)?;
         Ok(PreHashVerifier::boxed(
             parts,
             Box::new(move |m, signature| set.verify_internal(&public_key, m, signature)),

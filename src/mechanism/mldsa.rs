@@ -11,7 +11,9 @@ use crate::error::{Error, Result};
 use crate::mechanism::hybrid::Ed25519Signer;
 use crate::mechanism::signing::{SignOperation, SignOptions, VerifyOperation};
 use crate::mechanism::signing::{WholeMessageSigner, WholeMessageVerifier};
-use crate::mechanism::{check_key, Mechanism, MechanismFamily, MechanismInfo, ParamShape};
+use crate::mechanism::{
+    check_key, key_value, Mechanism, MechanismFamily, MechanismInfo, ParamShape,
+};
 use crate::token::attributes::Attributes;
 use crate::token::factory;
 use crate::token::object::Object;
@@ -366,12 +368,7 @@ impl MechanismFamily for MlDsa {
         let set = ParamSet::from_ck(key.ulong(CKA_PARAMETER_SET)?)?;
         // PQClean signs hedged only: a deterministic signature needs the encoded key.
         let deterministic_key = match options.hedge {
-            CKH_DETERMINISTIC_REQUIRED => Some(Zeroizing::new(
-                key.attrs
-                    .get(CKA_VALUE)
-                    .ok_or(Error::USER_NOT_LOGGED_IN)?
-                    .to_vec(),
-            )),
+            CKH_DETERMINISTIC_REQUIRED => Some(key_value(key)?),
             _ => None,
         };
         let key = key.signing_key()?;
@@ -389,7 +386,7 @@ impl MechanismFamily for MlDsa {
         let options = SignOptions::from_param(&mechanism.param)?;
         check_key(key, CKO_PUBLIC_KEY, CKK_ML_DSA, CKA_VERIFY, CKM_ML_DSA)?;
         let set = ParamSet::from_ck(key.ulong(CKA_PARAMETER_SET)?)?;
-        let public_key = key.attrs.get(CKA_VALUE).ok_or(Error::GENERAL)?.to_vec();
+        let public_key = key_value(key)?;
         let context = options.context;
         Ok(WholeMessageVerifier::boxed(move |m, sig| {
             set.verify(&public_key, m, &context, sig)

@@ -208,6 +208,19 @@ pub fn check_key(
     Ok(())
 }
 
+/// A key's `CKA_VALUE`, copied for an operation into memory wiped when the operation ends. A
+/// private key without one is a key this session may not use (its value is only there after
+/// login); a public key always has one.
+pub fn key_value(key: &Object) -> Result<Zeroizing<Vec<u8>>> {
+    let missing = if key.class() == CKO_PRIVATE_KEY {
+        Error::USER_NOT_LOGGED_IN
+    } else {
+        Error::GENERAL
+    };
+    let value = key.attrs.get(CKA_VALUE).ok_or(missing)?;
+    Ok(Zeroizing::new(value.to_vec()))
+}
+
 /// How the ABI layer must read a mechanism's parameter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ParamShape {

@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::mechanism::signing::{SignOperation, SignOptions, VerifyOperation};
-use crate::mechanism::Mechanism;
+use crate::mechanism::{Mechanism, MechanismInfo};
 use cryptoki_sys::*;
 use sha2::Digest as _;
 use sha3::digest::{ExtendableOutput, Update as _};
@@ -184,6 +184,19 @@ pub struct PreHashMechanisms {
 }
 
 impl PreHashMechanisms {
+    /// The family's eleven mechanisms for `C_GetMechanismList`: the bare one, then the ten in
+    /// [`PreHash::ALL`]'s order; key sizes the range of the family's parameter-set numbers.
+    pub const fn infos(self, min_set: CK_ULONG, max_set: CK_ULONG) -> [MechanismInfo; 11] {
+        const FLAGS: CK_FLAGS = CKF_SIGN | CKF_VERIFY;
+        let mut list = [MechanismInfo::new(self.bare, min_set, max_set, FLAGS); 11];
+        let mut i = 0;
+        while i < 10 {
+            list[i + 1] = MechanismInfo::new(self.first + i as CK_ULONG, min_set, max_set, FLAGS);
+            i += 1;
+        }
+        list
+    }
+
     /// The options, pre-hash and, for a `CKM_HASH_<family>_<hash>` (which takes the message),
     /// the running hash; the bare mechanism takes the digest itself.
     pub fn options_and_hash(

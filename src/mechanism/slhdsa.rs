@@ -8,7 +8,9 @@ use crate::error::{Error, Result};
 use crate::mechanism::hybrid::Ed25519Signer;
 use crate::mechanism::signing::{SignOperation, SignOptions, VerifyOperation};
 use crate::mechanism::signing::{WholeMessageSigner, WholeMessageVerifier};
-use crate::mechanism::{check_key, Mechanism, MechanismFamily, MechanismInfo, ParamShape};
+use crate::mechanism::{
+    check_key, key_value, Mechanism, MechanismFamily, MechanismInfo, ParamShape,
+};
 use crate::token::attributes::Attributes;
 use crate::token::factory;
 use crate::token::object::Object;
@@ -184,7 +186,8 @@ impl ParamSet {
         })
     }
 
-    /// A signature of `message` with `context`; hedged unless `deterministic`.
+    /// A signature of `message` with `context` (FIPS 205 algorithm 22: M' = 0 ‖ len(ctx) ‖ ctx
+    /// ‖ M); hedged unless `deterministic`.
     pub fn sign(
         self,
         private_key: &[u8],
@@ -192,17 +195,10 @@ impl ParamSet {
         context: &[u8],
         deterministic: bool,
     ) -> Result<Vec<u8>> {
-        let mut rand = Zeroizing::new([0u8; 32]);
-        getrandom::getrandom(&mut rand[..]).map_err(|_| Error::DEVICE)?;
-        let n = self.n();
-        per_set!(self, |P| {
-            let sk = slh_dsa::SigningKey::<P>::try_from(private_key).map_err(|_| Error::GENERAL)?;
-            let opt_rand = (!deterministic).then(|| &rand[..n]);
-            let signature = sk
-                .try_sign_with_context(message, context, opt_rand)
-                .map_err(|_| Error::MECHANISM_PARAM_INVALID)?;
-            Ok(signature.to_vec())
-        })
+        let context_len =
+            u8::try_from(context.len()).map_err(|_| Error::MECHANISM_PARAM_INVALID)?;
+        let m: [&[u8]; 4] = [&[0], &[context_len], context, message];
+        self.sign_parts(private_key, &m, deterministic)
     }
 
     /// A signature of M' by `slh_sign_internal` (HashSLH-DSA); hedged unless `deterministic`.
@@ -212,28 +208,18 @@ impl ParamSet {
         m: &[u8],
         deterministic: bool,
     ) -> Result<Vec<u8>> {
+        self.sign_parts(private_key, &[m], deterministic)
+    }
+
+    /// `slh_sign_internal` of M' given in parts; opt_rand fresh, or PK.seed when deterministic.
+    fn sign_parts(self, private_key: &[u8], m: &[&[u8]], deterministic: bool) -> Result<Vec<u8>> {
         let mut rand = Zeroizing::new([0u8; 32]);
         getrandom::getrandom(&mut rand[..]).map_err(|_| Error::DEVICE)?;
         let n = self.n();
         per_set!(self, |P| {
             let sk = slh_dsa::SigningKey::<P>::try_from(private_key).map_err(|_| Error::GENERAL)?;
             let opt_rand = (!deterministic).then(|| &rand[..n]);
-            Ok(sk.slh_sign_internal(&[m], opt_rand).to_vec())
-        })
-    }
-
-    /// Verifies a signature of M' by `slh_verify_internal` (HashSLH-DSA).
-    pub fn verify_internal(self, public_key: &[u8], m: &[u8], signature: &[u8]) -> Result<()> {
-        if signature.len() != self.signature_len() {
-            return Err(Error::SIGNATURE_LEN_RANGE);
-        }
-        per_set!(self, |P| {
-            let vk =
-                slh_dsa::VerifyingKey::<P>::try_from(public_key).map_err(|_| Error::GENERAL)?;
-            let sig = slh_dsa::Signature::<P>::try_from(signature)
-                .map_err(|_| Error::SIGNATURE_INVALID)?;
-            vk.slh_verify_internal(&[m], &sig)
-                .map_err(|_| Error::SIGNATURE_INVALID)
+            Ok(sk.slh_sign_internal(m, opt_rand).to_vec())
         })
     }
 
@@ -245,6 +231,17 @@ impl ParamSet {
         context: &[u8],
         signature: &[u8],
     ) -> Result<()> {
+        let context_len = u8::try_from(context.len()).map_err(|_| Error::SIGNATURE_INVALID)?;
+        let m: [&[u8]; 4] = [&[0], &[context_len], context, message];
+        self.verify_parts(public_key, &m, signature)
+    }
+
+    /// Verifies a signature of M' by `slh_verify_internal` (HashSLH-DSA).
+    pub fn verify_internal(self, public_key: &[u8], m: &[u8], signature: &[u8]) -> Result<()> {
+        self.verify_parts(public_key, &[m], signature)
+    }
+
+    fn verify_parts(self, public_key: &[u8], m: &[&[u8]], signature: &[u8]) -> Result<()> {
         if signature.len() != self.signature_len() {
             return Err(Error::SIGNATURE_LEN_RANGE);
         }
@@ -253,7 +250,7 @@ impl ParamSet {
                 slh_dsa::VerifyingKey::<P>::try_from(public_key).map_err(|_| Error::GENERAL)?;
             let sig = slh_dsa::Signature::<P>::try_from(signature)
                 .map_err(|_| Error::SIGNATURE_INVALID)?;
-            vk.try_verify_with_context(message, context, &sig)
+            vk.slh_verify_internal(m, &sig)
                 .map_err(|_| Error::SIGNATURE_INVALID)
         })
     }
@@ -298,12 +295,7 @@ impl MechanismFamily for SlhDsa {
         let options = SignOptions::from_param(&mechanism.param)?;
         check_key(key, CKO_PRIVATE_KEY, CKK_SLH_DSA, CKA_SIGN, CKM_SLH_DSA)?;
         let set = ParamSet::from_ck(key.ulong(CKA_PARAMETER_SET)?)?;
-        let private_key = Zeroizing::new(
-            key.attrs
-                .get(CKA_VALUE)
-                .ok_or(Error::USER_NOT_LOGGED_IN)?
-                .to_vec(),
-        );
+        let private_key = key_value(key)?;
         let deterministic = options.hedge == CKH_DETERMINISTIC_REQUIRED;
         let context = options.context;
         Ok(WholeMessageSigner::boxed(set.signature_len(), move |m| {
@@ -315,7 +307,7 @@ impl MechanismFamily for SlhDsa {
         let options = SignOptions::from_param(&mechanism.param)?;
         check_key(key, CKO_PUBLIC_KEY, CKK_SLH_DSA, CKA_VERIFY, CKM_SLH_DSA)?;
         let set = ParamSet::from_ck(key.ulong(CKA_PARAMETER_SET)?)?;
-        let public_key = key.attrs.get(CKA_VALUE).ok_or(Error::GENERAL)?.to_vec();
+        let public_key = key_value(key)?;
         let context = options.context;
         Ok(WholeMessageVerifier::boxed(move |m, sig| {
             set.verify(&public_key, m, &context, sig)

@@ -102,3 +102,55 @@ pub fn raw_prehash_sign(
     signature.truncate(len as usize);
     signature
 }
+
+/// The refusals a bare pre-hash mechanism (`bare`: `CKM_HASH_ML_DSA`, `CKM_HASH_SLH_DSA`) owes,
+/// `prehashed(context, hash)` making it with a `CK_HASH_SIGN_ADDITIONAL_CONTEXT`: a context of
+/// 256 bytes, a digest of the wrong length, an unknown hash, no parameter at all, multi-part
+/// use, a truncated and an altered signature. Answers the (valid) signature of `digest`, a
+/// SHA-256 digest, made on the way.
+pub fn bare_mechanism_refusals<'a>(
+    s: &Session,
+    bare: CK_MECHANISM_TYPE,
+    prehashed: impl Fn(&'static [u8], cryptoki::mechanism::MechanismType) -> Mechanism<'a>,
+    (public, private): (ObjectHandle, ObjectHandle),
+    digest: &[u8; 32],
+) -> Vec<u8> {
+    use cryptoki::mechanism::MechanismType;
+    let sha256 = MechanismType::SHA256;
+    let too_long: &'static [u8] = Box::leak(vec![1u8; 256].into_boxed_slice());
+    assert_rv(
+        s.sign(&prehashed(too_long, sha256), private, digest),
+        CKR_MECHANISM_PARAM_INVALID,
+    );
+    assert_rv(
+        s.sign(&prehashed(b"", sha256), private, &digest[..31]),
+        CKR_DATA_LEN_RANGE,
+    );
+    assert_rv(
+        s.sign(&prehashed(b"", MechanismType::SHA1), private, digest),
+        CKR_MECHANISM_PARAM_INVALID,
+    );
+    let mut without_parameter = mech(bare);
+    let rv = ck!(C_SignInit(
+        s.handle(),
+        &mut without_parameter,
+        private.handle()
+    ));
+    assert_rv(rv, CKR_MECHANISM_PARAM_INVALID);
+    // Single-part only.
+    ok(s.sign_init(&prehashed(b"", sha256), private));
+    assert_rv(s.sign_update(digest), CKR_FUNCTION_NOT_SUPPORTED);
+    assert_rv(s.sign_final(), CKR_OPERATION_NOT_INITIALIZED);
+    let m = prehashed(b"", sha256);
+    let signature = ok(s.sign(&m, private, digest));
+    ok(s.verify(&m, public, digest, &signature));
+    let truncated = s.verify(&m, public, digest, &signature[..signature.len() - 1]);
+    assert_rv(truncated, CKR_SIGNATURE_LEN_RANGE);
+    let mut altered = signature.clone();
+    altered[40] ^= 4;
+    assert_rv(
+        s.verify(&m, public, digest, &altered),
+        CKR_SIGNATURE_INVALID,
+    );
+    signature
+}
