@@ -45,7 +45,7 @@ rate() {
     OPENSSL_CONF=$conf "$OPENSSL" s_server -quiet -accept "$port" -cert "$cert" -key "$key" \
         -tls1_3 -groups X25519MLKEM768 -www >/dev/null 2>&1 &
     local server=$!
-    for _ in $(seq 50); do ss -ltn | grep -q ":$port " && break; sleep 0.1; done
+    for _ in $(seq 50); do (: >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
     # s_time's own rate is per second of the client's CPU time; the server's rate is the
     # number of handshakes over the wall-clock time they took.
     local started ended

@@ -74,7 +74,7 @@ for slot in "$EMBEDDED_SLOT" "$HSM_SLOT"; do
     provider s_server -accept "$port" -cert "cert87-$slot.pem" -key "$uri;object=tls-87;type=private" \
         -tls1_3 -groups X25519MLKEM768 -www -naccept 1 >"server-$slot.log" 2>&1 &
     server=$!
-    for _ in $(seq 50); do ss -ltn 2>/dev/null | grep -q ":$port " && break; sleep 0.1; done
+    for _ in $(seq 100); do grep -q "^ACCEPT" "server-$slot.log" 2>/dev/null && break; sleep 0.1; done
     out=$(echo | plain s_client -connect "127.0.0.1:$port" -CAfile "cert87-$slot.pem" \
         -verify_return_error -groups X25519MLKEM768 -brief 2>&1)
     client=$?
