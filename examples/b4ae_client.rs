@@ -11,8 +11,8 @@
 use b4ae::hsm::HsmBackend as B4aeHsmBackend;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let module = std::env::var("B4AE_PKCS11_MODULE")
-        .unwrap_or_else(|_| "/usr/lib/x86_64-linux-gnu/pkcs11/libb4ae_pkcs11.so".into());
+    let module = std::env::var_os("B4AE_PKCS11_MODULE")
+        .map_or_else(b4ae_pkcs11::hsm::installed_module, Into::into);
     let pin = std::env::var("HSM_PIN")?;
     let slot: u64 = std::env::var("HSM_SLOT")
         .unwrap_or_else(|_| "0".into())

@@ -9,9 +9,10 @@
 use b4ae_pkcs11::hsm::pkcs11_enhanced::Pkcs11HsmEnhanced;
 use b4ae_pkcs11::hsm::HsmBackend;
 
-fn module() -> String {
-    std::env::var("B4AE_PKCS11_MODULE")
-        .unwrap_or_else(|_| "/usr/lib/x86_64-linux-gnu/pkcs11/libb4ae_pkcs11.so".into())
+/// `$B4AE_PKCS11_MODULE`, else where the Debian package installs the module.
+fn module() -> std::path::PathBuf {
+    std::env::var_os("B4AE_PKCS11_MODULE")
+        .map_or_else(b4ae_pkcs11::hsm::installed_module, Into::into)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

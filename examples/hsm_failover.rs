@@ -14,8 +14,8 @@ fn var(name: &str, default: &str) -> String {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let installed = "/usr/lib/x86_64-linux-gnu/pkcs11/libb4ae_pkcs11.so";
-    let primary_library = var("B4AE_PKCS11_MODULE", installed);
+    let installed = b4ae_pkcs11::hsm::installed_module();
+    let primary_library = var("B4AE_PKCS11_MODULE", &installed.to_string_lossy());
     let backup_library = var("B4AE_BACKUP_MODULE", &primary_library);
     let pin = std::env::var("HSM_PIN")?;
     let slot = |name, default| -> SlotSelector {

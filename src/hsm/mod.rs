@@ -13,6 +13,19 @@ pub use failover::FailoverHsm;
 pub use pkcs11_enhanced::{Algorithm, Pkcs11HsmEnhanced, SlotSelector};
 
 use cryptoki_sys::{CKK_AES, CKK_GENERIC_SECRET, CK_KEY_TYPE};
+use std::path::PathBuf;
+
+/// Where the Debian package installs the module: the multiarch PKCS#11 directory of this
+/// machine's architecture (`/usr/lib/x86_64-linux-gnu/pkcs11/libb4ae_pkcs11.so` on amd64).
+pub fn installed_module() -> PathBuf {
+    let triplet = match std::env::consts::ARCH {
+        "x86" => "i386-linux-gnu".to_owned(),
+        "arm" => "arm-linux-gnueabihf".to_owned(),
+        "powerpc64" if cfg!(target_endian = "little") => "powerpc64le-linux-gnu".to_owned(),
+        arch => format!("{arch}-linux-gnu"),
+    };
+    PathBuf::from(format!("/usr/lib/{triplet}/pkcs11/libb4ae_pkcs11.so"))
+}
 
 /// An HSM that keeps signing keys by label and stores secrets.
 pub trait HsmBackend: Send + Sync {
