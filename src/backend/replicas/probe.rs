@@ -39,8 +39,13 @@ fn run(shared: &Shared, stop: &(Mutex<bool>, Condvar), interval: Duration) {
             }
         }
         for replica in shared.replicas.iter().filter(|r| !r.is_up()) {
-            if replica.reach().is_ok() {
-                shared.recovered(replica.index);
+            let probed = crate::process_exit::unless_exiting(|| {
+                if replica.reach().is_ok() {
+                    shared.recovered(replica.index);
+                }
+            });
+            if probed.is_none() {
+                return;
             }
         }
     }
