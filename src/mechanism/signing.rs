@@ -196,6 +196,30 @@ impl Multipart {
 /// Verifies (public key, message, signature).
 pub type VerifyFn = fn(&[u8], &[u8], &[u8]) -> Result<()>;
 
+/// Verifies (parameter set, public key, message, context, signature).
+pub type ContextVerifyFn<S> = fn(S, &[u8], &[u8], &[u8], &[u8]) -> Result<()>;
+
+/// A whole-message verifier for a mechanism with an optional `CK_SIGN_ADDITIONAL_CONTEXT`
+/// (pure ML-DSA, SLH-DSA) on a public key of `key_type` with a `CKA_PARAMETER_SET`, which
+/// `parameter_set` reads.
+pub fn context_verifier<S: Copy + Send + 'static>(
+    mechanism: &Mechanism,
+    key: &Object,
+    key_type: CK_KEY_TYPE,
+    parameter_set: fn(CK_ULONG) -> Result<S>,
+    verify: ContextVerifyFn<S>,
+) -> Result<Box<dyn VerifyOperation>> {
+    let options = SignOptions::from_param(&mechanism.param)?;
+    let ck = mechanism.mechanism;
+    crate::mechanism::check_key(key, CKO_PUBLIC_KEY, key_type, CKA_VERIFY, ck)?;
+    let set = parameter_set(key.ulong(CKA_PARAMETER_SET)?)?;
+    let public_key = crate::mechanism::key_value(key)?;
+    let context = options.context;
+    Ok(WholeMessageVerifier::boxed(move |m, sig| {
+        verify(set, &public_key, m, &context, sig)
+    }))
+}
+
 /// A whole-message verifier for a parameterless mechanism whose public key is the key's
 /// `CKA_VALUE` (Dilithium5, the hybrid).
 pub fn value_key_verifier(

@@ -6,8 +6,8 @@
 
 use crate::error::{Error, Result};
 use crate::mechanism::hybrid::Ed25519Signer;
+use crate::mechanism::signing::{context_verifier, WholeMessageSigner};
 use crate::mechanism::signing::{SignOperation, SignOptions, VerifyOperation};
-use crate::mechanism::signing::{WholeMessageSigner, WholeMessageVerifier};
 use crate::mechanism::{
     check_key, key_value, Mechanism, MechanismFamily, MechanismInfo, ParamShape,
 };
@@ -304,14 +304,13 @@ impl MechanismFamily for SlhDsa {
     }
 
     fn verify_init(&self, mechanism: &Mechanism, key: &Object) -> Result<Box<dyn VerifyOperation>> {
-        let options = SignOptions::from_param(&mechanism.param)?;
-        check_key(key, CKO_PUBLIC_KEY, CKK_SLH_DSA, CKA_VERIFY, CKM_SLH_DSA)?;
-        let set = ParamSet::from_ck(key.ulong(CKA_PARAMETER_SET)?)?;
-        let public_key = key_value(key)?;
-        let context = options.context;
-        Ok(WholeMessageVerifier::boxed(move |m, sig| {
-            set.verify(&public_key, m, &context, sig)
-        }))
+        context_verifier(
+            mechanism,
+            key,
+            CKK_SLH_DSA,
+            ParamSet::from_ck,
+            ParamSet::verify,
+        )
     }
 
     fn generate_key_pair(
