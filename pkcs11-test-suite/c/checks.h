@@ -7,6 +7,7 @@
 #define B4AE_TEST_CHECKS_H
 
 #include "b4ae_pkcs11.h"
+#include "rv_name.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,54 +15,6 @@
 
 static int failures;
 static CK_FUNCTION_LIST_3_2 *p11;
-
-static const char *rv_name(CK_RV rv)
-{
-    switch (rv) {
-#define RV(x) \
-    case x: \
-        return #x
-        RV(CKR_OK);
-        RV(CKR_HOST_MEMORY);
-        RV(CKR_SLOT_ID_INVALID);
-        RV(CKR_GENERAL_ERROR);
-        RV(CKR_FUNCTION_FAILED);
-        RV(CKR_ARGUMENTS_BAD);
-        RV(CKR_ATTRIBUTE_SENSITIVE);
-        RV(CKR_ATTRIBUTE_TYPE_INVALID);
-        RV(CKR_ATTRIBUTE_VALUE_INVALID);
-        RV(CKR_DATA_LEN_RANGE);
-        RV(CKR_DEVICE_ERROR);
-        RV(CKR_ENCRYPTED_DATA_LEN_RANGE);
-        RV(CKR_FUNCTION_NOT_SUPPORTED);
-        RV(CKR_KEY_HANDLE_INVALID);
-        RV(CKR_KEY_TYPE_INCONSISTENT);
-        RV(CKR_KEY_FUNCTION_NOT_PERMITTED);
-        RV(CKR_MECHANISM_INVALID);
-        RV(CKR_MECHANISM_PARAM_INVALID);
-        RV(CKR_OBJECT_HANDLE_INVALID);
-        RV(CKR_OPERATION_ACTIVE);
-        RV(CKR_OPERATION_NOT_INITIALIZED);
-        RV(CKR_PIN_INCORRECT);
-        RV(CKR_PIN_LOCKED);
-        RV(CKR_SESSION_HANDLE_INVALID);
-        RV(CKR_SIGNATURE_INVALID);
-        RV(CKR_SIGNATURE_LEN_RANGE);
-        RV(CKR_TEMPLATE_INCOMPLETE);
-        RV(CKR_TEMPLATE_INCONSISTENT);
-        RV(CKR_TOKEN_NOT_PRESENT);
-        RV(CKR_USER_ALREADY_LOGGED_IN);
-        RV(CKR_USER_NOT_LOGGED_IN);
-        RV(CKR_BUFFER_TOO_SMALL);
-        RV(CKR_CRYPTOKI_NOT_INITIALIZED);
-        RV(CKR_CRYPTOKI_ALREADY_INITIALIZED);
-        RV(CKR_PARAMETER_SET_NOT_SUPPORTED);
-        RV(CKR_ENCRYPTED_DATA_INVALID);
-#undef RV
-    default:
-        return "unknown CK_RV";
-    }
-}
 
 /* One check: "ok - what" when cond holds, else "not ok - what: why". Returns cond. */
 static int check(int cond, const char *what, const char *why_fmt, ...)

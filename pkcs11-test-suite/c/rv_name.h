@@ -1,0 +1,69 @@
+/*
+ * rv_name.h - the name of a CK_RV, for the C consumers of pkcs11-test-suite/c (abi_smoke.c, and
+ * checks.h for the others). Include once per program.
+ */
+#ifndef B4AE_TEST_RV_NAME_H
+#define B4AE_TEST_RV_NAME_H
+
+#include "b4ae_pkcs11.h"
+
+static const char *rv_name(CK_RV rv)
+{
+    switch (rv) {
+#define RV(x) \
+    case x: \
+        return #x
+        RV(CKR_OK);
+        RV(CKR_HOST_MEMORY);
+        RV(CKR_SLOT_ID_INVALID);
+        RV(CKR_GENERAL_ERROR);
+        RV(CKR_FUNCTION_FAILED);
+        RV(CKR_ARGUMENTS_BAD);
+        RV(CKR_ATTRIBUTE_READ_ONLY);
+        RV(CKR_ATTRIBUTE_SENSITIVE);
+        RV(CKR_ATTRIBUTE_TYPE_INVALID);
+        RV(CKR_ATTRIBUTE_VALUE_INVALID);
+        RV(CKR_DATA_INVALID);
+        RV(CKR_DATA_LEN_RANGE);
+        RV(CKR_DEVICE_ERROR);
+        RV(CKR_FUNCTION_NOT_SUPPORTED);
+        RV(CKR_KEY_HANDLE_INVALID);
+        RV(CKR_KEY_TYPE_INCONSISTENT);
+        RV(CKR_KEY_FUNCTION_NOT_PERMITTED);
+        RV(CKR_MECHANISM_INVALID);
+        RV(CKR_MECHANISM_PARAM_INVALID);
+        RV(CKR_OBJECT_HANDLE_INVALID);
+        RV(CKR_OPERATION_ACTIVE);
+        RV(CKR_OPERATION_NOT_INITIALIZED);
+        RV(CKR_PIN_INCORRECT);
+        RV(CKR_PIN_INVALID);
+        RV(CKR_PIN_LEN_RANGE);
+        RV(CKR_PIN_LOCKED);
+        RV(CKR_SESSION_CLOSED);
+        RV(CKR_SESSION_EXISTS);
+        RV(CKR_SESSION_HANDLE_INVALID);
+        RV(CKR_SESSION_PARALLEL_NOT_SUPPORTED);
+        RV(CKR_SESSION_READ_ONLY);
+        RV(CKR_SIGNATURE_INVALID);
+        RV(CKR_SIGNATURE_LEN_RANGE);
+        RV(CKR_TEMPLATE_INCOMPLETE);
+        RV(CKR_TEMPLATE_INCONSISTENT);
+        RV(CKR_TOKEN_NOT_PRESENT);
+        RV(CKR_TOKEN_NOT_RECOGNIZED);
+        RV(CKR_USER_ALREADY_LOGGED_IN);
+        RV(CKR_USER_NOT_LOGGED_IN);
+        RV(CKR_USER_PIN_NOT_INITIALIZED);
+        RV(CKR_USER_TYPE_INVALID);
+        RV(CKR_BUFFER_TOO_SMALL);
+        RV(CKR_CRYPTOKI_NOT_INITIALIZED);
+        RV(CKR_CRYPTOKI_ALREADY_INITIALIZED);
+        RV(CKR_PARAMETER_SET_NOT_SUPPORTED);
+        RV(CKR_ENCRYPTED_DATA_LEN_RANGE);
+        RV(CKR_ENCRYPTED_DATA_INVALID);
+#undef RV
+    default:
+        return "CKR_?";
+    }
+}
+
+#endif
